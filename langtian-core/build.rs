@@ -1,0 +1,20 @@
+//! Generates the Rust types of `proto/` at build time with prost, using protox (a pure-Rust
+//! protobuf compiler) so that no `protoc` binary is needed.
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
+    let files = [
+        "langtian/envelope/v1/envelope.proto",
+        "langtian/battery/v1/battery.proto",
+        "langtian/md/v1/md.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", proto_root.join(f).display());
+    }
+    let fds = protox::compile(files, [&proto_root])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(fds)?;
+    Ok(())
+}

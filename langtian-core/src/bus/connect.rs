@@ -1,0 +1,230 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde::Deserialize;
+
+use super::BusError;
+
+/// TLS settings for the NATS connection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// Require TLS even if the URL says `nats://`.
+    #[serde(default)]
+    pub required: bool,
+    /// CA certificate(s) (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub key_file: Option<PathBuf>,
+    /// Do the TLS handshake before the server's INFO (`handshake_first` on the server).
+    #[serde(default)]
+    pub handshake_first: bool,
+}
+
+/// How to reach NATS: URLs plus one of token, user/password, NKey seed or creds file, and TLS.
+///
+/// ```
+/// use langtian_core::bus::BusOptions;
+/// let mut o = BusOptions::new("nats://n1:4222,nats://n2:4222");
+/// o.user = Some("svc".into());
+/// o.password = Some("secret".into());
+/// assert_eq!(o.urls.len(), 2);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusOptions {
+    /// Server URLs (`nats://`, `tls://`, `ws://`).
+    pub urls: Vec<String>,
+    /// Client name shown in the server's connection list.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Token authentication.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// User name (with `password`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password (with `user`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// NKey seed (`SU...`).
+    #[serde(default)]
+    pub nkey_seed: Option<String>,
+    /// Credentials file (user JWT + NKey seed) for operator mode.
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+    /// TLS.
+    #[serde(default)]
+    pub tls: TlsOptions,
+    /// Timeout for JetStream API requests and PubAcks.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Keep retrying the first connection instead of failing at once.
+    #[serde(default)]
+    pub retry_on_initial_connect: bool,
+    /// Max outstanding PubAcks per connection (JetStream context semaphore).
+    #[serde(default = "default_max_ack_inflight")]
+    pub max_ack_inflight: usize,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_ack_inflight() -> usize {
+    8192
+}
+
+impl BusOptions {
+    /// Options for a comma-separated URL list, no auth.
+    pub fn new(urls: &str) -> Self {
+        Self {
+            urls: urls
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            name: None,
+            token: None,
+            user: None,
+            password: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls: TlsOptions::default(),
+            request_timeout: default_request_timeout(),
+            retry_on_initial_connect: false,
+            max_ack_inflight: default_max_ack_inflight(),
+        }
+    }
+
+    async fn to_async_nats(&self) -> Result<async_nats::ConnectOptions, BusError> {
+        let mut o = async_nats::ConnectOptions::new()
+            .request_timeout(Some(self.request_timeout))
+            .subscription_capacity(256 * 1024)
+            .event_callback(|ev| async move {
+                match ev {
+                    async_nats::Event::SlowConsumer(sid) => {
+                        tracing::warn!(sid, "slow consumer: the client dropped messages")
+                    }
+                    other => tracing::debug!(event = %other, "nats connection event"),
+                }
+            });
+        if let Some(n) = &self.name {
+            o = o.name(n);
+        }
+        let auth_count = [
+            self.token.is_some(),
+            self.user.is_some() || self.password.is_some(),
+            self.nkey_seed.is_some(),
+            self.creds_file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if auth_count > 1 {
+            return Err(BusError::Options(
+                "choose one of token, user/password, nkey_seed, creds_file".into(),
+            ));
+        }
+        if let Some(t) = &self.token {
+            o = o.token(t.clone());
+        }
+        match (&self.user, &self.password) {
+            (Some(u), Some(p)) => o = o.user_and_password(u.clone(), p.clone()),
+            (None, None) => {}
+            _ => return Err(BusError::Options("user and password must be given together".into())),
+        }
+        if let Some(seed) = &self.nkey_seed {
+            if !seed.starts_with("SU") {
+                return Err(BusError::Options(
+                    "nkey_seed must be a user seed starting with `SU`".into(),
+                ));
+            }
+            o = o.nkey(seed.clone());
+        }
+        if let Some(path) = &self.creds_file {
+            o = o.credentials_file(path).await.map_err(|e| {
+                BusError::Options(format!("creds file {}: {e}", path.display()))
+            })?;
+        }
+        if self.tls.required {
+            o = o.require_tls(true);
+        }
+        if let Some(ca) = &self.tls.ca_file {
+            o = o.add_root_certificates(ca.clone());
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(c), Some(k)) => o = o.add_client_certificate(c.clone(), k.clone()),
+            (None, None) => {}
+            _ => {
+                return Err(BusError::Options(
+                    "tls.cert_file and tls.key_file must be given together".into(),
+                ));
+            }
+        }
+        if self.tls.handshake_first {
+            o = o.tls_first();
+        }
+        if self.retry_on_initial_connect {
+            o = o.retry_on_initial_connect();
+        }
+        Ok(o)
+    }
+}
+
+/// A connection to NATS with its JetStream context. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Bus {
+    /// Connects with the given options.
+    pub async fn connect(opts: &BusOptions) -> Result<Self, BusError> {
+        if opts.urls.is_empty() {
+            return Err(BusError::Options("no server URL given".into()));
+        }
+        let o = opts.to_async_nats().await?;
+        let client = o.connect(opts.urls.clone()).await.map_err(|e| BusError::Connect {
+            urls: opts.urls.join(","),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::from_client(client, opts))
+    }
+
+    /// Wraps an existing client.
+    pub fn from_client(client: async_nats::Client, opts: &BusOptions) -> Self {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(opts.request_timeout)
+            .max_ack_inflight(opts.max_ack_inflight)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Self { client, js }
+    }
+
+    /// The core NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The server's `max_payload` in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
+    /// Flushes buffered core publishes to the socket.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.client.flush().await.map_err(|e| BusError::Api {
+            what: "flushing the connection".into(),
+            reason: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,504 @@
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use bytes::Bytes;
+
+use super::{Bus, BusError};
+use crate::envelope::Envelope;
+
+/// Delivery guarantee of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Qos {
+    /// QoS 0: core NATS publish, fire and forget. `Ok` means queued in the client.
+    AtMostOnce,
+    /// QoS 1: JetStream publish confirmed by the server's PubAck; retried with the same
+    /// `Nats-Msg-Id` on timeout so the server de-duplicates a retry of a stored message.
+    AtLeastOnce,
+    /// QoS 2: QoS 1 with a caller-supplied deterministic `Nats-Msg-Id`, on a stream whose
+    /// duplicate window covers the whole retry horizon (checked before the first publish).
+    ExactlyOnce,
+}
+
+impl Qos {
+    /// Maps 0/1/2 to a QoS.
+    pub fn from_level(level: u8) -> Option<Self> {
+        match level {
+            0 => Some(Self::AtMostOnce),
+            1 => Some(Self::AtLeastOnce),
+            2 => Some(Self::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// Publisher settings.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// Delivery guarantee.
+    pub qos: Qos,
+    /// Max PubAcks outstanding in a [`PublishWindow`].
+    pub window: usize,
+    /// How long to wait for one PubAck before retrying.
+    pub ack_timeout: Duration,
+    /// Attempts per message (first try included).
+    pub max_attempts: u32,
+    /// Pause between attempts.
+    pub retry_backoff: Duration,
+}
+
+impl PublisherConfig {
+    /// Defaults: window 1024, ack timeout 5 s, 4 attempts, 250 ms between attempts.
+    pub fn new(qos: Qos) -> Self {
+        Self {
+            qos,
+            window: 1024,
+            ack_timeout: Duration::from_secs(5),
+            max_attempts: 4,
+            retry_backoff: Duration::from_millis(250),
+        }
+    }
+
+    /// The longest time between the first and the last attempt of one message; a QoS 2 stream's
+    /// duplicate window must be at least this long.
+    pub fn retry_horizon(&self) -> Duration {
+        (self.ack_timeout + self.retry_backoff) * self.max_attempts
+    }
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// Subject.
+    pub subject: String,
+    /// Body.
+    pub payload: Bytes,
+    /// Extra headers.
+    pub headers: Option<HeaderMap>,
+    /// `Nats-Msg-Id` (required for QoS 2; generated for QoS 1 when absent).
+    pub msg_id: Option<String>,
+}
+
+impl OutgoingMessage {
+    /// A message without headers or id.
+    pub fn new(subject: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            subject: subject.into(),
+            payload: payload.into(),
+            headers: None,
+            msg_id: None,
+        }
+    }
+
+    /// Sets the `Nats-Msg-Id`.
+    pub fn with_msg_id(mut self, id: impl Into<String>) -> Self {
+        self.msg_id = Some(id.into());
+        self
+    }
+
+    /// Sets extra headers.
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+
+    /// An envelope on `<prefix>.<event_type>.<source_system>`, with its headers and
+    /// `Nats-Msg-Id` = event id.
+    pub fn from_envelope(prefix: &str, env: &Envelope) -> Self {
+        Self {
+            subject: env.subject(prefix),
+            payload: env.encode(),
+            headers: Some(env.headers()),
+            msg_id: Some(env.event_id().to_owned()),
+        }
+    }
+
+    fn wire_size(&self) -> usize {
+        let h: usize = self
+            .headers
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .map(|(k, vs)| { let k: &str = k.as_ref(); vs.iter().map(|v| k.len() + v.as_str().len() + 4).sum::<usize>() })
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.payload.len() + h + self.msg_id.as_ref().map(|i| i.len() + 14).unwrap_or(0)
+    }
+}
+
+/// What the server said about a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// The stream that stored the message (`None` for QoS 0).
+    pub stream: Option<String>,
+    /// Its stream sequence (`None` for QoS 0).
+    pub sequence: Option<u64>,
+    /// The server had already stored this `Nats-Msg-Id` within the duplicate window.
+    pub duplicate: bool,
+    /// Attempts it took.
+    pub attempts: u32,
+    /// The `Nats-Msg-Id` used.
+    pub msg_id: Option<String>,
+}
+
+/// Publishes with a fixed QoS; cheap to share by reference across tasks.
+#[derive(Debug)]
+pub struct Publisher {
+    bus: Bus,
+    cfg: PublisherConfig,
+    verified_subjects: Mutex<HashSet<String>>,
+}
+
+impl Publisher {
+    /// A publisher on `bus`.
+    pub fn new(bus: Bus, cfg: PublisherConfig) -> Self {
+        Self {
+            bus,
+            cfg,
+            verified_subjects: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PublisherConfig {
+        &self.cfg
+    }
+
+    /// Publishes one message and, for QoS 1/2, waits for its PubAck (retrying on timeout).
+    pub async fn publish(&self, msg: OutgoingMessage) -> Result<PublishReceipt, BusError> {
+        let msg = self.prepare(msg).await?;
+        if self.cfg.qos == Qos::AtMostOnce {
+            return self.publish_core(msg).await;
+        }
+        self.publish_with_retry(msg, 0).await
+    }
+
+    /// A bounded window of in-flight PubAcks for high-throughput QoS 1/2 publishing.
+    pub fn window(&self) -> PublishWindow<'_> {
+        PublishWindow {
+            publisher: self,
+            inflight: VecDeque::with_capacity(self.cfg.window),
+        }
+    }
+
+    /// Validates size, assigns the message id and (QoS 2) checks the stream's duplicate window.
+    async fn prepare(&self, mut msg: OutgoingMessage) -> Result<OutgoingMessage, BusError> {
+        let max = self.bus.max_payload();
+        let size = msg.wire_size();
+        if max > 0 && size > max {
+            return Err(BusError::PayloadTooLarge {
+                subject: msg.subject,
+                size,
+                max,
+            });
+        }
+        match self.cfg.qos {
+            Qos::AtMostOnce => {}
+            Qos::AtLeastOnce => {
+                if msg.msg_id.is_none() {
+                    msg.msg_id = Some(nuid::next().to_string());
+                }
+            }
+            Qos::ExactlyOnce => {
+                if msg.msg_id.as_deref().is_none_or(str::is_empty) {
+                    return Err(BusError::MissingMessageId {
+                        subject: msg.subject,
+                    });
+                }
+                self.verify_duplicate_window(&msg.subject).await?;
+            }
+        }
+        Ok(msg)
+    }
+
+    async fn verify_duplicate_window(&self, subject: &str) -> Result<(), BusError> {
+        if self
+            .verified_subjects
+            .lock()
+            .map(|s| s.contains(subject))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let js = self.bus.jetstream();
+        let name = js.stream_by_subject(subject).await.map_err(|e| {
+            if e.to_string().contains("not found") {
+                BusError::StreamNotFound {
+                    subject: subject.to_owned(),
+                }
+            } else {
+                BusError::Api {
+                    what: format!("looking up the stream of `{subject}`"),
+                    reason: e.to_string(),
+                }
+            }
+        })?;
+        let mut stream = js.get_stream(&name).await.map_err(|e| BusError::Api {
+            what: format!("reading stream `{name}`"),
+            reason: e.to_string(),
+        })?;
+        let info = stream.info().await.map_err(|e| BusError::Api {
+            what: format!("reading stream `{name}`"),
+            reason: e.to_string(),
+        })?;
+        let window = info.config.duplicate_window;
+        let horizon = self.cfg.retry_horizon();
+        if window < horizon {
+            return Err(BusError::DuplicateWindowTooShort {
+                stream: name,
+                window,
+                horizon,
+            });
+        }
+        if let Ok(mut s) = self.verified_subjects.lock() {
+            s.insert(subject.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn publish_core(&self, msg: OutgoingMessage) -> Result<PublishReceipt, BusError> {
+        let client = self.bus.client();
+        let res = match msg.headers {
+            Some(h) => {
+                client
+                    .publish_with_headers(msg.subject.clone(), h, msg.payload)
+                    .await
+            }
+            None => client.publish(msg.subject.clone(), msg.payload).await,
+        };
+        res.map_err(|e| BusError::Publish {
+            subject: msg.subject,
+            reason: e.to_string(),
+        })?;
+        Ok(PublishReceipt {
+            stream: None,
+            sequence: None,
+            duplicate: false,
+            attempts: 1,
+            msg_id: msg.msg_id,
+        })
+    }
+
+    /// Sends the JetStream publish request; returns the ack future.
+    async fn send(&self, msg: &OutgoingMessage) -> Result<PublishAckFuture, PublishFailure> {
+        let mut headers = msg.headers.clone().unwrap_or_default();
+        if let Some(id) = &msg.msg_id {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        }
+        self.bus
+            .jetstream()
+            .publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
+            .await
+            .map_err(|e| classify(msg, e.kind(), e.to_string(), self.bus.max_payload()))
+    }
+
+    async fn await_ack(
+        &self,
+        msg: &OutgoingMessage,
+        fut: PublishAckFuture,
+    ) -> Result<async_nats::jetstream::publish::PublishAck, PublishFailure> {
+        match tokio::time::timeout(self.cfg.ack_timeout, fut.into_future()).await {
+            Err(_) => Err(PublishFailure::Retry),
+            Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(e)) => Err(classify(msg, e.kind(), e.to_string(), self.bus.max_payload())),
+        }
+    }
+
+    /// Publishes `msg` until acked; `already` attempts were made before.
+    async fn publish_with_retry(
+        &self,
+        msg: OutgoingMessage,
+        already: u32,
+    ) -> Result<PublishReceipt, BusError> {
+        let mut attempts = already;
+        loop {
+            attempts += 1;
+            let result = match self.send(&msg).await {
+                Ok(fut) => self.await_ack(&msg, fut).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(ack) => return Ok(receipt(ack, attempts, msg.msg_id)),
+                Err(PublishFailure::Fatal(e)) => return Err(e),
+                Err(PublishFailure::Retry) if attempts < self.cfg.max_attempts => {
+                    tracing::warn!(subject = %msg.subject, msg_id = ?msg.msg_id, attempts, "no PubAck yet; retrying with the same message id");
+                    tokio::time::sleep(self.cfg.retry_backoff).await;
+                }
+                Err(PublishFailure::Retry) => {
+                    return Err(BusError::AckTimeout {
+                        subject: msg.subject,
+                        msg_id: msg.msg_id.unwrap_or_default(),
+                        attempts,
+                    });
+                }
+            }
+        }
+    }
+}
+
+enum PublishFailure {
+    Retry,
+    Fatal(BusError),
+}
+
+fn classify(msg: &OutgoingMessage, kind: PublishErrorKind, text: String, max: usize) -> PublishFailure {
+    match kind {
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
+            PublishFailure::Retry
+        }
+        PublishErrorKind::StreamNotFound => PublishFailure::Fatal(BusError::StreamNotFound {
+            subject: msg.subject.clone(),
+        }),
+        PublishErrorKind::MaxPayloadExceeded => PublishFailure::Fatal(BusError::PayloadTooLarge {
+            subject: msg.subject.clone(),
+            size: msg.wire_size(),
+            max,
+        }),
+        _ if text.contains("maximum payload") => PublishFailure::Fatal(BusError::PayloadTooLarge {
+            subject: msg.subject.clone(),
+            size: msg.wire_size(),
+            max,
+        }),
+        _ => PublishFailure::Fatal(BusError::Publish {
+            subject: msg.subject.clone(),
+            reason: text,
+        }),
+    }
+}
+
+fn receipt(
+    ack: async_nats::jetstream::publish::PublishAck,
+    attempts: u32,
+    msg_id: Option<String>,
+) -> PublishReceipt {
+    PublishReceipt {
+        stream: Some(ack.stream),
+        sequence: Some(ack.sequence),
+        duplicate: ack.duplicate,
+        attempts,
+        msg_id,
+    }
+}
+
+struct InFlight {
+    msg: OutgoingMessage,
+    fut: Option<PublishAckFuture>,
+}
+
+/// A bounded window of outstanding PubAcks (see [`Publisher::window`]).
+///
+/// `send` returns the receipt of the oldest message once the window is full; `drain` waits for
+/// the rest. Receipts come back in publish order. A message whose ack times out is re-sent with
+/// the same `Nats-Msg-Id`, so the server stores it once.
+///
+/// ```no_run
+/// # async fn demo(p: &langtian_core::bus::Publisher) -> Result<(), langtian_core::bus::BusError> {
+/// use langtian_core::bus::OutgoingMessage;
+/// let mut w = p.window();
+/// for i in 0..10_000 {
+///     w.send(OutgoingMessage::new("lt.evt.demo.x", format!("{i}")).with_msg_id(format!("x:{i}"))).await?;
+/// }
+/// let rest = w.drain().await?;
+/// # Ok(()) }
+/// ```
+pub struct PublishWindow<'a> {
+    publisher: &'a Publisher,
+    inflight: VecDeque<InFlight>,
+}
+
+impl std::fmt::Debug for PublishWindow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishWindow")
+            .field("inflight", &self.inflight.len())
+            .finish()
+    }
+}
+
+impl PublishWindow<'_> {
+    /// Queues `msg`; when the window is full, first completes the oldest and returns its receipt.
+    pub async fn send(&mut self, msg: OutgoingMessage) -> Result<Option<PublishReceipt>, BusError> {
+        let p = self.publisher;
+        let msg = p.prepare(msg).await?;
+        if p.cfg.qos == Qos::AtMostOnce {
+            return p.publish_core(msg).await.map(Some);
+        }
+        let done = if self.inflight.len() >= p.cfg.window.max(1) {
+            self.complete_oldest().await?
+        } else {
+            None
+        };
+        let fut = match p.send(&msg).await {
+            Ok(f) => Some(f),
+            Err(PublishFailure::Retry) => None, // retried when this entry is completed
+            Err(PublishFailure::Fatal(e)) => return Err(e),
+        };
+        self.inflight.push_back(InFlight { msg, fut });
+        Ok(done)
+    }
+
+    /// Number of messages awaiting their PubAck.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    async fn complete_oldest(&mut self) -> Result<Option<PublishReceipt>, BusError> {
+        let Some(entry) = self.inflight.pop_front() else {
+            return Ok(None);
+        };
+        let p = self.publisher;
+        let first = match entry.fut {
+            Some(fut) => p.await_ack(&entry.msg, fut).await,
+            None => Err(PublishFailure::Retry),
+        };
+        match first {
+            Ok(ack) => Ok(Some(receipt(ack, 1, entry.msg.msg_id))),
+            Err(PublishFailure::Fatal(e)) => Err(e),
+            Err(PublishFailure::Retry) => {
+                if p.cfg.max_attempts <= 1 {
+                    return Err(BusError::AckTimeout {
+                        subject: entry.msg.subject,
+                        msg_id: entry.msg.msg_id.unwrap_or_default(),
+                        attempts: 1,
+                    });
+                }
+                tokio::time::sleep(p.cfg.retry_backoff).await;
+                p.publish_with_retry(entry.msg, 1).await.map(Some)
+            }
+        }
+    }
+
+    /// Waits for every outstanding PubAck; returns their receipts in publish order.
+    pub async fn drain(&mut self) -> Result<Vec<PublishReceipt>, BusError> {
+        let mut out = Vec::with_capacity(self.inflight.len());
+        while !self.inflight.is_empty() {
+            if let Some(r) = self.complete_oldest().await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_horizon_covers_all_attempts() {
+        let mut c = PublisherConfig::new(Qos::ExactlyOnce);
+        c.ack_timeout = Duration::from_secs(2);
+        c.retry_backoff = Duration::from_millis(500);
+        c.max_attempts = 3;
+        assert_eq!(c.retry_horizon(), Duration::from_millis(7500));
+    }
+
+    #[test]
+    fn qos_levels() {
+        assert_eq!(Qos::from_level(0), Some(Qos::AtMostOnce));
+        assert_eq!(Qos::from_level(2), Some(Qos::ExactlyOnce));
+        assert_eq!(Qos::from_level(3), None);
+    }
+}

