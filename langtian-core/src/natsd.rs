@@ -219,14 +219,12 @@ impl NatsServer {
     pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<(), NatsdError> {
         let started = Instant::now();
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(NatsdError::Exited {
-                        status: status.to_string(),
-                        log_tail: self.log_tail(20),
-                    });
-                }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(NatsdError::Exited {
+                    status: status.to_string(),
+                    log_tail: self.log_tail(20),
+                });
             }
             if http_get_status(self.cfg.http_port, "/healthz").await == Some(200) {
                 return Ok(());
@@ -354,7 +352,8 @@ pub fn find_nats_server() -> Result<PathBuf, NatsdError> {
 fn server_version(bin: &Path) -> Option<(u32, u32)> {
     let out = std::process::Command::new(bin).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let v = text.split('v').nth(1)?.trim();
+    // "nats-server: v2.15.1"
+    let v = text.split_whitespace().last()?.trim_start_matches('v');
     let mut parts = v.split('.');
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;

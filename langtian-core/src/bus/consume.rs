@@ -197,6 +197,7 @@ impl Delivery {
         let deliveries = info.delivered;
         let pending = info.pending;
         let published_ns = i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+        let reply = m.message.reply.clone();
         let (msg, acker) = m.split();
         Ok(Self {
             subject: msg.subject.to_string(),
@@ -208,7 +209,7 @@ impl Delivery {
             deliveries,
             pending,
             published_ns,
-            reply: msg.reply,
+            reply,
             acker: Arc::new(acker),
             client: client.clone(),
         })

@@ -1,0 +1,251 @@
+//! Durable pull consumers with native acks, and dead letters from advisories, on a real server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use langtian_core::bus::{
+    Bus, BusError, Consumer, ConsumerSpec, DeadLetter, DeadLetterForwarder, DlqConfig, HandlerError,
+    OutgoingMessage, Publisher, PublisherConfig, Qos, Topology, ensure_consumer,
+};
+
+async fn publish_n(bus: &Bus, subject: &str, n: u32) {
+    let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
+    let mut w = p.window();
+    for i in 0..n {
+        w.send(OutgoingMessage::new(subject, format!("m{i}"))).await.unwrap();
+    }
+    w.drain().await.unwrap();
+}
+
+fn spec(stream: &str, durable: &str) -> ConsumerSpec {
+    let mut s = ConsumerSpec::new(stream, durable);
+    s.fetch_batch = 50;
+    s.max_ack_pending = 1000;
+    s.heartbeat = Duration::from_secs(1);
+    s
+}
+
+/// Provisions the DLQ streams + forwarder consumer and starts the forwarder.
+async fn start_dlq(bus: &Bus) -> (tokio::task::JoinHandle<()>, tokio::sync::oneshot::Sender<()>) {
+    let topo = Topology {
+        dlq: Some(DlqConfig::default()),
+        ..Default::default()
+    };
+    topo.apply(bus).await.unwrap();
+    let mut reader = ConsumerSpec::new("LT_DLQ", "test-reader");
+    reader.fetch_batch = 10;
+    ensure_consumer(bus, &reader).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let fwd = DeadLetterForwarder::new(bus.clone(), DlqConfig::default());
+    let h = tokio::spawn(async move {
+        fwd.run(async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (h, tx)
+}
+
+async fn read_dead_letters(bus: &Bus, want: usize) -> Vec<DeadLetter> {
+    let mut reader = ConsumerSpec::new("LT_DLQ", "test-reader");
+    reader.fetch_batch = 10;
+    let mut c = Consumer::bind(bus, reader).await.unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < want && tokio::time::Instant::now() < deadline {
+        let b = c.next_batch(want - out.len(), Duration::from_millis(500)).await.unwrap();
+        for m in &b.messages {
+            out.push(DeadLetter::from_parts(m.headers.as_ref(), m.payload.clone()).expect("provenance headers"));
+        }
+        b.ack_all().await.unwrap();
+    }
+    assert_eq!(out.len(), want, "dead letters received");
+    out
+}
+
+#[tokio::test]
+async fn batch_api_acks_naks_and_redelivers() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "C1", &["c1.>"]).await;
+    ensure_consumer(&bus, &spec("C1", "d")).await.unwrap();
+    publish_n(&bus, "c1.x", 10).await;
+
+    let mut c = Consumer::bind(&bus, spec("C1", "d")).await.unwrap();
+    let b = c.next_batch(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.len(), 10);
+    assert_eq!(b.sequence_range(), Some((1, 10)));
+    assert!(b.messages.iter().all(|m| m.deliveries == 1));
+    // Ack 1..=9, NAK the last with a short delay: it must come back as delivery 2.
+    for m in &b.messages[..9] {
+        m.ack().await.unwrap();
+    }
+    b.messages[9].nak(Some(Duration::from_millis(100))).await.unwrap();
+    let again = c.next_batch(1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again.messages[0].stream_sequence, 10);
+    assert_eq!(again.messages[0].deliveries, 2);
+    again.ack_all().await.unwrap();
+    let info = c.info().await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, 10);
+    assert_eq!(info.num_ack_pending, 0);
+    // Nothing else is pending.
+    assert!(c.next_batch(5, Duration::from_millis(300)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn progress_keeps_a_slow_message_from_redelivery() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "C2", &["c2.>"]).await;
+    let mut s = spec("C2", "slow");
+    s.ack_wait = Duration::from_secs(1);
+    ensure_consumer(&bus, &s).await.unwrap();
+    publish_n(&bus, "c2.x", 1).await;
+    let mut c = Consumer::bind(&bus, s).await.unwrap();
+    let b = c.next_batch(1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.len(), 1);
+    // "Work" for 2.5 ack_waits while reporting progress: no redelivery may happen.
+    for _ in 0..6 {
+        b.progress_all().await.unwrap();
+        let extra = c.next_batch(1, Duration::from_millis(400)).await.unwrap();
+        assert!(extra.is_empty(), "redelivered despite progress acks");
+    }
+    b.ack_all().await.unwrap();
+    assert_eq!(c.info().await.unwrap().num_redelivered, 0);
+}
+
+#[tokio::test]
+async fn consumer_killed_mid_batch_resumes_without_loss() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "C3", &["c3.>"]).await;
+    let mut s = spec("C3", "worker");
+    s.ack_wait = Duration::from_secs(1);
+    ensure_consumer(&bus, &s).await.unwrap();
+    publish_n(&bus, "c3.x", 200).await;
+
+    let mut acked = BTreeSet::new();
+    {
+        // First worker: its own connection; takes a batch, acks part of it, then dies.
+        let bus1 = common::bus(&srv.url()).await;
+        let mut c = Consumer::bind(&bus1, s.clone()).await.unwrap();
+        let b = c.next_batch(80, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(b.len(), 80);
+        for m in &b.messages[..30] {
+            m.ack_sync().await.unwrap();
+            acked.insert(m.stream_sequence);
+        }
+        drop(c);
+        drop(b);
+        drop(bus1); // connection closed mid-batch: 50 delivered but never acked
+    }
+    let mut c = Consumer::bind(&bus, s).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while acked.len() < 200 && tokio::time::Instant::now() < deadline {
+        let b = c.next_batch(100, Duration::from_millis(500)).await.unwrap();
+        for m in &b.messages {
+            acked.insert(m.stream_sequence);
+        }
+        b.ack_all().await.unwrap();
+    }
+    assert_eq!(acked, (1..=200).collect::<BTreeSet<u64>>(), "every message processed");
+}
+
+#[tokio::test]
+async fn retryable_handler_errors_end_in_a_dead_letter_with_provenance() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "C4", &["c4.>"]).await;
+    let (_fwd, stop_fwd) = start_dlq(&bus).await;
+    let mut s = spec("C4", "handler");
+    s.max_deliver = 3;
+    s.backoff = vec![Duration::from_millis(50)];
+    ensure_consumer(&bus, &s).await.unwrap();
+    let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
+    p.publish(OutgoingMessage::new("c4.ok", "fine-1")).await.unwrap();
+    p.publish(OutgoingMessage::new("c4.poison", "poison-body")).await.unwrap();
+    p.publish(OutgoingMessage::new("c4.ok", "fine-2")).await.unwrap();
+
+    let poison_calls = Arc::new(AtomicU32::new(0));
+    let calls = poison_calls.clone();
+    let mut c = Consumer::bind(&bus, s).await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        c.run(
+            move |d| {
+                let calls = calls.clone();
+                async move {
+                    if d.subject == "c4.poison" {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Err(HandlerError::Retryable("sink unavailable".into()))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            async {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    let letters = read_dead_letters(&bus, 1).await;
+    let _ = stop_tx.send(());
+    let stats = run.await.unwrap().unwrap();
+    let _ = stop_fwd.send(());
+    let l = &letters[0];
+    assert_eq!(l.stream, "C4");
+    assert_eq!(l.consumer, "handler");
+    assert_eq!(l.subject, "c4.poison");
+    assert_eq!(l.stream_seq, 2);
+    assert_eq!(l.deliveries, 3);
+    assert_eq!(l.reason, "max_deliveries");
+    assert_eq!(&l.payload[..], b"poison-body");
+    assert!(!l.original_missing);
+    assert_eq!(poison_calls.load(Ordering::SeqCst), 3, "delivered exactly max_deliver times");
+    assert_eq!(stats.acked, 2);
+    assert_eq!(stats.naked, 3);
+}
+
+#[tokio::test]
+async fn term_dead_letters_at_once_with_the_reason() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "C5", &["c5.>"]).await;
+    let (_fwd, stop_fwd) = start_dlq(&bus).await;
+    let mut s = spec("C5", "strict");
+    s.max_deliver = 10;
+    ensure_consumer(&bus, &s).await.unwrap();
+    publish_n(&bus, "c5.x", 1).await;
+    let mut c = Consumer::bind(&bus, s).await.unwrap();
+    let b = c.next_batch(1, Duration::from_secs(5)).await.unwrap();
+    b.messages[0].term(Some("schema 9.0 unsupported")).await.unwrap();
+    let letters = read_dead_letters(&bus, 1).await;
+    let _ = stop_fwd.send(());
+    assert_eq!(letters[0].reason, "terminated: schema 9.0 unsupported");
+    assert_eq!(letters[0].deliveries, 1);
+    assert_eq!(letters[0].stream_seq, 1);
+    assert_eq!(&letters[0].payload[..], b"m0");
+    // Never redelivered.
+    assert!(c.next_batch(1, Duration::from_millis(500)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn binding_unknown_streams_and_consumers_is_a_typed_error() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    let err = Consumer::bind(&bus, spec("NOPE", "d")).await.unwrap_err();
+    assert!(matches!(&err, BusError::UnknownStream { stream } if stream == "NOPE"), "{err}");
+    common::stream(&bus, "C6", &["c6.>"]).await;
+    let err = Consumer::bind(&bus, spec("C6", "ghost")).await.unwrap_err();
+    assert!(matches!(&err, BusError::UnknownConsumer { consumer, .. } if consumer == "ghost"), "{err}");
+    let err = ensure_consumer(&bus, &spec("NOPE", "d")).await.unwrap_err();
+    assert!(matches!(err, BusError::UnknownStream { .. }), "{err}");
+}
