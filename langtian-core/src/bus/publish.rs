@@ -307,6 +307,24 @@ impl Publisher {
         }
     }
 
+    /// "No responders" means no stream on a single server, but in a cluster it is also what a
+    /// publish sees while a stream elects a new leader. Ask the JetStream API which it is.
+    async fn confirm_failure(&self, msg: &OutgoingMessage, f: PublishFailure) -> PublishFailure {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind as K;
+        match f {
+            PublishFailure::Fatal(BusError::StreamNotFound { .. }) => {
+                match self.bus.jetstream().stream_by_subject(msg.subject.clone()).await {
+                    Err(e) if matches!(e.kind(), K::NotFound | K::InvalidSubject) => f,
+                    _ => {
+                        tracing::debug!(subject = %msg.subject, "stream exists but did not answer (leader election?); retrying");
+                        PublishFailure::Retry
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Publishes `msg` until acked; `already` attempts were made before.
     async fn publish_with_retry(
         &self,
@@ -319,6 +337,10 @@ impl Publisher {
             let result = match self.send(&msg).await {
                 Ok(fut) => self.await_ack(&msg, fut).await,
                 Err(e) => Err(e),
+            };
+            let result = match result {
+                Err(f) => Err(self.confirm_failure(&msg, f).await),
+                ok => ok,
             };
             match result {
                 Ok(ack) => return Ok(receipt(ack, attempts, msg.msg_id)),
@@ -452,6 +474,10 @@ impl PublishWindow<'_> {
         let first = match entry.fut {
             Some(fut) => p.await_ack(&entry.msg, fut).await,
             None => Err(PublishFailure::Retry),
+        };
+        let first = match first {
+            Err(f) => Err(p.confirm_failure(&entry.msg, f).await),
+            ok => ok,
         };
         match first {
             Ok(ack) => Ok(Some(receipt(ack, 1, entry.msg.msg_id))),
