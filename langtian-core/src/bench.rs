@@ -1,1 +1,362 @@
-//! placeholder
+//! Benchmark programs behind `lt bench`. Each one prints our figure next to the raw limit of the
+//! same machine measured in the same run, and writes `bench/results/<name>.json` in the format
+//! DESIGN.md fixes (`bench`, `case`, `unit`, `ours`, `baseline`, `ratio`, `target`, `meets`, ...).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::bus::{
+    Bus, BusError, BusOptions, Consumer, ConsumerSpec, OutgoingMessage, Publisher, PublisherConfig, Qos,
+    StreamSpec, ensure_consumer, ensure_stream,
+};
+use crate::natsd::{NatsServer, NatsServerConfig, NatsdError};
+
+/// Benchmark errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bus error.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// Server error.
+    #[error(transparent)]
+    Natsd(#[from] NatsdError),
+    /// Bare async-nats error in a baseline loop.
+    #[error("baseline loop: {0}")]
+    Baseline(String),
+    /// Writing results.
+    #[error("writing {path}: {reason}")]
+    Output {
+        /// File.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Host facts recorded with every result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    /// Logical cores.
+    pub cores: usize,
+    /// 1-minute load average when the record was made.
+    pub load_avg: f64,
+}
+
+impl Host {
+    /// Reads the current host facts.
+    pub fn now() -> Self {
+        let load_avg = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0.0);
+        Self {
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            load_avg,
+        }
+    }
+}
+
+/// One benchmark record (DESIGN.md "Benchmark output").
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRecord {
+    /// Benchmark name.
+    pub bench: String,
+    /// What was measured.
+    pub case: String,
+    /// `msgs/s`, `ms`, `MB` or `ratio`.
+    pub unit: String,
+    /// Our figure.
+    pub ours: f64,
+    /// The raw limit measured in the same run.
+    pub baseline: Option<f64>,
+    /// What the baseline is.
+    pub baseline_what: String,
+    /// ours / baseline.
+    pub ratio: Option<f64>,
+    /// Target (for `ratio` when a baseline exists, else for `ours`).
+    pub target: f64,
+    /// Whether the target is met.
+    pub meets: bool,
+    /// Parameters.
+    pub params: serde_json::Value,
+    /// Host facts.
+    pub host: Host,
+}
+
+/// Writes `records` to `<dir>/<name>.json`; returns the path.
+pub fn write_results(dir: &Path, name: &str, records: &[BenchRecord]) -> Result<PathBuf, BenchError> {
+    let path = dir.join(format!("{name}.json"));
+    let out = |reason: String| BenchError::Output {
+        path: path.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| out(e.to_string()))?;
+    let text = serde_json::to_string_pretty(records).map_err(|e| out(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| out(e.to_string()))?;
+    Ok(path)
+}
+
+/// Settings of `lt bench bus`.
+#[derive(Debug, Clone)]
+pub struct BusBenchConfig {
+    /// Connect to this server instead of starting one.
+    pub nats_url: Option<String>,
+    /// Messages per measured run.
+    pub messages: usize,
+    /// Payload size in bytes.
+    pub payload: usize,
+    /// Publish window (outstanding PubAcks), the same for ours and the bare loop.
+    pub window: usize,
+    /// Pull batch, the same for ours and the bare loop.
+    pub batch: usize,
+    /// Rounds; the median of each side is reported.
+    pub rounds: usize,
+}
+
+impl BusBenchConfig {
+    /// `--quick`: seconds, for smoke tests.
+    pub fn quick() -> Self {
+        Self {
+            nats_url: None,
+            messages: 20_000,
+            payload: 128,
+            window: 1024,
+            batch: 1000,
+            rounds: 1,
+        }
+    }
+    /// The full run.
+    pub fn full() -> Self {
+        Self {
+            messages: 300_000,
+            rounds: 3,
+            ..Self::quick()
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `lt bench bus`: QoS 1 publish and consume+ack through our API vs a bare async-nats loop.
+///
+/// `progress` receives one line per measured run.
+pub async fn bench_bus(
+    cfg: &BusBenchConfig,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<BenchRecord>, BenchError> {
+    let (_server, _dir, url) = match &cfg.nats_url {
+        Some(u) => (None, None, u.clone()),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("lt-bench-")
+                .tempdir()
+                .map_err(|e| BenchError::Baseline(e.to_string()))?;
+            let s = NatsServer::start(NatsServerConfig::new(dir.path())).await?;
+            let url = s.client_url();
+            (Some(s), Some(dir), url)
+        }
+    };
+    let bus = Bus::connect(&BusOptions::new(&url)).await?;
+    let payload = Bytes::from(vec![b'x'; cfg.payload]);
+    let mut pub_ours = Vec::new();
+    let mut pub_bare = Vec::new();
+    let mut con_ours = Vec::new();
+    let mut con_bare = Vec::new();
+    for round in 0..cfg.rounds {
+        // Fresh streams each round so both sides append to an empty stream.
+        let bare_stream = format!("BENCH_BARE_{round}");
+        let ours_stream = format!("BENCH_OURS_{round}");
+        for (name, subj) in [(&bare_stream, "bench.bare"), (&ours_stream, "bench.ours")] {
+            let _ = bus.jetstream().delete_stream(name).await;
+            let mut s = StreamSpec::new(name.clone(), vec![format!("{subj}.{round}")]);
+            s.max_bytes = 4 * 1024 * 1024 * 1024;
+            ensure_stream(&bus, &s).await?;
+        }
+        let bare = publish_bare(&bus, &format!("bench.bare.{round}"), &payload, cfg).await?;
+        progress(&format!("round {round}: bare async-nats publish {bare:>10.0} msgs/s"));
+        let ours = publish_ours(&bus, &format!("bench.ours.{round}"), &payload, cfg).await?;
+        progress(&format!("round {round}: langtian Publisher     {ours:>10.0} msgs/s"));
+        pub_bare.push(bare);
+        pub_ours.push(ours);
+
+        // Consume the same stored messages twice, with one durable each.
+        let mut bare_spec = ConsumerSpec::new(ours_stream.clone(), format!("bare{round}"));
+        bare_spec.fetch_batch = cfg.batch;
+        bare_spec.max_ack_pending = (cfg.batch * 20) as i64;
+        let mut ours_spec = bare_spec.clone();
+        ours_spec.durable = format!("ours{round}");
+        ensure_consumer(&bus, &bare_spec).await?;
+        ensure_consumer(&bus, &ours_spec).await?;
+        let bare = consume_bare(&bus, &bare_spec, cfg).await?;
+        progress(&format!("round {round}: bare async-nats consume+ack {bare:>10.0} msgs/s"));
+        let ours = consume_ours(&bus, ours_spec, cfg).await?;
+        progress(&format!("round {round}: langtian Consumer batch+ack {ours:>10.0} msgs/s"));
+        con_bare.push(bare);
+        con_ours.push(ours);
+        let _ = bus.jetstream().delete_stream(&bare_stream).await;
+        let _ = bus.jetstream().delete_stream(&ours_stream).await;
+    }
+    let params = serde_json::json!({
+        "messages": cfg.messages, "payload_bytes": cfg.payload, "window": cfg.window,
+        "batch": cfg.batch, "rounds": cfg.rounds, "storage": "file", "replicas": 1,
+        "server": bus.client().server_info().version,
+        "external_server": cfg.nats_url.is_some(),
+    });
+    let record = |case: &str, ours: f64, base: f64, what: &str| {
+        let ratio = if base > 0.0 { ours / base } else { 0.0 };
+        BenchRecord {
+            bench: "bus".into(),
+            case: case.into(),
+            unit: "msgs/s".into(),
+            ours,
+            baseline: Some(base),
+            baseline_what: what.into(),
+            ratio: Some(ratio),
+            target: 0.9,
+            meets: ratio >= 0.9,
+            params: params.clone(),
+            host: Host::now(),
+        }
+    };
+    Ok(vec![
+        record(
+            "qos1_publish",
+            median(pub_ours),
+            median(pub_bare),
+            "bare async-nats JetStream publish loop, same Nats-Msg-Id headers and window",
+        ),
+        record(
+            "consume_ack",
+            median(con_ours),
+            median(con_bare),
+            "bare async-nats pull stream (same batch) with ack() per message",
+        ),
+    ])
+}
+
+async fn publish_bare(bus: &Bus, subject: &str, payload: &Bytes, cfg: &BusBenchConfig) -> Result<f64, BenchError> {
+    let js = bus.jetstream();
+    let start = Instant::now();
+    let mut inflight = VecDeque::with_capacity(cfg.window);
+    for i in 0..cfg.messages {
+        let f = js
+            .send_publish(
+                subject.to_owned(),
+                PublishMessage::build().payload(payload.clone()).message_id(format!("b:{i}")),
+            )
+            .await
+            .map_err(|e| BenchError::Baseline(e.to_string()))?;
+        inflight.push_back(f);
+        if inflight.len() >= cfg.window {
+            if let Some(f) = inflight.pop_front() {
+                f.await.map_err(|e| BenchError::Baseline(e.to_string()))?;
+            }
+        }
+    }
+    while let Some(f) = inflight.pop_front() {
+        f.await.map_err(|e| BenchError::Baseline(e.to_string()))?;
+    }
+    Ok(cfg.messages as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn publish_ours(bus: &Bus, subject: &str, payload: &Bytes, cfg: &BusBenchConfig) -> Result<f64, BenchError> {
+    let mut pc = PublisherConfig::new(Qos::AtLeastOnce);
+    pc.window = cfg.window;
+    let p = Publisher::new(bus.clone(), pc);
+    let start = Instant::now();
+    let mut w = p.window();
+    for i in 0..cfg.messages {
+        w.send(OutgoingMessage::new(subject, payload.clone()).with_msg_id(format!("o:{i}")))
+            .await?;
+    }
+    w.drain().await?;
+    Ok(cfg.messages as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn consume_bare(bus: &Bus, spec: &ConsumerSpec, cfg: &BusBenchConfig) -> Result<f64, BenchError> {
+    let consumer: async_nats::jetstream::consumer::PullConsumer = bus
+        .jetstream()
+        .get_consumer_from_stream(&spec.durable, &spec.stream)
+        .await
+        .map_err(|e| BenchError::Baseline(e.to_string()))?;
+    let start = Instant::now();
+    let mut msgs = consumer
+        .stream()
+        .max_messages_per_batch(cfg.batch)
+        .heartbeat(spec.heartbeat)
+        .messages()
+        .await
+        .map_err(|e| BenchError::Baseline(e.to_string()))?;
+    let mut n = 0usize;
+    while n < cfg.messages {
+        match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
+            Ok(Some(Ok(m))) => {
+                m.ack().await.map_err(|e| BenchError::Baseline(e.to_string()))?;
+                n += 1;
+            }
+            Ok(Some(Err(e))) => return Err(BenchError::Baseline(e.to_string())),
+            Ok(None) | Err(_) => return Err(BenchError::Baseline(format!("stalled after {n} messages"))),
+        }
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn consume_ours(bus: &Bus, spec: ConsumerSpec, cfg: &BusBenchConfig) -> Result<f64, BenchError> {
+    let mut c = Consumer::bind(bus, spec).await?;
+    let start = Instant::now();
+    let mut n = 0usize;
+    while n < cfg.messages {
+        let b = c
+            .next_batch(cfg.batch.min(cfg.messages - n), Duration::from_secs(10))
+            .await?;
+        if b.is_empty() {
+            return Err(BenchError::Baseline(format!("our consumer stalled after {n} messages")));
+        }
+        n += b.len();
+        b.ack_all().await?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A human summary table of `records`.
+pub fn summary(records: &[BenchRecord]) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{:<16} {:>14} {:>14} {:>7} {:>7}  {}\n",
+        "case", "ours", "baseline", "ratio", "target", "meets"
+    ));
+    for r in records {
+        s.push_str(&format!(
+            "{:<16} {:>10.0} {:<3} {:>10.0} {:<3} {:>7.3} {:>7.2}  {}\n",
+            r.case,
+            r.ours,
+            "",
+            r.baseline.unwrap_or(f64::NAN),
+            "",
+            r.ratio.unwrap_or(f64::NAN),
+            r.target,
+            if r.meets { "yes" } else { "NO" }
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_three() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}

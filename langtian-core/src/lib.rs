@@ -7,6 +7,8 @@
 //!   JetStream acks, dead letters from server advisories, declarative provisioning.
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
 //! - [`natsd`]: locating and running a `nats-server` process (used by `lt up` and the test kit).
+//! - [`platform`]: `lt up`, the whole platform in one process.
+//! - [`sim`]: data generators.
 //! - [`bench`]: benchmark programs behind `lt bench`.
 //! - `testkit` (feature `testkit`): real nats-server processes and clusters for tests.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -16,7 +18,12 @@ pub mod bus;
 pub mod discovery;
 pub mod envelope;
 pub mod natsd;
+pub mod platform;
 pub mod proto;
+pub mod sim;
 mod serde_util;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+
+/// The async-nats version Langtian is built on, re-exported for callers of the bus API.
+pub use async_nats;

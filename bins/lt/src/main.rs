@@ -1,1 +1,514 @@
-fn main() {}
+//! `lt` — the Langtian operator CLI. Argument parsing and printing only; the work is done by
+//! `langtian-core`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use langtian_core::bench::{BusBenchConfig, bench_bus, summary, write_results};
+use langtian_core::bus::{
+    Bus, BusOptions, Consumer, ConsumerSpec, OutgoingMessage, Publisher, PublisherConfig, Qos,
+};
+use langtian_core::discovery::{DiscoveryConfig, NodeEvent, Registry};
+use langtian_core::envelope::{Envelope, EnvelopeBuilder};
+use langtian_core::platform::{UpConfig, run_up};
+
+/// Langtian: NATS-centred event platform — operator CLI.
+///
+/// Start the platform with `lt up`, then try `lt sub 'lt.evt.>'`, `lt nodes --watch` or
+/// `lt pub lt.evt.demo.cli hello --qos 1`.
+#[derive(Debug, Parser)]
+#[command(name = "lt", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `langtian_core=debug`.
+    #[arg(long, global = true, env = "LT_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Args)]
+struct ConnArgs {
+    /// NATS server URL(s), comma-separated. `lt up` starts its own server on port 14222 unless
+    /// this is set explicitly.
+    #[arg(long, global = true, env = "LT_NATS_URL")]
+    nats_url: Option<String>,
+    /// Credentials file (user JWT + NKey seed).
+    #[arg(long, global = true, env = "LT_NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// Token authentication.
+    #[arg(long, global = true, env = "LT_NATS_TOKEN")]
+    token: Option<String>,
+    /// User name (with --password).
+    #[arg(long, global = true, env = "LT_NATS_USER")]
+    user: Option<String>,
+    /// Password (with --user).
+    #[arg(long, global = true, env = "LT_NATS_PASSWORD")]
+    password: Option<String>,
+    /// NKey user seed.
+    #[arg(long, global = true, env = "LT_NATS_NKEY_SEED")]
+    nkey_seed: Option<String>,
+    /// CA certificate (PEM) to trust for TLS.
+    #[arg(long, global = true, env = "LT_NATS_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+}
+
+const DEFAULT_URL: &str = "nats://127.0.0.1:14222";
+
+impl ConnArgs {
+    fn options(&self) -> BusOptions {
+        let mut o = BusOptions::new(self.nats_url.as_deref().unwrap_or(DEFAULT_URL));
+        o.name = Some("lt".into());
+        o.creds_file = self.creds.clone();
+        o.token = self.token.clone();
+        o.user = self.user.clone();
+        o.password = self.password.clone();
+        o.nkey_seed = self.nkey_seed.clone();
+        o.tls.ca_file = self.tls_ca.clone();
+        o.tls.required = self.tls_ca.is_some();
+        o
+    }
+    async fn connect(&self) -> Result<Bus, String> {
+        Bus::connect(&self.options()).await.map_err(|e| {
+            format!("{e}\nhint: start the platform with `lt up`, or point --nats-url / LT_NATS_URL at a server")
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the platform: embedded nats-server, provisioning, node registry, dead-letter
+    /// forwarder and the battery demo producer, with a live status line. Ctrl-C stops cleanly.
+    Up(UpArgs),
+    /// Publish a message (raw or as an envelope) with QoS 0, 1 or 2.
+    Pub(PubArgs),
+    /// Subscribe and print messages (core subscription, or a durable consumer with acks).
+    Sub(SubArgs),
+    /// List the nodes registered in KV discovery, or watch them join and leave.
+    Nodes(NodesArgs),
+    /// Benchmarks; results go to bench/results/<name>.json.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Data directory (nats-server store; later the lake).
+    #[arg(long, default_value = ".langtian")]
+    data_dir: PathBuf,
+    /// Client port of the embedded nats-server.
+    #[arg(long, default_value_t = 14222)]
+    nats_port: u16,
+    /// Monitoring port of the embedded nats-server.
+    #[arg(long, default_value_t = 18222)]
+    nats_http_port: u16,
+    /// Topology file (streams, consumers, KV) instead of the built-in config/topology.yaml.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Do not run the battery demo producer.
+    #[arg(long)]
+    no_sim: bool,
+    /// Demo events per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Demo devices.
+    #[arg(long, default_value_t = 4)]
+    devices: usize,
+    /// Demo channels per device.
+    #[arg(long, default_value_t = 16)]
+    channels: u32,
+    /// Stop after this long (e.g. `30s`); default: run until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+struct PubArgs {
+    /// Subject (for --envelope: the prefix, default lt.evt, becomes <prefix>.<type>.<source>).
+    subject: String,
+    /// Payload; read from stdin when omitted.
+    data: Option<String>,
+    /// 0 = core publish, 1 = JetStream PubAck, 2 = 1 + deterministic message id.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Nats-Msg-Id (required for QoS 2 unless --envelope is used).
+    #[arg(long)]
+    msg_id: Option<String>,
+    /// Publish this many copies ({i} in data or msg id is replaced by the index).
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Wrap the payload in a langtian.envelope.v1.Envelope.
+    #[arg(long)]
+    envelope: bool,
+    /// Envelope event type.
+    #[arg(long, default_value = "demo")]
+    event_type: String,
+    /// Envelope source system.
+    #[arg(long, default_value = "cli")]
+    source: String,
+}
+
+#[derive(Debug, Args)]
+struct SubArgs {
+    /// Subject (wildcards allowed) for a core subscription.
+    subject: Option<String>,
+    /// Read a durable consumer of this stream instead (acks each message after printing).
+    #[arg(long, requires = "durable")]
+    stream: Option<String>,
+    /// Durable consumer name (must be provisioned).
+    #[arg(long, requires = "stream")]
+    durable: Option<String>,
+    /// Exit after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Exit when nothing arrives for this long (e.g. `5s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle: Option<Duration>,
+    /// Print only the payload.
+    #[arg(long)]
+    raw: bool,
+}
+
+#[derive(Debug, Args)]
+struct NodesArgs {
+    /// Keep watching and print Joined/Updated/Left events.
+    #[arg(long)]
+    watch: bool,
+    /// KV bucket.
+    #[arg(long, default_value = "lt_nodes")]
+    bucket: String,
+    /// Output JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// With --watch: exit after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// QoS 1 publish and consume+ack through the Langtian API vs a bare async-nats loop.
+    Bus(BenchBusArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchBusArgs {
+    /// Seconds instead of minutes (smoke test).
+    #[arg(long)]
+    quick: bool,
+    /// Messages per run (overrides the preset).
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Results directory.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match &cli.cmd {
+        Cmd::Up(a) => cmd_up(&cli.conn, a).await,
+        Cmd::Pub(a) => cmd_pub(&cli.conn, a).await,
+        Cmd::Sub(a) => cmd_sub(&cli.conn, a).await,
+        Cmd::Nodes(a) => cmd_nodes(&cli.conn, a).await,
+        Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lt: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn ctrl_c_or(limit: Option<Duration>) {
+    match limit {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = tokio::time::sleep(d) => {}
+                _ = sigterm() => {}
+            }
+        }
+        None => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = sigterm() => {}
+            }
+        }
+    }
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
+    let cfg = UpConfig {
+        data_dir: a.data_dir.clone(),
+        nats_url: conn.nats_url.clone(),
+        nats_port: a.nats_port,
+        nats_http_port: a.nats_http_port,
+        topology: a.topology.clone(),
+        sim: !a.no_sim,
+        rate: a.rate,
+        devices: a.devices,
+        channels: a.channels,
+    };
+    let tty = std::io::stdout().is_terminal();
+    println!("lt up: starting (Ctrl-C to stop)");
+    let summary = run_up(
+        cfg,
+        ctrl_c_or(a.duration),
+        |line| println!("  {line}"),
+        |status| {
+            if tty {
+                print!("\r\x1b[2K{}", status.line());
+                let _ = std::io::stdout().flush();
+            } else {
+                println!("{}", status.line());
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if tty {
+        println!();
+    }
+    println!("lt up: stopped cleanly\n{}", summary.status.line());
+    Ok(())
+}
+
+async fn cmd_pub(conn: &ConnArgs, a: &PubArgs) -> Result<(), String> {
+    let qos = Qos::from_level(a.qos).ok_or("qos must be 0, 1 or 2")?;
+    let data = match &a.data {
+        Some(d) => d.clone(),
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| format!("reading stdin: {e}"))?;
+            s
+        }
+    };
+    let bus = conn.connect().await?;
+    let publisher = Publisher::new(bus.clone(), PublisherConfig::new(qos));
+    for i in 0..a.count {
+        let body = data.replace("{i}", &i.to_string());
+        let msg_id = a.msg_id.as_ref().map(|m| m.replace("{i}", &i.to_string()));
+        let msg = if a.envelope {
+            let id = msg_id.unwrap_or_else(|| format!("{}:{}", a.source, langtian_core::envelope::now_nanos()));
+            let env = EnvelopeBuilder::new(a.event_type.clone(), a.source.clone())
+                .event_id(id)
+                .payload(Bytes::from(body), "application/json")
+                .build()
+                .map_err(|e| e.to_string())?;
+            OutgoingMessage::from_envelope(&a.subject, &env)
+        } else {
+            let mut m = OutgoingMessage::new(a.subject.clone(), body);
+            m.msg_id = msg_id;
+            m
+        };
+        let r = publisher.publish(msg).await.map_err(|e| e.to_string())?;
+        match (r.stream, r.sequence) {
+            (Some(stream), Some(seq)) => println!(
+                "published to stream {stream} seq {seq}{} (msg id {}, {} attempt{})",
+                if r.duplicate { " [duplicate]" } else { "" },
+                r.msg_id.unwrap_or_default(),
+                r.attempts,
+                if r.attempts == 1 { "" } else { "s" }
+            ),
+            _ => println!("published (QoS 0, no server confirmation)"),
+        }
+    }
+    bus.flush().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn describe(subject: &str, payload: &[u8], headers: Option<&langtian_core::async_nats::HeaderMap>, raw: bool) -> String {
+    if raw {
+        return String::from_utf8_lossy(payload).into_owned();
+    }
+    let is_env = headers
+        .and_then(|h| h.get("Content-Type"))
+        .map(|v| v.as_str().contains("langtian.envelope.v1"))
+        .unwrap_or(false);
+    if is_env {
+        match Envelope::decode(payload) {
+            Ok(e) => {
+                let body = if e.content_type().contains("json") || e.content_type().starts_with("text") {
+                    String::from_utf8_lossy(e.payload()).into_owned()
+                } else {
+                    format!("<{} bytes {}>", e.payload().len(), e.content_type())
+                };
+                return format!(
+                    "[{subject}] envelope id={} type={} source={} v{} {}",
+                    e.event_id(),
+                    e.event_type(),
+                    e.source_system(),
+                    e.schema_version(),
+                    body
+                );
+            }
+            Err(err) => return format!("[{subject}] BAD ENVELOPE: {err}"),
+        }
+    }
+    format!("[{subject}] {}", String::from_utf8_lossy(payload))
+}
+
+async fn cmd_sub(conn: &ConnArgs, a: &SubArgs) -> Result<(), String> {
+    let bus = conn.connect().await?;
+    let idle = a.idle.unwrap_or(Duration::from_secs(u64::MAX / 4));
+    let mut n = 0u64;
+    let done = |n: u64| a.count.is_some_and(|c| n >= c);
+    if let (Some(stream), Some(durable)) = (&a.stream, &a.durable) {
+        let mut spec = ConsumerSpec::new(stream.clone(), durable.clone());
+        spec.fetch_batch = 100;
+        let mut c = Consumer::bind(&bus, spec).await.map_err(|e| e.to_string())?;
+        while !done(n) {
+            let want = a.count.map(|c| (c - n) as usize).unwrap_or(100).min(100);
+            let b = tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                b = c.next_batch(want, idle.min(Duration::from_secs(1))) => b.map_err(|e| e.to_string())?,
+            };
+            if b.is_empty() && a.idle.is_some() {
+                break;
+            }
+            for m in &b.messages {
+                println!(
+                    "{} (seq {}, delivery {})",
+                    describe(&m.subject, &m.payload, m.headers.as_ref(), a.raw),
+                    m.stream_sequence,
+                    m.deliveries
+                );
+            }
+            n += b.len() as u64;
+            b.ack_all().await.map_err(|e| e.to_string())?;
+        }
+    } else {
+        let subject = a.subject.clone().ok_or("give a SUBJECT, or --stream and --durable")?;
+        let mut sub = bus
+            .client()
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| format!("subscribing to `{subject}`: {e}"))?;
+        while !done(n) {
+            let m = tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                m = tokio::time::timeout(idle, sub.next()) => match m {
+                    Ok(Some(m)) => m,
+                    _ => break,
+                },
+            };
+            println!("{}", describe(&m.subject, &m.payload, m.headers.as_ref(), a.raw));
+            n += 1;
+        }
+    }
+    eprintln!("lt sub: {n} message(s)");
+    Ok(())
+}
+
+async fn cmd_nodes(conn: &ConnArgs, a: &NodesArgs) -> Result<(), String> {
+    let bus = conn.connect().await?;
+    let cfg = DiscoveryConfig {
+        bucket: a.bucket.clone(),
+        ..DiscoveryConfig::default()
+    };
+    let reg = Registry::open(&bus, cfg).await.map_err(|e| e.to_string())?;
+    if !a.watch {
+        let nodes = reg.nodes().await.map_err(|e| e.to_string())?;
+        if a.json {
+            for n in &nodes {
+                println!("{}", serde_json::to_string(n).map_err(|e| e.to_string())?);
+            }
+        } else {
+            println!("{:<32} {:<12} {:<10} {:>8} {:>12}", "NODE", "ROLE", "VERSION", "LOAD", "LAST SEEN");
+            let now = langtian_core::envelope::now_nanos() / 1_000_000;
+            for n in &nodes {
+                println!(
+                    "{:<32} {:<12} {:<10} {:>8.2} {:>10.1}s",
+                    n.node_id,
+                    n.role,
+                    n.version,
+                    n.load,
+                    (now - n.last_seen_ms) as f64 / 1000.0
+                );
+            }
+            println!("{} node(s)", nodes.len());
+        }
+        return Ok(());
+    }
+    let mut w = reg.watch().await.map_err(|e| e.to_string())?;
+    let mut n = 0u64;
+    loop {
+        let ev = tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            ev = w.next() => match ev { Some(e) => e.map_err(|e| e.to_string())?, None => break },
+        };
+        let line = match (&ev, a.json) {
+            (NodeEvent::Joined(node), false) => format!("joined  {} ({})", node.node_id, node.role),
+            (NodeEvent::Updated(node), false) => format!("updated {} load={:.2}", node.node_id, node.load),
+            (NodeEvent::Left { node_id, reason }, false) => format!("left    {node_id} ({reason:?})"),
+            (NodeEvent::Joined(node), true) => serde_json::json!({"event":"joined","node":node}).to_string(),
+            (NodeEvent::Updated(node), true) => serde_json::json!({"event":"updated","node":node}).to_string(),
+            (NodeEvent::Left { node_id, reason }, true) => {
+                serde_json::json!({"event":"left","node_id":node_id,"reason":format!("{reason:?}")}).to_string()
+            }
+        };
+        println!("{line}");
+        n += 1;
+        if a.count.is_some_and(|c| n >= c) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn cmd_bench_bus(conn: &ConnArgs, a: &BenchBusArgs) -> Result<(), String> {
+    let mut cfg = if a.quick {
+        BusBenchConfig::quick()
+    } else {
+        BusBenchConfig::full()
+    };
+    cfg.nats_url = conn.nats_url.clone();
+    cfg.payload = a.payload;
+    if let Some(m) = a.messages {
+        cfg.messages = m;
+    }
+    println!(
+        "lt bench bus: {} messages × {} bytes, window {}, batch {}, {} round(s){}",
+        cfg.messages,
+        cfg.payload,
+        cfg.window,
+        cfg.batch,
+        cfg.rounds,
+        if cfg.nats_url.is_some() { "" } else { " (own nats-server)" }
+    );
+    let records = bench_bus(&cfg, |line| println!("  {line}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    print!("{}", summary(&records));
+    let path = write_results(&a.out, "bus", &records).map_err(|e| e.to_string())?;
+    println!("results: {}", path.display());
+    Ok(())
+}

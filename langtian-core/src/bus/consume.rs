@@ -474,6 +474,10 @@ impl Consumer {
     }
 
     /// Returns up to `max` messages, waiting at most `wait` (fewer, or none, when the time is up).
+    ///
+    /// Not cancel-safe: if the future is dropped part-way, the messages it had taken are not
+    /// lost but are redelivered by the server after `ack_wait`. Check shutdown flags between
+    /// calls rather than racing a call against them.
     pub async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Batch, BusError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut batch = Batch {
@@ -530,13 +534,15 @@ impl Consumer {
         Fut: Future<Output = Result<(), HandlerError>>,
         S: Future<Output = ()>,
     {
+        use futures::FutureExt as _;
         let mut stats = HandlerStats::default();
         tokio::pin!(shutdown);
         loop {
-            let batch = tokio::select! {
-                _ = &mut shutdown => return Ok(stats),
-                b = self.next_batch(self.spec.fetch_batch, Duration::from_millis(200)) => b?,
-            };
+            // Checked between batches: cancelling `next_batch` would strand taken messages.
+            if (&mut shutdown).now_or_never().is_some() {
+                return Ok(stats);
+            }
+            let batch = self.next_batch(self.spec.fetch_batch, Duration::from_millis(200)).await?;
             for d in batch.messages {
                 match self.handle_one(&mut handler, d).await? {
                     HandlerOutcome::Acked => stats.acked += 1,

@@ -218,12 +218,13 @@ impl DeadLetterForwarder {
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<u64, BusError> {
         let mut consumer = Consumer::bind(&self.bus, self.cfg.forwarder_spec()).await?;
         let mut written = 0u64;
+        use futures::FutureExt as _;
         tokio::pin!(shutdown);
         loop {
-            let batch = tokio::select! {
-                _ = &mut shutdown => return Ok(written),
-                b = consumer.next_batch(100, Duration::from_millis(250)) => b?,
-            };
+            if (&mut shutdown).now_or_never().is_some() {
+                return Ok(written);
+            }
+            let batch = consumer.next_batch(100, Duration::from_millis(250)).await?;
             for adv in batch.messages {
                 match self.forward(&adv.payload).await {
                     Ok(true) => {
