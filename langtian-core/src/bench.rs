@@ -135,7 +135,7 @@ impl BusBenchConfig {
     pub fn full() -> Self {
         Self {
             messages: 300_000,
-            rounds: 3,
+            rounds: 5,
             ..Self::quick()
         }
     }
@@ -181,10 +181,24 @@ pub async fn bench_bus(
             s.max_bytes = 4 * 1024 * 1024 * 1024;
             ensure_stream(&bus, &s).await?;
         }
-        let bare = publish_bare(&bus, &format!("bench.bare.{round}"), &payload, cfg).await?;
-        progress(&format!("round {round}: bare async-nats publish {bare:>10.0} msgs/s"));
-        let ours = publish_ours(&bus, &format!("bench.ours.{round}"), &payload, cfg).await?;
-        progress(&format!("round {round}: langtian Publisher     {ours:>10.0} msgs/s"));
+        // Alternate which side goes first so warm-up and drift do not favour one.
+        let bare_first = round % 2 == 0;
+        let (bare, ours) = if bare_first {
+            let b = publish_bare(&bus, &format!("bench.bare.{round}"), &payload, cfg).await?;
+            (
+                b,
+                publish_ours(&bus, &format!("bench.ours.{round}"), &payload, cfg).await?,
+            )
+        } else {
+            let o = publish_ours(&bus, &format!("bench.ours.{round}"), &payload, cfg).await?;
+            (
+                publish_bare(&bus, &format!("bench.bare.{round}"), &payload, cfg).await?,
+                o,
+            )
+        };
+        progress(&format!(
+            "round {round}: publish  bare async-nats {bare:>9.0} msgs/s | langtian Publisher {ours:>9.0} msgs/s"
+        ));
         pub_bare.push(bare);
         pub_ours.push(ours);
 
@@ -196,10 +210,16 @@ pub async fn bench_bus(
         ours_spec.durable = format!("ours{round}");
         ensure_consumer(&bus, &bare_spec).await?;
         ensure_consumer(&bus, &ours_spec).await?;
-        let bare = consume_bare(&bus, &bare_spec, cfg).await?;
-        progress(&format!("round {round}: bare async-nats consume+ack {bare:>10.0} msgs/s"));
-        let ours = consume_ours(&bus, ours_spec, cfg).await?;
-        progress(&format!("round {round}: langtian Consumer batch+ack {ours:>10.0} msgs/s"));
+        let (bare, ours) = if bare_first {
+            let b = consume_bare(&bus, &bare_spec, cfg).await?;
+            (b, consume_ours(&bus, ours_spec, cfg).await?)
+        } else {
+            let o = consume_ours(&bus, ours_spec, cfg).await?;
+            (consume_bare(&bus, &bare_spec, cfg).await?, o)
+        };
+        progress(&format!(
+            "round {round}: consume  bare async-nats {bare:>9.0} msgs/s | langtian Consumer  {ours:>9.0} msgs/s"
+        ));
         con_bare.push(bare);
         con_ours.push(ours);
         let _ = bus.jetstream().delete_stream(&bare_stream).await;
@@ -243,7 +263,12 @@ pub async fn bench_bus(
     ])
 }
 
-async fn publish_bare(bus: &Bus, subject: &str, payload: &Bytes, cfg: &BusBenchConfig) -> Result<f64, BenchError> {
+async fn publish_bare(
+    bus: &Bus,
+    subject: &str,
+    payload: &Bytes,
+    cfg: &BusBenchConfig,
+) -> Result<f64, BenchError> {
     let js = bus.jetstream();
     let start = Instant::now();
     let mut inflight = VecDeque::with_capacity(cfg.window);
@@ -251,15 +276,17 @@ async fn publish_bare(bus: &Bus, subject: &str, payload: &Bytes, cfg: &BusBenchC
         let f = js
             .send_publish(
                 subject.to_owned(),
-                PublishMessage::build().payload(payload.clone()).message_id(format!("b:{i}")),
+                PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(format!("b:{i}")),
             )
             .await
             .map_err(|e| BenchError::Baseline(e.to_string()))?;
         inflight.push_back(f);
-        if inflight.len() >= cfg.window {
-            if let Some(f) = inflight.pop_front() {
-                f.await.map_err(|e| BenchError::Baseline(e.to_string()))?;
-            }
+        if inflight.len() >= cfg.window
+            && let Some(f) = inflight.pop_front()
+        {
+            f.await.map_err(|e| BenchError::Baseline(e.to_string()))?;
         }
     }
     while let Some(f) = inflight.pop_front() {
@@ -268,7 +295,12 @@ async fn publish_bare(bus: &Bus, subject: &str, payload: &Bytes, cfg: &BusBenchC
     Ok(cfg.messages as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn publish_ours(bus: &Bus, subject: &str, payload: &Bytes, cfg: &BusBenchConfig) -> Result<f64, BenchError> {
+async fn publish_ours(
+    bus: &Bus,
+    subject: &str,
+    payload: &Bytes,
+    cfg: &BusBenchConfig,
+) -> Result<f64, BenchError> {
     let mut pc = PublisherConfig::new(Qos::AtLeastOnce);
     pc.window = cfg.window;
     let p = Publisher::new(bus.clone(), pc);
@@ -319,7 +351,9 @@ async fn consume_ours(bus: &Bus, spec: ConsumerSpec, cfg: &BusBenchConfig) -> Re
             .next_batch(cfg.batch.min(cfg.messages - n), Duration::from_secs(10))
             .await?;
         if b.is_empty() {
-            return Err(BenchError::Baseline(format!("our consumer stalled after {n} messages")));
+            return Err(BenchError::Baseline(format!(
+                "our consumer stalled after {n} messages"
+            )));
         }
         n += b.len();
         b.ack_all().await?;

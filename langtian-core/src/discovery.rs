@@ -254,7 +254,11 @@ impl Registry {
         let mut out = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| self.kv_err("*")(e.to_string()))?;
-            let entry = self.kv.get(&key).await.map_err(|e| self.kv_err(&key)(e.to_string()))?;
+            let entry = self
+                .kv
+                .get(&key)
+                .await
+                .map_err(|e| self.kv_err(&key)(e.to_string()))?;
             if let Some(value) = entry {
                 out.push(parse_node(&self.cfg.bucket, &key, &value)?);
             }
@@ -281,7 +285,9 @@ impl Registry {
     }
 
     /// Current nodes as `Joined`, then live changes.
-    pub async fn watch(&self) -> Result<BoxStream<'static, Result<NodeEvent, DiscoveryError>>, DiscoveryError> {
+    pub async fn watch(
+        &self,
+    ) -> Result<BoxStream<'static, Result<NodeEvent, DiscoveryError>>, DiscoveryError> {
         let watch = self
             .kv
             .watch_with_history(">")
@@ -451,6 +457,9 @@ mod tests {
         let n = NodeInfo::new("n1", "collector");
         let back = parse_node("b", "n1", &serde_json::to_vec(&n).unwrap()).unwrap();
         assert_eq!(back, n);
-        assert!(matches!(parse_node("b", "k", b"nope"), Err(DiscoveryError::BadNode { .. })));
+        assert!(matches!(
+            parse_node("b", "k", b"nope"),
+            Err(DiscoveryError::BadNode { .. })
+        ));
     }
 }

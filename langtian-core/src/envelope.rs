@@ -53,7 +53,9 @@ pub enum EnvelopeError {
     #[error("envelope schema_version `{0}` is not `major.minor` (e.g. \"1.0\")")]
     BadSchemaVersion(String),
     /// A field holds a character that cannot appear in a NATS subject token.
-    #[error("envelope field `{field}` = `{value}` cannot be used in a subject (no spaces, '.', '*', '>' or control characters)")]
+    #[error(
+        "envelope field `{field}` = `{value}` cannot be used in a subject (no spaces, '.', '*', '>' or control characters)"
+    )]
     BadSubjectToken {
         /// Field name.
         field: &'static str,
@@ -287,9 +289,10 @@ fn validate(e: &pb::Envelope) -> Result<(), EnvelopeError> {
 }
 
 fn check_subject_part(field: &'static str, v: &str, dots_ok: bool) -> Result<(), EnvelopeError> {
-    let bad = v.chars().any(|c| {
-        c.is_whitespace() || c.is_control() || c == '*' || c == '>' || (!dots_ok && c == '.')
-    }) || v.starts_with('.')
+    let bad = v
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>' || (!dots_ok && c == '.'))
+        || v.starts_with('.')
         || v.ends_with('.')
         || v.contains("..");
     if bad {
@@ -331,7 +334,11 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_every_field() {
-        let env = sample().partition_key("dev-9").event_timestamp(42).build().unwrap();
+        let env = sample()
+            .partition_key("dev-9")
+            .event_timestamp(42)
+            .build()
+            .unwrap();
         let back = Envelope::decode(&env.encode()).unwrap();
         assert_eq!(back, env);
         assert_eq!(back.partition_key(), Some("dev-9"));
@@ -365,15 +372,36 @@ mod tests {
             .max_bytes(1000)
             .build()
             .unwrap_err();
-        assert!(matches!(err, EnvelopeError::TooLarge { limit: 1000, .. }), "{err}");
+        assert!(
+            matches!(err, EnvelopeError::TooLarge { limit: 1000, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn subject_tokens_are_checked() {
-        let err = EnvelopeBuilder::new("a b", "s").event_id("1").build().unwrap_err();
-        assert!(matches!(err, EnvelopeError::BadSubjectToken { field: "event_type", .. }));
-        let err = EnvelopeBuilder::new("t", "s.x").event_id("1").build().unwrap_err();
-        assert!(matches!(err, EnvelopeError::BadSubjectToken { field: "source_system", .. }));
+        let err = EnvelopeBuilder::new("a b", "s")
+            .event_id("1")
+            .build()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            EnvelopeError::BadSubjectToken {
+                field: "event_type",
+                ..
+            }
+        ));
+        let err = EnvelopeBuilder::new("t", "s.x")
+            .event_id("1")
+            .build()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            EnvelopeError::BadSubjectToken {
+                field: "source_system",
+                ..
+            }
+        ));
         let err = EnvelopeBuilder::new("t", "s>").event_id("1").build().unwrap_err();
         assert!(matches!(err, EnvelopeError::BadSubjectToken { .. }));
     }

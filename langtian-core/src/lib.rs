@@ -20,8 +20,8 @@ pub mod envelope;
 pub mod natsd;
 pub mod platform;
 pub mod proto;
-pub mod sim;
 mod serde_util;
+pub mod sim;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

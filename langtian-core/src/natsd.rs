@@ -136,7 +136,11 @@ impl NatsServerConfig {
             let _ = writeln!(c, "max_payload: {m}");
         }
         let _ = writeln!(c, "jetstream {{");
-        let _ = writeln!(c, "  store_dir: {:?}", self.store_dir.join("js").display().to_string());
+        let _ = writeln!(
+            c,
+            "  store_dir: {:?}",
+            self.store_dir.join("js").display().to_string()
+        );
         if self.sync_always {
             let _ = writeln!(c, "  sync_interval: always");
         }
@@ -383,10 +387,16 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).into_owned();
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Some((status, body))
     };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

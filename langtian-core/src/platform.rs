@@ -197,13 +197,22 @@ pub async fn run_up(
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     let node_id: String = format!("lt-up-{host}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut info = NodeInfo::new(node_id.clone(), "lt-up");
     info.endpoints.insert("nats".into(), url.clone());
     let node = registry.register(info).await?;
     let heartbeat = node.spawn_heartbeat();
-    on_line(&format!("registered node `{node_id}` in KV `{}`", registry.config().bucket));
+    on_line(&format!(
+        "registered node `{node_id}` in KV `{}`",
+        registry.config().bucket
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let counters = Arc::new(Counters::default());
@@ -213,7 +222,12 @@ pub async fn run_up(
         let fwd = DeadLetterForwarder::new(bus.clone(), dlq);
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = fwd.run(async move { let _ = rx.wait_for(|s| *s).await; }).await {
+            if let Err(e) = fwd
+                .run(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+            {
                 tracing::error!(error = %e, "dead-letter forwarder stopped");
             }
         }));
@@ -302,7 +316,10 @@ async fn collect_status(bus: &Bus, registry: &Registry, c: &Counters, started: I
         Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,
     };
-    let lag = match js.get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(TAIL, "LT_EVENTS").await {
+    let lag = match js
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(TAIL, "LT_EVENTS")
+        .await
+    {
         Ok(mut cons) => cons.info().await.map(|i| i.num_pending).unwrap_or(0),
         Err(_) => 0,
     };
@@ -378,7 +395,10 @@ async fn sim_loop(bus: Bus, cfg: UpConfig, counters: Arc<Counters>, stop: watch:
                 .event_id(format!("{source}/{}/{run}/{}", s.channel, s.seq))
                 .event_timestamp(s.ts_device)
                 .partition_key(format!("{source}/{}", s.channel))
-                .payload(s.encode_to_vec(), "application/x-protobuf; messageType=langtian.battery.v1.ChannelSample")
+                .payload(
+                    s.encode_to_vec(),
+                    "application/x-protobuf; messageType=langtian.battery.v1.ChannelSample",
+                )
                 .build();
             let msg = match env {
                 Ok(e) => OutgoingMessage::from_envelope("lt.evt", &e),

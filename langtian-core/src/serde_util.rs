@@ -8,6 +8,8 @@ use serde::{Deserialize, Deserializer};
 pub(crate) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
     let raw: Vec<String> = Vec::deserialize(d)?;
     raw.iter()
-        .map(|s| humantime::parse_duration(s).map_err(|e| serde::de::Error::custom(format!("duration `{s}`: {e}"))))
+        .map(|s| {
+            humantime::parse_duration(s).map_err(|e| serde::de::Error::custom(format!("duration `{s}`: {e}")))
+        })
         .collect()
 }

@@ -158,7 +158,10 @@ mod tests {
     fn deterministic_for_a_seed() {
         let a = BatterySim::new(1, 2, 7).step(1_000_000_000);
         let b = BatterySim::new(1, 2, 7).step(1_000_000_000);
-        assert_eq!(a.iter().map(|s| s.voltage).collect::<Vec<_>>(), b.iter().map(|s| s.voltage).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(|s| s.voltage).collect::<Vec<_>>(),
+            b.iter().map(|s| s.voltage).collect::<Vec<_>>()
+        );
     }
 
     #[test]

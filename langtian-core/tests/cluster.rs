@@ -41,7 +41,9 @@ async fn r3_stream_survives_a_killed_node() {
     cfg.max_attempts = 10;
     let p = Publisher::new(bus.clone(), cfg);
     for i in 0..50 {
-        p.publish(OutgoingMessage::new("ev3.a", format!("{i}"))).await.unwrap();
+        p.publish(OutgoingMessage::new("ev3.a", format!("{i}")))
+            .await
+            .unwrap();
     }
     let mut consumer = Consumer::bind(&bus, c.clone()).await.unwrap();
     let b = consumer.next_batch(50, Duration::from_secs(10)).await.unwrap();
@@ -50,15 +52,25 @@ async fn r3_stream_survives_a_killed_node() {
 
     cluster.kill(0).await.unwrap();
     for i in 50..100 {
-        let r = p.publish(OutgoingMessage::new("ev3.a", format!("{i}"))).await.unwrap();
+        let r = p
+            .publish(OutgoingMessage::new("ev3.a", format!("{i}")))
+            .await
+            .unwrap();
         assert_eq!(r.sequence, Some(i + 1));
     }
     let mut got = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while got < 50 && tokio::time::Instant::now() < deadline {
-        let b = consumer.next_batch(50 - got, Duration::from_secs(1)).await.unwrap();
+        let b = consumer
+            .next_batch(50 - got, Duration::from_secs(1))
+            .await
+            .unwrap();
         for m in &b.messages {
-            assert!(m.stream_sequence > 50, "acked messages must not come back (seq {})", m.stream_sequence);
+            assert!(
+                m.stream_sequence > 50,
+                "acked messages must not come back (seq {})",
+                m.stream_sequence
+            );
         }
         got += b.len();
         b.ack_all().await.unwrap();

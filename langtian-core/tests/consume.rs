@@ -17,7 +17,9 @@ async fn publish_n(bus: &Bus, subject: &str, n: u32) {
     let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
     let mut w = p.window();
     for i in 0..n {
-        w.send(OutgoingMessage::new(subject, format!("m{i}"))).await.unwrap();
+        w.send(OutgoingMessage::new(subject, format!("m{i}")))
+            .await
+            .unwrap();
     }
     w.drain().await.unwrap();
 }
@@ -59,9 +61,14 @@ async fn read_dead_letters(bus: &Bus, want: usize) -> Vec<DeadLetter> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while out.len() < want && tokio::time::Instant::now() < deadline {
-        let b = c.next_batch(want - out.len(), Duration::from_millis(500)).await.unwrap();
+        let b = c
+            .next_batch(want - out.len(), Duration::from_millis(500))
+            .await
+            .unwrap();
         for m in &b.messages {
-            out.push(DeadLetter::from_parts(m.headers.as_ref(), m.payload.clone()).expect("provenance headers"));
+            out.push(
+                DeadLetter::from_parts(m.headers.as_ref(), m.payload.clone()).expect("provenance headers"),
+            );
         }
         b.ack_all().await.unwrap();
     }
@@ -96,7 +103,12 @@ async fn batch_api_acks_naks_and_redelivers() {
     assert_eq!(info.ack_floor.stream_sequence, 10);
     assert_eq!(info.num_ack_pending, 0);
     // Nothing else is pending.
-    assert!(c.next_batch(5, Duration::from_millis(300)).await.unwrap().is_empty());
+    assert!(
+        c.next_batch(5, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -155,7 +167,11 @@ async fn consumer_killed_mid_batch_resumes_without_loss() {
         }
         b.ack_all().await.unwrap();
     }
-    assert_eq!(acked, (1..=200).collect::<BTreeSet<u64>>(), "every message processed");
+    assert_eq!(
+        acked,
+        (1..=200).collect::<BTreeSet<u64>>(),
+        "every message processed"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +186,9 @@ async fn retryable_handler_errors_end_in_a_dead_letter_with_provenance() {
     ensure_consumer(&bus, &s).await.unwrap();
     let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
     p.publish(OutgoingMessage::new("c4.ok", "fine-1")).await.unwrap();
-    p.publish(OutgoingMessage::new("c4.poison", "poison-body")).await.unwrap();
+    p.publish(OutgoingMessage::new("c4.poison", "poison-body"))
+        .await
+        .unwrap();
     p.publish(OutgoingMessage::new("c4.ok", "fine-2")).await.unwrap();
 
     let poison_calls = Arc::new(AtomicU32::new(0));
@@ -209,7 +227,11 @@ async fn retryable_handler_errors_end_in_a_dead_letter_with_provenance() {
     assert_eq!(l.reason, "max_deliveries");
     assert_eq!(&l.payload[..], b"poison-body");
     assert!(!l.original_missing);
-    assert_eq!(poison_calls.load(Ordering::SeqCst), 3, "delivered exactly max_deliver times");
+    assert_eq!(
+        poison_calls.load(Ordering::SeqCst),
+        3,
+        "delivered exactly max_deliver times"
+    );
     assert_eq!(stats.acked, 2);
     assert_eq!(stats.naked, 3);
 }
@@ -234,7 +256,12 @@ async fn term_dead_letters_at_once_with_the_reason() {
     assert_eq!(letters[0].stream_seq, 1);
     assert_eq!(&letters[0].payload[..], b"m0");
     // Never redelivered.
-    assert!(c.next_batch(1, Duration::from_millis(500)).await.unwrap().is_empty());
+    assert!(
+        c.next_batch(1, Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -242,10 +269,16 @@ async fn binding_unknown_streams_and_consumers_is_a_typed_error() {
     let srv = common::server().await;
     let bus = common::bus(&srv.url()).await;
     let err = Consumer::bind(&bus, spec("NOPE", "d")).await.unwrap_err();
-    assert!(matches!(&err, BusError::UnknownStream { stream } if stream == "NOPE"), "{err}");
+    assert!(
+        matches!(&err, BusError::UnknownStream { stream } if stream == "NOPE"),
+        "{err}"
+    );
     common::stream(&bus, "C6", &["c6.>"]).await;
     let err = Consumer::bind(&bus, spec("C6", "ghost")).await.unwrap_err();
-    assert!(matches!(&err, BusError::UnknownConsumer { consumer, .. } if consumer == "ghost"), "{err}");
+    assert!(
+        matches!(&err, BusError::UnknownConsumer { consumer, .. } if consumer == "ghost"),
+        "{err}"
+    );
     let err = ensure_consumer(&bus, &spec("NOPE", "d")).await.unwrap_err();
     assert!(matches!(err, BusError::UnknownStream { .. }), "{err}");
 }

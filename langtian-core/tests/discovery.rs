@@ -33,13 +33,21 @@ fn cfg(ttl: Duration) -> DiscoveryConfig {
 async fn join_update_unregister_and_leave_by_ttl() {
     let srv = common::server().await;
     let bus = common::bus(&srv.url()).await;
-    let reg = Registry::provision(&bus, cfg(Duration::from_secs(2))).await.unwrap();
+    let reg = Registry::provision(&bus, cfg(Duration::from_secs(2)))
+        .await
+        .unwrap();
     assert!(reg.expiry_visible(), "nats-server 2.15 supports limit markers");
 
     let mut w = reg.watch().await.unwrap();
-    let mut a = reg.register(NodeInfo::new("collector-a", "collector")).await.unwrap();
+    let mut a = reg
+        .register(NodeInfo::new("collector-a", "collector"))
+        .await
+        .unwrap();
     match next_event(&mut w, Duration::from_secs(5)).await {
-        NodeEvent::Joined(n) => assert_eq!((n.node_id.as_str(), n.role.as_str()), ("collector-a", "collector")),
+        NodeEvent::Joined(n) => assert_eq!(
+            (n.node_id.as_str(), n.role.as_str()),
+            ("collector-a", "collector")
+        ),
         other => panic!("expected Joined, got {other:?}"),
     }
     a.heartbeat(0.75).await.unwrap();
@@ -48,24 +56,41 @@ async fn join_update_unregister_and_leave_by_ttl() {
         other => panic!("expected Updated, got {other:?}"),
     }
     assert_eq!(reg.nodes().await.unwrap().len(), 1);
-    assert_eq!(reg.history("collector-a").await.unwrap().len(), 2, "history keeps revisions");
+    assert_eq!(
+        reg.history("collector-a").await.unwrap().len(),
+        2,
+        "history keeps revisions"
+    );
 
     // An explicit unregister.
     let b = reg.register(NodeInfo::new("flow-b", "flow")).await.unwrap();
-    assert!(matches!(next_event(&mut w, Duration::from_secs(5)).await, NodeEvent::Joined(_)));
+    assert!(matches!(
+        next_event(&mut w, Duration::from_secs(5)).await,
+        NodeEvent::Joined(_)
+    ));
     b.unregister().await.unwrap();
     assert_eq!(
         next_event(&mut w, Duration::from_secs(5)).await,
-        NodeEvent::Left { node_id: "flow-b".into(), reason: LeftReason::Unregistered }
+        NodeEvent::Left {
+            node_id: "flow-b".into(),
+            reason: LeftReason::Unregistered
+        }
     );
 
     // collector-a stops heart-beating: the server expires it after the TTL and says so.
     let started = tokio::time::Instant::now();
     assert_eq!(
         next_event(&mut w, Duration::from_secs(10)).await,
-        NodeEvent::Left { node_id: "collector-a".into(), reason: LeftReason::Expired }
+        NodeEvent::Left {
+            node_id: "collector-a".into(),
+            reason: LeftReason::Expired
+        }
     );
-    assert!(started.elapsed() >= Duration::from_millis(1000), "left too early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "left too early: {:?}",
+        started.elapsed()
+    );
     assert!(reg.nodes().await.unwrap().is_empty());
 }
 
@@ -73,7 +98,9 @@ async fn join_update_unregister_and_leave_by_ttl() {
 async fn heartbeats_keep_a_node_alive_past_its_ttl() {
     let srv = common::server().await;
     let bus = common::bus(&srv.url()).await;
-    let reg = Registry::provision(&bus, cfg(Duration::from_secs(2))).await.unwrap();
+    let reg = Registry::provision(&bus, cfg(Duration::from_secs(2)))
+        .await
+        .unwrap();
     let node = reg.register(NodeInfo::new("alive", "gateway")).await.unwrap();
     let beat = node.spawn_heartbeat();
     let mut w = reg.watch().await.unwrap();
@@ -97,8 +124,12 @@ async fn heartbeats_keep_a_node_alive_past_its_ttl() {
 async fn registrations_survive_a_server_restart() {
     let mut srv = common::server().await;
     let bus = common::bus(&srv.url()).await;
-    let reg = Registry::provision(&bus, cfg(Duration::from_secs(30))).await.unwrap();
-    reg.register(NodeInfo::new("persisted", "collector")).await.unwrap();
+    let reg = Registry::provision(&bus, cfg(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    reg.register(NodeInfo::new("persisted", "collector"))
+        .await
+        .unwrap();
     srv.stop().await.unwrap();
     srv.restart().await.unwrap();
     let bus2 = common::bus(&srv.url()).await;
@@ -108,19 +139,26 @@ async fn registrations_survive_a_server_restart() {
     assert_eq!(nodes[0].node_id, "persisted");
     // A watcher started after the restart sees it as present.
     let mut w = reg2.watch().await.unwrap();
-    assert!(matches!(next_event(&mut w, Duration::from_secs(5)).await, NodeEvent::Joined(n) if n.node_id == "persisted"));
+    assert!(
+        matches!(next_event(&mut w, Duration::from_secs(5)).await, NodeEvent::Joined(n) if n.node_id == "persisted")
+    );
 }
 
 #[tokio::test]
 async fn invalid_node_ids_and_documents_are_rejected() {
     let srv = common::server().await;
     let bus = common::bus(&srv.url()).await;
-    let reg = Registry::provision(&bus, cfg(Duration::from_secs(30))).await.unwrap();
+    let reg = Registry::provision(&bus, cfg(Duration::from_secs(30)))
+        .await
+        .unwrap();
     let err = reg.register(NodeInfo::new("bad id", "x")).await.unwrap_err();
     assert!(matches!(err, DiscoveryError::InvalidNodeId(_)), "{err}");
     // Someone writes garbage into the bucket: listing names the key instead of panicking.
     let kv = bus.jetstream().get_key_value("lt_nodes_test").await.unwrap();
     kv.put("junk", "not json".into()).await.unwrap();
     let err = reg.nodes().await.unwrap_err();
-    assert!(matches!(&err, DiscoveryError::BadNode { key, .. } if key == "junk"), "{err}");
+    assert!(
+        matches!(&err, DiscoveryError::BadNode { key, .. } if key == "junk"),
+        "{err}"
+    );
 }

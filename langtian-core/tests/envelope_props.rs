@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use langtian_core::envelope::{Envelope, EnvelopeBuilder, EnvelopeError};
-use prost::Message as _;
 use proptest::prelude::*;
+use prost::Message as _;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]

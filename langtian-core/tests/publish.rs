@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use futures::StreamExt;
-use langtian_core::bus::{BusError, OutgoingMessage, Publisher, PublisherConfig, Qos, StreamSpec, ensure_stream};
+use langtian_core::bus::{
+    BusError, OutgoingMessage, Publisher, PublisherConfig, Qos, StreamSpec, ensure_stream,
+};
 use langtian_core::envelope::EnvelopeBuilder;
 use langtian_core::testkit::TestServer;
 
@@ -19,7 +21,10 @@ async fn qos0_is_a_core_publish() {
     let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtMostOnce));
     let r = p.publish(OutgoingMessage::new("q0.x", "hi")).await.unwrap();
     assert_eq!((r.stream, r.sequence), (None, None));
-    let got = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&got.payload[..], b"hi");
 }
 
@@ -49,10 +54,19 @@ async fn republished_message_id_is_a_duplicate_stored_once() {
         .payload(&b"{}"[..], "application/json")
         .build()
         .unwrap();
-    let first = p.publish(OutgoingMessage::from_envelope("lt.evt", &env)).await.unwrap();
-    let second = p.publish(OutgoingMessage::from_envelope("lt.evt", &env)).await.unwrap();
+    let first = p
+        .publish(OutgoingMessage::from_envelope("lt.evt", &env))
+        .await
+        .unwrap();
+    let second = p
+        .publish(OutgoingMessage::from_envelope("lt.evt", &env))
+        .await
+        .unwrap();
     assert!(!first.duplicate);
-    assert!(second.duplicate, "the server must report the re-publication as duplicate");
+    assert!(
+        second.duplicate,
+        "the server must report the re-publication as duplicate"
+    );
     assert_eq!(second.sequence, first.sequence);
     assert_eq!(common::stream_len(&bus, "Q2").await, 1);
 }
@@ -70,14 +84,22 @@ async fn qos2_needs_a_message_id_and_a_long_enough_window() {
         .await
         .unwrap_err();
     match err {
-        BusError::DuplicateWindowTooShort { stream, window, horizon } => {
+        BusError::DuplicateWindowTooShort {
+            stream,
+            window,
+            horizon,
+        } => {
             assert_eq!(stream, "SHORT");
             assert_eq!(window, Duration::from_secs(1));
             assert!(horizon > window);
         }
         other => panic!("expected DuplicateWindowTooShort, got {other}"),
     }
-    assert_eq!(common::stream_len(&bus, "SHORT").await, 0, "nothing may be published");
+    assert_eq!(
+        common::stream_len(&bus, "SHORT").await,
+        0,
+        "nothing may be published"
+    );
     let err = p.publish(OutgoingMessage::new("short.a", "x")).await.unwrap_err();
     assert!(matches!(err, BusError::MissingMessageId { .. }), "{err}");
 }
@@ -117,7 +139,8 @@ async fn qos1_retries_with_the_same_id_across_a_server_restart() {
     let bus2 = bus.clone();
     let publish = tokio::spawn(async move {
         let p = Publisher::new(bus2, cfg);
-        p.publish(OutgoingMessage::new("r.x", "payload").with_msg_id("fixed-1")).await
+        p.publish(OutgoingMessage::new("r.x", "payload").with_msg_id("fixed-1"))
+            .await
     });
     // Let at least one attempt time out while the server is down.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -129,17 +152,26 @@ async fn qos1_retries_with_the_same_id_across_a_server_restart() {
         .expect("publish succeeded after restart");
     assert!(receipt.attempts > 1, "expected retries, got {}", receipt.attempts);
     assert_eq!(receipt.msg_id.as_deref(), Some("fixed-1"));
-    assert_eq!(common::stream_len(&bus, "R").await, 1, "retries must be de-duplicated");
+    assert_eq!(
+        common::stream_len(&bus, "R").await,
+        1,
+        "retries must be de-duplicated"
+    );
 }
 
 #[tokio::test]
 async fn bad_input_gives_typed_errors() {
-    let srv = TestServer::start_with(|c| c.max_payload = Some(4096)).await.unwrap();
+    let srv = TestServer::start_with(|c| c.max_payload = Some(4096))
+        .await
+        .unwrap();
     let bus = common::bus(&srv.url()).await;
     common::stream(&bus, "B", &["b.>"]).await;
     let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
 
-    let err = p.publish(OutgoingMessage::new("b.x", vec![0u8; 8192])).await.unwrap_err();
+    let err = p
+        .publish(OutgoingMessage::new("b.x", vec![0u8; 8192]))
+        .await
+        .unwrap_err();
     match err {
         BusError::PayloadTooLarge { subject, size, max } => {
             assert_eq!(subject, "b.x");
@@ -148,8 +180,14 @@ async fn bad_input_gives_typed_errors() {
         }
         other => panic!("expected PayloadTooLarge, got {other}"),
     }
-    let err = p.publish(OutgoingMessage::new("nowhere.x", "1")).await.unwrap_err();
-    assert!(matches!(&err, BusError::StreamNotFound { subject } if subject == "nowhere.x"), "{err}");
+    let err = p
+        .publish(OutgoingMessage::new("nowhere.x", "1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BusError::StreamNotFound { subject } if subject == "nowhere.x"),
+        "{err}"
+    );
     // The failed publishes lost nothing else: a good one still lands.
     let ok = p.publish(OutgoingMessage::new("b.y", "fine")).await.unwrap();
     assert_eq!(ok.sequence, Some(1));

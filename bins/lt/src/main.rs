@@ -76,7 +76,9 @@ impl ConnArgs {
     }
     async fn connect(&self) -> Result<Bus, String> {
         Bus::connect(&self.options()).await.map_err(|e| {
-            format!("{e}\nhint: start the platform with `lt up`, or point --nats-url / LT_NATS_URL at a server")
+            format!(
+                "{e}\nhint: start the platform with `lt up`, or point --nats-url / LT_NATS_URL at a server"
+            )
         })
     }
 }
@@ -221,7 +223,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match &cli.cmd {
-        Cmd::Up(a) => cmd_up(&cli.conn, a).await,
+        Cmd::Up(a) => Box::pin(cmd_up(&cli.conn, a)).await,
         Cmd::Pub(a) => cmd_pub(&cli.conn, a).await,
         Cmd::Sub(a) => cmd_sub(&cli.conn, a).await,
         Cmd::Nodes(a) => cmd_nodes(&cli.conn, a).await,
@@ -277,7 +279,7 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
     };
     let tty = std::io::stdout().is_terminal();
     println!("lt up: starting (Ctrl-C to stop)");
-    let summary = run_up(
+    let summary = Box::pin(run_up(
         cfg,
         ctrl_c_or(a.duration),
         |line| println!("  {line}"),
@@ -289,7 +291,7 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
                 println!("{}", status.line());
             }
         },
-    )
+    ))
     .await
     .map_err(|e| e.to_string())?;
     if tty {
@@ -317,7 +319,8 @@ async fn cmd_pub(conn: &ConnArgs, a: &PubArgs) -> Result<(), String> {
         let body = data.replace("{i}", &i.to_string());
         let msg_id = a.msg_id.as_ref().map(|m| m.replace("{i}", &i.to_string()));
         let msg = if a.envelope {
-            let id = msg_id.unwrap_or_else(|| format!("{}:{}", a.source, langtian_core::envelope::now_nanos()));
+            let id =
+                msg_id.unwrap_or_else(|| format!("{}:{}", a.source, langtian_core::envelope::now_nanos()));
             let env = EnvelopeBuilder::new(a.event_type.clone(), a.source.clone())
                 .event_id(id)
                 .payload(Bytes::from(body), "application/json")
@@ -345,7 +348,12 @@ async fn cmd_pub(conn: &ConnArgs, a: &PubArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn describe(subject: &str, payload: &[u8], headers: Option<&langtian_core::async_nats::HeaderMap>, raw: bool) -> String {
+fn describe(
+    subject: &str,
+    payload: &[u8],
+    headers: Option<&langtian_core::async_nats::HeaderMap>,
+    raw: bool,
+) -> String {
     if raw {
         return String::from_utf8_lossy(payload).into_owned();
     }
@@ -406,7 +414,10 @@ async fn cmd_sub(conn: &ConnArgs, a: &SubArgs) -> Result<(), String> {
             b.ack_all().await.map_err(|e| e.to_string())?;
         }
     } else {
-        let subject = a.subject.clone().ok_or("give a SUBJECT, or --stream and --durable")?;
+        let subject = a
+            .subject
+            .clone()
+            .ok_or("give a SUBJECT, or --stream and --durable")?;
         let mut sub = bus
             .client()
             .subscribe(subject.clone())
@@ -442,7 +453,10 @@ async fn cmd_nodes(conn: &ConnArgs, a: &NodesArgs) -> Result<(), String> {
                 println!("{}", serde_json::to_string(n).map_err(|e| e.to_string())?);
             }
         } else {
-            println!("{:<32} {:<12} {:<10} {:>8} {:>12}", "NODE", "ROLE", "VERSION", "LOAD", "LAST SEEN");
+            println!(
+                "{:<32} {:<12} {:<10} {:>8} {:>12}",
+                "NODE", "ROLE", "VERSION", "LOAD", "LAST SEEN"
+            );
             let now = langtian_core::envelope::now_nanos() / 1_000_000;
             for n in &nodes {
                 println!(
@@ -470,9 +484,12 @@ async fn cmd_nodes(conn: &ConnArgs, a: &NodesArgs) -> Result<(), String> {
             (NodeEvent::Updated(node), false) => format!("updated {} load={:.2}", node.node_id, node.load),
             (NodeEvent::Left { node_id, reason }, false) => format!("left    {node_id} ({reason:?})"),
             (NodeEvent::Joined(node), true) => serde_json::json!({"event":"joined","node":node}).to_string(),
-            (NodeEvent::Updated(node), true) => serde_json::json!({"event":"updated","node":node}).to_string(),
+            (NodeEvent::Updated(node), true) => {
+                serde_json::json!({"event":"updated","node":node}).to_string()
+            }
             (NodeEvent::Left { node_id, reason }, true) => {
-                serde_json::json!({"event":"left","node_id":node_id,"reason":format!("{reason:?}")}).to_string()
+                serde_json::json!({"event":"left","node_id":node_id,"reason":format!("{reason:?}")})
+                    .to_string()
             }
         };
         println!("{line}");
@@ -502,7 +519,11 @@ async fn cmd_bench_bus(conn: &ConnArgs, a: &BenchBusArgs) -> Result<(), String> 
         cfg.window,
         cfg.batch,
         cfg.rounds,
-        if cfg.nats_url.is_some() { "" } else { " (own nats-server)" }
+        if cfg.nats_url.is_some() {
+            ""
+        } else {
+            " (own nats-server)"
+        }
     );
     let records = bench_bus(&cfg, |line| println!("  {line}"))
         .await

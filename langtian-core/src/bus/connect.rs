@@ -134,7 +134,11 @@ impl BusOptions {
         match (&self.user, &self.password) {
             (Some(u), Some(p)) => o = o.user_and_password(u.clone(), p.clone()),
             (None, None) => {}
-            _ => return Err(BusError::Options("user and password must be given together".into())),
+            _ => {
+                return Err(BusError::Options(
+                    "user and password must be given together".into(),
+                ));
+            }
         }
         if let Some(seed) = &self.nkey_seed {
             if !seed.starts_with("SU") {
@@ -145,9 +149,10 @@ impl BusOptions {
             o = o.nkey(seed.clone());
         }
         if let Some(path) = &self.creds_file {
-            o = o.credentials_file(path).await.map_err(|e| {
-                BusError::Options(format!("creds file {}: {e}", path.display()))
-            })?;
+            o = o
+                .credentials_file(path)
+                .await
+                .map_err(|e| BusError::Options(format!("creds file {}: {e}", path.display())))?;
         }
         if self.tls.required {
             o = o.require_tls(true);
@@ -188,10 +193,13 @@ impl Bus {
             return Err(BusError::Options("no server URL given".into()));
         }
         let o = opts.to_async_nats().await?;
-        let client = o.connect(opts.urls.clone()).await.map_err(|e| BusError::Connect {
-            urls: opts.urls.join(","),
-            reason: e.to_string(),
-        })?;
+        let client = o
+            .connect(opts.urls.clone())
+            .await
+            .map_err(|e| BusError::Connect {
+                urls: opts.urls.join(","),
+                reason: e.to_string(),
+            })?;
         Ok(Self::from_client(client, opts))
     }
 

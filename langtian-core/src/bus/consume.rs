@@ -98,7 +98,10 @@ impl ConsumerSpec {
     /// Checks the settings that the server would reject or that would stall the consumer.
     pub fn validate(&self) -> Result<(), String> {
         if self.durable.is_empty() || self.durable.contains(['.', '*', '>', ' ']) {
-            return Err(format!("durable `{}` must be a non-empty name without . * > or spaces", self.durable));
+            return Err(format!(
+                "durable `{}` must be a non-empty name without . * > or spaces",
+                self.durable
+            ));
         }
         if self.max_ack_pending > 0 && (self.max_ack_pending as u64) < self.fetch_batch as u64 {
             return Err(format!(
@@ -301,7 +304,10 @@ impl Batch {
     }
     /// Stream sequences of the first and last message.
     pub fn sequence_range(&self) -> Option<(u64, u64)> {
-        Some((self.messages.first()?.stream_sequence, self.messages.last()?.stream_sequence))
+        Some((
+            self.messages.first()?.stream_sequence,
+            self.messages.last()?.stream_sequence,
+        ))
     }
     /// Acks every message; the last ack is confirmed by the server, and since acks on one
     /// connection are processed in order, so are all before it.
@@ -464,13 +470,11 @@ impl Consumer {
                 .map_err(|e| self.consume_err(e.to_string()))?;
             self.messages = Some(s);
         }
-        self.messages
-            .as_mut()
-            .ok_or_else(|| BusError::Consume {
-                stream: String::new(),
-                consumer: String::new(),
-                reason: "message stream unavailable".into(),
-            })
+        self.messages.as_mut().ok_or_else(|| BusError::Consume {
+            stream: String::new(),
+            consumer: String::new(),
+            reason: "message stream unavailable".into(),
+        })
     }
 
     /// Returns up to `max` messages, waiting at most `wait` (fewer, or none, when the time is up).
@@ -486,9 +490,13 @@ impl Consumer {
         while batch.messages.len() < max {
             let client = self.client.clone();
             let stream = self.ensure_stream().await?;
-            let next = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => break,
-                Ok(n) => n,
+            // Buffered messages are taken without arming a timer.
+            let next = match futures::FutureExt::now_or_never(stream.next()) {
+                Some(n) => n,
+                None => match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Err(_) => break,
+                    Ok(n) => n,
+                },
             };
             match next {
                 Some(Ok(m)) => match Delivery::from_js(m, &client) {
@@ -542,7 +550,9 @@ impl Consumer {
             if (&mut shutdown).now_or_never().is_some() {
                 return Ok(stats);
             }
-            let batch = self.next_batch(self.spec.fetch_batch, Duration::from_millis(200)).await?;
+            let batch = self
+                .next_batch(self.spec.fetch_batch, Duration::from_millis(200))
+                .await?;
             for d in batch.messages {
                 match self.handle_one(&mut handler, d).await? {
                     HandlerOutcome::Acked => stats.acked += 1,

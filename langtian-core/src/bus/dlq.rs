@@ -113,7 +113,11 @@ impl DlqConfig {
         c.max_deliver = -1;
         c.fetch_batch = 100;
         c.max_ack_pending = 1000;
-        c.backoff = vec![Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
+        c.backoff = vec![
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ];
         c.heartbeat = Duration::from_secs(2);
         c
     }
@@ -247,8 +251,8 @@ impl DeadLetterForwarder {
 
     /// Forwards one advisory; `Ok(false)` = ignored (an advisory about the DLQ machinery itself).
     async fn forward(&self, advisory: &[u8]) -> Result<bool, ForwardError> {
-        let a: Advisory = serde_json::from_slice(advisory)
-            .map_err(|e| ForwardError::Bad(format!("advisory JSON: {e}")))?;
+        let a: Advisory =
+            serde_json::from_slice(advisory).map_err(|e| ForwardError::Bad(format!("advisory JSON: {e}")))?;
         if a.stream == self.cfg.advisory_stream || a.stream == self.cfg.dlq_stream {
             return Ok(false);
         }
@@ -281,7 +285,13 @@ impl DeadLetterForwarder {
         let consumer_token: String = a
             .consumer
             .chars()
-            .map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() { '_' } else { c })
+            .map(|c| {
+                if c == '.' || c == '*' || c == '>' || c.is_whitespace() {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect();
         let msg = OutgoingMessage::new(format!("{}.{consumer_token}", self.cfg.dlq_prefix), payload)
             .with_headers(dlq_headers(headers, &letter))

@@ -121,7 +121,10 @@ impl OutgoingMessage {
             .as_ref()
             .map(|h| {
                 h.iter()
-                    .map(|(k, vs)| { let k: &str = k.as_ref(); vs.iter().map(|v| k.len() + v.as_str().len() + 4).sum::<usize>() })
+                    .map(|(k, vs)| {
+                        let k: &str = k.as_ref();
+                        vs.iter().map(|v| k.len() + v.as_str().len() + 4).sum::<usize>()
+                    })
                     .sum()
             })
             .unwrap_or(0);
@@ -150,15 +153,19 @@ pub struct Publisher {
     bus: Bus,
     cfg: PublisherConfig,
     verified_subjects: Mutex<HashSet<String>>,
+    /// The server's max_payload, read once (reading server info clones it).
+    max_payload: usize,
 }
 
 impl Publisher {
     /// A publisher on `bus`.
     pub fn new(bus: Bus, cfg: PublisherConfig) -> Self {
+        let max_payload = bus.max_payload();
         Self {
             bus,
             cfg,
             verified_subjects: Mutex::new(HashSet::new()),
+            max_payload,
         }
     }
 
@@ -186,7 +193,7 @@ impl Publisher {
 
     /// Validates size, assigns the message id and (QoS 2) checks the stream's duplicate window.
     async fn prepare(&self, mut msg: OutgoingMessage) -> Result<OutgoingMessage, BusError> {
-        let max = self.bus.max_payload();
+        let max = self.max_payload;
         let size = msg.wire_size();
         if max > 0 && size > max {
             return Err(BusError::PayloadTooLarge {
@@ -204,9 +211,7 @@ impl Publisher {
             }
             Qos::ExactlyOnce => {
                 if msg.msg_id.as_deref().is_none_or(str::is_empty) {
-                    return Err(BusError::MissingMessageId {
-                        subject: msg.subject,
-                    });
+                    return Err(BusError::MissingMessageId { subject: msg.subject });
                 }
                 self.verify_duplicate_window(&msg.subject).await?;
             }
@@ -292,7 +297,7 @@ impl Publisher {
             .jetstream()
             .publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
             .await
-            .map_err(|e| classify(msg, e.kind(), e.to_string(), self.bus.max_payload()))
+            .map_err(|e| classify(msg, e.kind(), e.to_string(), self.max_payload))
     }
 
     async fn await_ack(
@@ -303,7 +308,7 @@ impl Publisher {
         match tokio::time::timeout(self.cfg.ack_timeout, fut.into_future()).await {
             Err(_) => Err(PublishFailure::Retry),
             Ok(Ok(ack)) => Ok(ack),
-            Ok(Err(e)) => Err(classify(msg, e.kind(), e.to_string(), self.bus.max_payload())),
+            Ok(Err(e)) => Err(classify(msg, e.kind(), e.to_string(), self.max_payload)),
         }
     }
 

@@ -227,10 +227,16 @@ impl Topology {
         };
         for (i, s) in self.streams.iter().enumerate() {
             if s.name.is_empty() || s.name.contains(['.', '*', '>', ' ']) {
-                return Err(err(format!("streams[{i}].name `{}` is not a valid stream name", s.name)));
+                return Err(err(format!(
+                    "streams[{i}].name `{}` is not a valid stream name",
+                    s.name
+                )));
             }
             if s.subjects.is_empty() {
-                return Err(err(format!("streams[{i}].subjects is empty (stream `{}`)", s.name)));
+                return Err(err(format!(
+                    "streams[{i}].subjects is empty (stream `{}`)",
+                    s.name
+                )));
             }
         }
         for (i, c) in self.consumers.iter().enumerate() {
@@ -239,7 +245,10 @@ impl Topology {
         }
         for (i, k) in self.kv.iter().enumerate() {
             if !(1..=64).contains(&k.history) {
-                return Err(err(format!("kv[{i}].history must be 1..=64 (bucket `{}`)", k.bucket)));
+                return Err(err(format!(
+                    "kv[{i}].history must be 1..=64 (bucket `{}`)",
+                    k.bucket
+                )));
             }
         }
         Ok(())
@@ -280,7 +289,11 @@ pub async fn ensure_stream(bus: &Bus, spec: &StreamSpec) -> Result<String, BusEr
             what: what(),
             reason: e.to_string(),
         })?;
-    Ok(format!("{} {}", if exists { "updated" } else { "created" }, what()))
+    Ok(format!(
+        "{} {}",
+        if exists { "updated" } else { "created" },
+        what()
+    ))
 }
 
 /// Creates the durable consumer, or updates it to `spec` when it exists.
@@ -290,19 +303,16 @@ pub async fn ensure_consumer(bus: &Bus, spec: &ConsumerSpec) -> Result<String, B
         reason,
     })?;
     let js = bus.jetstream();
-    let stream = js
-        .get_stream(&spec.stream)
-        .await
-        .map_err(|e| match e.kind() {
-            async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
-                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
-            {
-                BusError::UnknownStream {
-                    stream: spec.stream.clone(),
-                }
+    let stream = js.get_stream(&spec.stream).await.map_err(|e| match e.kind() {
+        async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
+            if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+        {
+            BusError::UnknownStream {
+                stream: spec.stream.clone(),
             }
-            _ => api(format!("reading stream `{}`", spec.stream))(e.to_string()),
-        })?;
+        }
+        _ => api(format!("reading stream `{}`", spec.stream))(e.to_string()),
+    })?;
     let exists = stream
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&spec.durable)
         .await

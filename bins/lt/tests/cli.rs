@@ -1,0 +1,219 @@
+//! The `lt` binary against a real nats-server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use langtian_core::bus::{Bus, BusOptions, ConsumerSpec, StreamSpec, ensure_consumer, ensure_stream};
+use langtian_core::discovery::{DiscoveryConfig, NodeInfo, Registry};
+use langtian_core::testkit::TestServer;
+
+fn lt(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(args)
+        .env("LT_NATS_URL", url)
+        .output()
+        .expect("run lt")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn setup() -> (TestServer, Bus) {
+    let srv = TestServer::start().await.unwrap();
+    let bus = Bus::connect(&BusOptions::new(&srv.url())).await.unwrap();
+    let mut s = StreamSpec::new("LT_EVENTS", vec!["lt.evt.>".into()]);
+    s.duplicate_window = Duration::from_secs(120);
+    ensure_stream(&bus, &s).await.unwrap();
+    (srv, bus)
+}
+
+#[tokio::test]
+async fn pub_reports_sequence_and_duplicates_then_sub_reads_them() {
+    let (srv, bus) = setup().await;
+    let url = srv.url();
+    let o = lt(
+        &url,
+        &[
+            "pub",
+            "lt.evt.demo.cli",
+            "hello {i}",
+            "--qos",
+            "2",
+            "--msg-id",
+            "m-{i}",
+            "--count",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("stream LT_EVENTS seq 1"), "{out}");
+    assert!(out.contains("stream LT_EVENTS seq 2"), "{out}");
+    let o = lt(
+        &url,
+        &[
+            "pub",
+            "lt.evt.demo.cli",
+            "hello again",
+            "--qos",
+            "2",
+            "--msg-id",
+            "m-0",
+        ],
+    );
+    assert!(text(&o).contains("seq 1 [duplicate]"), "{}", text(&o));
+
+    ensure_consumer(&bus, &ConsumerSpec::new("LT_EVENTS", "cli-test"))
+        .await
+        .unwrap();
+    let o = lt(
+        &url,
+        &[
+            "sub",
+            "--stream",
+            "LT_EVENTS",
+            "--durable",
+            "cli-test",
+            "--count",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("hello 0 (seq 1, delivery 1)"), "{out}");
+    assert!(out.contains("hello 1 (seq 2, delivery 1)"), "{out}");
+    // Acked: a second read finds nothing new.
+    let o = lt(
+        &url,
+        &[
+            "sub",
+            "--stream",
+            "LT_EVENTS",
+            "--durable",
+            "cli-test",
+            "--idle",
+            "500ms",
+        ],
+    );
+    assert!(text(&o).contains("0 message(s)"), "{}", text(&o));
+}
+
+#[tokio::test]
+async fn pub_envelope_and_errors() {
+    let (srv, _bus) = setup().await;
+    let url = srv.url();
+    let o = lt(
+        &url,
+        &[
+            "pub",
+            "lt.evt",
+            "{\"v\":1}",
+            "--envelope",
+            "--event-type",
+            "battery.sample",
+            "--source",
+            "dev9",
+            "--msg-id",
+            "dev9:1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("seq 1"));
+    // No stream for the subject: a clear error and a failing exit code.
+    let o = lt(&url, &["pub", "nowhere.at.all", "x", "--qos", "1"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no JetStream stream captures subject `nowhere.at.all`"),
+        "{}",
+        text(&o)
+    );
+    // QoS 2 without an id.
+    let o = lt(&url, &["pub", "lt.evt.x.y", "x", "--qos", "2"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("deterministic message id"), "{}", text(&o));
+    // Unreachable server.
+    let o = lt("nats://127.0.0.1:1", &["pub", "a.b", "x"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("hint: start the platform with `lt up`"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[tokio::test]
+async fn nodes_lists_registered_nodes() {
+    let (srv, bus) = setup().await;
+    let reg = Registry::provision(&bus, DiscoveryConfig::default())
+        .await
+        .unwrap();
+    reg.register(NodeInfo::new("collector-7", "collector"))
+        .await
+        .unwrap();
+    let o = lt(&srv.url(), &["nodes"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("collector-7") && out.contains("1 node(s)"), "{out}");
+    let o = lt(&srv.url(), &["nodes", "--watch", "--json", "--count", "1"]);
+    let out = text(&o);
+    assert!(
+        out.contains("\"event\":\"joined\"") && out.contains("collector-7"),
+        "{out}"
+    );
+}
+
+#[test]
+fn up_runs_the_platform_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = langtian_core::natsd::free_port().unwrap().to_string();
+    let http = langtian_core::natsd::free_port().unwrap().to_string();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let args = [
+        "up",
+        "--data-dir",
+        data,
+        "--nats-port",
+        &port,
+        "--nats-http-port",
+        &http,
+        "--duration",
+        "4s",
+        "--rate",
+        "500",
+    ];
+    let o = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(args)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("created stream `LT_EVENTS`"), "{out}");
+    assert!(out.contains("registered node"), "{out}");
+    assert!(out.contains("stopped cleanly"), "{out}");
+    let stored = |out: &str| -> u64 {
+        let last = out.lines().rev().find(|l| l.contains("stored")).unwrap();
+        let after = last.split("stored").nth(1).unwrap();
+        after.split('|').next().unwrap().trim().parse().unwrap()
+    };
+    let first = stored(&out);
+    assert!(first >= 1000, "expected ~2000 stored events, got {first}: {out}");
+    // A second run resumes the same store.
+    let o = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(args)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("updated stream `LT_EVENTS`"), "{out}");
+    assert!(stored(&out) > first, "{out}");
+    // Every published event was consumed and acked by the end.
+    let last = out.lines().rev().find(|l| l.contains("lag")).unwrap();
+    assert!(last.contains("lag      0"), "{last}");
+}

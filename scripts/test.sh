@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
+# each stage:  setup · fmt · clippy · buf lint · buf breaking · cargo test · bench smoke.
+#
+#   scripts/test.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+declare -a STAGES=()
+total_start=$(date +%s)
+stage() {
+  local name="$1"; shift
+  local t0; t0=$(date +%s)
+  printf '\n==> [%s] %s\n' "$name" "$*"
+  "$@"
+  local dt=$(( $(date +%s) - t0 ))
+  STAGES+=("$(printf '%-14s %5ss' "$name" "$dt")")
+  printf '<== [%s] done in %ss\n' "$name" "$dt"
+}
+
+buf_breaking() {
+  local buf="${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/buf"
+  # Compare the contracts with the previous commit (append-only evolution). When the working tree
+  # has uncommitted proto changes, compare with HEAD instead, so that local edits are checked too.
+  local ref="HEAD~1"
+  if ! git diff --quiet HEAD -- proto 2>/dev/null; then ref="HEAD"; fi
+  if git cat-file -e "$ref:proto/buf.yaml" 2>/dev/null; then
+    "$buf" breaking proto --against ".git#ref=$ref,subdir=proto"
+    echo "buf breaking: proto/ is wire- and JSON-compatible with $ref"
+  else
+    echo "buf breaking: $ref has no proto/buf.yaml (first version of the contracts); nothing to compare"
+  fi
+}
+
+stage setup        scripts/setup.sh
+stage fmt          cargo fmt --all --check
+stage clippy       cargo clippy --workspace --all-targets -- -D warnings
+stage buf-lint     "${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/buf" lint proto
+stage buf-breaking buf_breaking
+stage cargo-test   cargo test --workspace --no-fail-fast
+stage bench-smoke  cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke"
+
+printf '\n==> stage durations\n'
+for s in "${STAGES[@]}"; do echo "  $s"; done
+echo "  total          $(( $(date +%s) - total_start ))s"
