@@ -103,10 +103,22 @@ if [ ! -s "$LIB" ]; then
   mv "$DEPS/cache/package/libduckdb.so" "$LIB.tmp" && mv "$LIB.tmp" "$LIB"
 fi
 
+# --- smoke test: the library loads the extensions and writes a DuckLake ------------------------
+SMOKE="$DEPS/cache/duckdb-smoke"
+if [ ! -x "$SMOKE" ] || [ "$ROOT/scripts/duckdb-smoke.c" -nt "$SMOKE" ]; then
+  cc -O1 -o "$SMOKE" "$ROOT/scripts/duckdb-smoke.c" -L"$DEPS/duckdb/lib" -lduckdb -Wl,-rpath,"$DEPS/duckdb/lib" \
+    || die "could not compile scripts/duckdb-smoke.c against $LIB (is a C compiler installed?)"
+fi
+lake_tmp="$(mktemp -d)"
+"$SMOKE" "$DEPS/duckdb/extensions" "$lake_tmp" || { rm -rf "$lake_tmp"; die "the DuckDB smoke test failed (see above)"; }
+rm -rf "$lake_tmp"
+
 # --- cargo configuration -------------------------------------------------------------------------
 mkdir -p "$ROOT/.cargo" "$TARGET_DIR"
 cat > "$ROOT/.cargo/config.toml.tmp" <<EOF
 # Written by scripts/setup.sh — do not edit; re-run the script instead.
+# libduckdb-sys links \$DUCKDB_LIB_DIR/libduckdb.so and adds an rpath to it by itself, so no
+# rustflags are set here: identical flags let every clone reuse the shared build directory.
 [build]
 target-dir = "$TARGET_DIR"
 
@@ -115,9 +127,6 @@ DUCKDB_LIB_DIR = "$DEPS/duckdb/lib"
 LANGTIAN_DUCKDB_EXTENSION_DIR = "$DEPS/duckdb/extensions"
 LANGTIAN_NATS_SERVER = "$VENV/bin/nats-server"
 LANGTIAN_BUF = "$VENV/bin/buf"
-
-[target.x86_64-unknown-linux-gnu]
-rustflags = ["-C", "link-arg=-Wl,-rpath,$DEPS/duckdb/lib"]
 EOF
 mv "$ROOT/.cargo/config.toml.tmp" "$ROOT/.cargo/config.toml"
 
