@@ -38,7 +38,7 @@ async fn r3_stream_survives_a_killed_node() {
 
     let mut cfg = PublisherConfig::new(Qos::AtLeastOnce);
     cfg.ack_timeout = Duration::from_secs(2);
-    cfg.max_attempts = 10;
+    cfg.max_attempts = 12; // pauses double to 4 s: ~30 s covers a stream leader election
     let p = Publisher::new(bus.clone(), cfg);
     for i in 0..50 {
         p.publish(OutgoingMessage::new("ev3.a", format!("{i}")))

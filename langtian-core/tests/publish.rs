@@ -134,6 +134,7 @@ async fn qos1_retries_with_the_same_id_across_a_server_restart() {
     let mut cfg = PublisherConfig::new(Qos::AtLeastOnce);
     cfg.ack_timeout = Duration::from_millis(300);
     cfg.retry_backoff = Duration::from_millis(200);
+    cfg.max_retry_backoff = Duration::from_millis(500);
     cfg.max_attempts = 100;
     srv.stop().await.unwrap();
     let bus2 = bus.clone();

@@ -45,26 +45,37 @@ pub struct PublisherConfig {
     pub ack_timeout: Duration,
     /// Attempts per message (first try included).
     pub max_attempts: u32,
-    /// Pause between attempts.
+    /// Pause before the first retry; doubles per retry up to `max_retry_backoff` (a cluster
+    /// needs a few seconds to elect a new stream leader after a node dies).
     pub retry_backoff: Duration,
+    /// Cap of the retry pause.
+    pub max_retry_backoff: Duration,
 }
 
 impl PublisherConfig {
-    /// Defaults: window 1024, ack timeout 5 s, 4 attempts, 250 ms between attempts.
+    /// Defaults: window 1024, ack timeout 5 s, 6 attempts, pauses 250 ms doubling to 4 s.
     pub fn new(qos: Qos) -> Self {
         Self {
             qos,
             window: 1024,
             ack_timeout: Duration::from_secs(5),
-            max_attempts: 4,
+            max_attempts: 6,
             retry_backoff: Duration::from_millis(250),
+            max_retry_backoff: Duration::from_secs(4),
         }
+    }
+
+    /// The pause after failed attempt number `attempt` (1-based).
+    pub fn backoff_after(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        (self.retry_backoff * factor).min(self.max_retry_backoff.max(self.retry_backoff))
     }
 
     /// The longest time between the first and the last attempt of one message; a QoS 2 stream's
     /// duplicate window must be at least this long.
     pub fn retry_horizon(&self) -> Duration {
-        (self.ack_timeout + self.retry_backoff) * self.max_attempts
+        let pauses: Duration = (1..self.max_attempts).map(|a| self.backoff_after(a)).sum();
+        self.ack_timeout * self.max_attempts + pauses
     }
 }
 
@@ -352,7 +363,7 @@ impl Publisher {
                 Err(PublishFailure::Fatal(e)) => return Err(e),
                 Err(PublishFailure::Retry) if attempts < self.cfg.max_attempts => {
                     tracing::warn!(subject = %msg.subject, msg_id = ?msg.msg_id, attempts, "no PubAck yet; retrying with the same message id");
-                    tokio::time::sleep(self.cfg.retry_backoff).await;
+                    tokio::time::sleep(self.cfg.backoff_after(attempts)).await;
                 }
                 Err(PublishFailure::Retry) => {
                     return Err(BusError::AckTimeout {
@@ -495,7 +506,7 @@ impl PublishWindow<'_> {
                         attempts: 1,
                     });
                 }
-                tokio::time::sleep(p.cfg.retry_backoff).await;
+                tokio::time::sleep(p.cfg.backoff_after(1)).await;
                 p.publish_with_retry(entry.msg, 1).await.map(Some)
             }
         }
@@ -522,8 +533,23 @@ mod tests {
         let mut c = PublisherConfig::new(Qos::ExactlyOnce);
         c.ack_timeout = Duration::from_secs(2);
         c.retry_backoff = Duration::from_millis(500);
-        c.max_attempts = 3;
-        assert_eq!(c.retry_horizon(), Duration::from_millis(7500));
+        c.max_retry_backoff = Duration::from_millis(1500);
+        c.max_attempts = 4;
+        // 4 × 2 s of waiting for acks + pauses 0.5 s, 1 s, 1.5 s (capped).
+        assert_eq!(c.retry_horizon(), Duration::from_millis(11_000));
+        assert_eq!(c.backoff_after(1), Duration::from_millis(500));
+        assert_eq!(c.backoff_after(2), Duration::from_millis(1000));
+        assert_eq!(c.backoff_after(9), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn default_horizon_fits_the_default_duplicate_window() {
+        let c = PublisherConfig::new(Qos::ExactlyOnce);
+        assert!(
+            c.retry_horizon() <= Duration::from_secs(120),
+            "{:?}",
+            c.retry_horizon()
+        );
     }
 
     #[test]
