@@ -51,8 +51,8 @@ pub enum UpError {
 pub struct UpConfig {
     /// Where the embedded server keeps its store (and later the lake).
     pub data_dir: PathBuf,
-    /// Use this NATS instead of starting one.
-    pub nats_url: Option<String>,
+    /// Use this NATS (URLs, auth, TLS) instead of starting one.
+    pub connect: Option<BusOptions>,
     /// Client port of the embedded server.
     pub nats_port: u16,
     /// Monitoring port of the embedded server.
@@ -73,7 +73,7 @@ impl Default for UpConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(".langtian"),
-            nats_url: None,
+            connect: None,
             nats_port: 14222,
             nats_http_port: 18222,
             topology: None,
@@ -158,8 +158,8 @@ pub async fn run_up(
         reason: e.to_string(),
     })?;
     let mut server = None;
-    let url = match &cfg.nats_url {
-        Some(u) => u.clone(),
+    let mut opts = match &cfg.connect {
+        Some(o) => o.clone(),
         None => {
             let mut sc = NatsServerConfig::new(cfg.data_dir.join("nats"));
             sc.port = cfg.nats_port;
@@ -173,10 +173,10 @@ pub async fn run_up(
             ));
             let url = s.client_url();
             server = Some(s);
-            url
+            BusOptions::new(&url)
         }
     };
-    let mut opts = BusOptions::new(&url);
+    let url = opts.urls.join(",");
     opts.name = Some("lt-up".into());
     let bus = Bus::connect(&opts).await?;
 

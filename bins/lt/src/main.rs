@@ -268,7 +268,7 @@ async fn sigterm() {
 async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
     let cfg = UpConfig {
         data_dir: a.data_dir.clone(),
-        nats_url: conn.nats_url.clone(),
+        connect: conn.nats_url.as_ref().map(|_| conn.options()),
         nats_port: a.nats_port,
         nats_http_port: a.nats_http_port,
         topology: a.topology.clone(),
