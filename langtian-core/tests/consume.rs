@@ -175,7 +175,7 @@ async fn consumer_killed_mid_batch_resumes_without_loss() {
 }
 
 #[tokio::test]
-async fn retryable_handler_errors_end_in_a_dead_letter_with_provenance() {
+async fn handler_errors_end_in_dead_letters_with_provenance() {
     let srv = common::server().await;
     let bus = common::bus(&srv.url()).await;
     common::stream(&bus, "C4", &["c4.>"]).await;
@@ -190,6 +190,9 @@ async fn retryable_handler_errors_end_in_a_dead_letter_with_provenance() {
         .await
         .unwrap();
     p.publish(OutgoingMessage::new("c4.ok", "fine-2")).await.unwrap();
+    p.publish(OutgoingMessage::new("c4.fatal", "bad-schema-body"))
+        .await
+        .unwrap();
 
     let poison_calls = Arc::new(AtomicU32::new(0));
     let calls = poison_calls.clone();
@@ -200,11 +203,13 @@ async fn retryable_handler_errors_end_in_a_dead_letter_with_provenance() {
             move |d| {
                 let calls = calls.clone();
                 async move {
-                    if d.subject == "c4.poison" {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        Err(HandlerError::Retryable("sink unavailable".into()))
-                    } else {
-                        Ok(())
+                    match d.subject.as_str() {
+                        "c4.poison" => {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            Err(HandlerError::Retryable("sink unavailable".into()))
+                        }
+                        "c4.fatal" => Err(HandlerError::Fatal("schema 7.0 unknown".into())),
+                        _ => Ok(()),
                     }
                 }
             },
@@ -214,10 +219,19 @@ async fn retryable_handler_errors_end_in_a_dead_letter_with_provenance() {
         )
         .await
     });
-    let letters = read_dead_letters(&bus, 1).await;
+    let mut letters = read_dead_letters(&bus, 2).await;
+    letters.sort_by_key(|l| l.stream_seq);
     let _ = stop_tx.send(());
     let stats = run.await.unwrap().unwrap();
     let _ = stop_fwd.send(());
+    // The fatal one is terminated at its first delivery, with the handler's reason.
+    let f = &letters[1];
+    assert_eq!(
+        (f.subject.as_str(), f.stream_seq, f.deliveries),
+        ("c4.fatal", 4, 1)
+    );
+    assert_eq!(f.reason, "terminated: schema 7.0 unknown");
+    assert_eq!(&f.payload[..], b"bad-schema-body");
     let l = &letters[0];
     assert_eq!(l.stream, "C4");
     assert_eq!(l.consumer, "handler");
@@ -234,6 +248,7 @@ async fn retryable_handler_errors_end_in_a_dead_letter_with_provenance() {
     );
     assert_eq!(stats.acked, 2);
     assert_eq!(stats.naked, 3);
+    assert_eq!(stats.terminated, 1);
 }
 
 #[tokio::test]
