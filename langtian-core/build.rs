@@ -3,6 +3,12 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Tests and examples of this crate link the official libduckdb.so from DUCKDB_LIB_DIR
+    // (scripts/setup.sh); record its directory as rpath so they run without LD_LIBRARY_PATH.
+    println!("cargo:rerun-if-env-changed=DUCKDB_LIB_DIR");
+    if let Ok(dir) = std::env::var("DUCKDB_LIB_DIR") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    }
     let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     let files = [
         "langtian/envelope/v1/envelope.proto",

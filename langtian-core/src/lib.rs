@@ -6,6 +6,7 @@
 //! - [`bus`]: connecting to NATS, publishing with QoS 0/1/2, durable pull consumers with native
 //!   JetStream acks, dead letters from server advisories, declarative provisioning.
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
+//! - [`lake`] (feature `lake`): DuckLake attach, exactly-once batch writes, maintenance.
 //! - [`natsd`]: locating and running a `nats-server` process (used by `lt up` and the test kit).
 //! - [`platform`]: `lt up`, the whole platform in one process.
 //! - [`sim`]: data generators.
@@ -17,6 +18,8 @@ pub mod bench;
 pub mod bus;
 pub mod discovery;
 pub mod envelope;
+#[cfg(feature = "lake")]
+pub mod lake;
 pub mod natsd;
 pub mod platform;
 pub mod proto;

@@ -188,3 +188,154 @@ async fn connect(urls: &str) -> Result<async_nats::Client, TestkitError> {
             reason: e.to_string(),
         })
 }
+
+/// A throw-away PostgreSQL cluster (initdb in a temp dir, free port, trust auth), for DuckLake
+/// catalog tests. Uses the machine's PostgreSQL binaries (`pg_config --bindir`, or
+/// `/usr/lib/postgresql/*/bin`); when running as root the server runs as the `postgres` user.
+#[derive(Debug)]
+pub struct TestPostgres {
+    bin: std::path::PathBuf,
+    dir: TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl TestPostgres {
+    /// Creates the cluster, starts it and creates database `lake`.
+    pub async fn start() -> Result<Self, TestkitError> {
+        let err = |m: String| TestkitError::ClusterNotReady(format!("postgres: {m}"));
+        let bin = pg_bindir()
+            .ok_or_else(|| err("no PostgreSQL binaries found (apt-get install postgresql)".into()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("lt-pg-")
+            .tempdir()
+            .map_err(TestkitError::TempDir)?;
+        let port = free_port()?;
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                return Err(err("chown of the data dir to postgres failed".into()));
+            }
+        }
+        let me = Self {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        let data = me.dir.path().join("data");
+        me.run(
+            "initdb",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )
+        .map_err(err)?;
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            port,
+            me.dir.path().display()
+        );
+        me.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-o",
+                &opts,
+                "-l",
+                &me.dir.path().join("pg.log").display().to_string(),
+                "-w",
+                "start",
+            ],
+        )
+        .map_err(err)?;
+        me.run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "lake",
+            ],
+        )
+        .map_err(err)?;
+        Ok(me)
+    }
+
+    /// libpq connection string for database `lake`.
+    pub fn conninfo(&self) -> String {
+        format!("dbname=lake host=127.0.0.1 port={} user=postgres", self.port)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        let out = cmd
+            .args(args)
+            .output()
+            .map_err(|e| format!("running {}: {e}", exe.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{tool} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn pg_bindir() -> Option<std::path::PathBuf> {
+    if let Ok(o) = std::process::Command::new("pg_config").arg("--bindir").output() {
+        let p = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        if p.join("initdb").is_file() {
+            return Some(p);
+        }
+    }
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
