@@ -14,6 +14,7 @@
 #   - the official DuckDB 1.5.5 shared library (npm @duckdb/node-bindings-linux-x64@1.5.5-r.5)
 #   - the official signed DuckDB extensions ducklake, httpfs, postgres_scanner, sqlite_scanner
 #     (PyPI duckdb-extension-*==1.5.5), laid out as <dir>/v1.5.5/linux_amd64/*.duckdb_extension
+#   - s3s-fs 0.14.1 (crates.io, cargo install --locked), an S3-compatible server for tests
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -118,6 +119,18 @@ lake_tmp="$(mktemp -d)"
 "$SMOKE" "$DEPS/duckdb/extensions" "$lake_tmp" || { rm -rf "$lake_tmp"; die "the DuckDB smoke test failed (see above)"; }
 rm -rf "$lake_tmp"
 
+# --- s3s-fs: an S3-compatible server for the lake's S3 tests (crates.io, --locked) --------------
+# Built once per machine into a versioned cache (3-4 min on two cores), linked into .deps/bin.
+S3S_VERSION="0.14.1"
+S3S_ROOT="${LANGTIAN_TOOLS_CACHE:-$HOME/.cache/langtian/tools}/s3s-fs-$S3S_VERSION"
+if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
+  say "building s3s-fs $S3S_VERSION from crates.io (once per machine)"
+  cargo install --quiet --locked "s3s-fs@$S3S_VERSION" --features binary --root "$S3S_ROOT" \
+    || die "cargo install s3s-fs@$S3S_VERSION failed (is crates.io reachable?)"
+fi
+mkdir -p "$DEPS/bin"
+ln -sf "$S3S_ROOT/bin/s3s-fs" "$DEPS/bin/s3s-fs"
+
 # --- cargo configuration -------------------------------------------------------------------------
 mkdir -p "$ROOT/.cargo" "$TARGET_DIR"
 cat > "$ROOT/.cargo/config.toml.tmp" <<EOF
@@ -133,6 +146,7 @@ LANGTIAN_DUCKDB_EXTENSION_DIR = "$DEPS/duckdb/extensions"
 LANGTIAN_NATS_SERVER = "$VENV/bin/nats-server"
 LANGTIAN_BUF = "$VENV/bin/buf"
 LANGTIAN_PYTHON = "$VENV/bin/python"
+LANGTIAN_S3S_FS = "$DEPS/bin/s3s-fs"
 EOF
 mv "$ROOT/.cargo/config.toml.tmp" "$ROOT/.cargo/config.toml"
 

@@ -241,6 +241,33 @@ impl Default for MaintenanceOptions {
     }
 }
 
+/// When maintenance is due. The lake's single writer calls [`Lake::maintain_if_due`] between
+/// batches, so maintenance never races the writer's own commits.
+#[derive(Debug, Clone)]
+pub struct MaintenanceSchedule {
+    /// Interval between runs; zero disables maintenance.
+    pub every: std::time::Duration,
+    /// What each run does.
+    pub options: MaintenanceOptions,
+    last: Instant,
+}
+
+impl MaintenanceSchedule {
+    /// A schedule whose first run is due `every` from now.
+    pub fn new(every: std::time::Duration, options: MaintenanceOptions) -> Self {
+        Self {
+            every,
+            options,
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether a run is due at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        !self.every.is_zero() && now.duration_since(self.last) >= self.every
+    }
+}
+
 /// An attached DuckLake.
 pub struct Lake {
     conn: Connection,
@@ -598,6 +625,19 @@ impl Lake {
         Ok(report)
     }
 
+    /// Runs [`Lake::maintain`] when `schedule` says it is due; returns its report if it ran.
+    pub fn maintain_if_due(
+        &self,
+        schedule: &mut MaintenanceSchedule,
+    ) -> Result<Option<MaintenanceReport>, LakeError> {
+        let now = Instant::now();
+        if !schedule.due(now) {
+            return Ok(None);
+        }
+        schedule.last = now;
+        self.maintain(&schedule.options).map(Some)
+    }
+
     /// Number of snapshots in the lake.
     pub fn snapshot_count(&self) -> Result<u64, LakeError> {
         self.conn
@@ -719,6 +759,15 @@ mod tests {
             Some("STRUCT(\"a\" VARCHAR, \"b\" DOUBLE[])")
         );
         assert_eq!(duckdb_type(&DataType::Float16), None);
+    }
+
+    #[test]
+    fn schedule_is_due_after_its_interval() {
+        let s = MaintenanceSchedule::new(std::time::Duration::from_secs(60), MaintenanceOptions::default());
+        assert!(!s.due(Instant::now()));
+        assert!(s.due(Instant::now() + std::time::Duration::from_secs(61)));
+        let off = MaintenanceSchedule::new(std::time::Duration::ZERO, MaintenanceOptions::default());
+        assert!(!off.due(Instant::now() + std::time::Duration::from_secs(3600)));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   JetStream acks, dead letters from server advisories, declarative provisioning.
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
 //! - [`lake`] (feature `lake`): DuckLake attach, exactly-once batch writes, maintenance.
+//! - [`flow`] (feature `flow`): the sql-flow-compatible stream processor.
 //! - [`natsd`]: locating and running a `nats-server` process (used by `lt up` and the test kit).
 //! - [`platform`]: `lt up`, the whole platform in one process.
 //! - [`sim`]: data generators.
@@ -18,6 +19,8 @@ pub mod bench;
 pub mod bus;
 pub mod discovery;
 pub mod envelope;
+#[cfg(feature = "flow")]
+pub mod flow;
 #[cfg(feature = "lake")]
 pub mod lake;
 pub mod natsd;

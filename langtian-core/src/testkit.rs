@@ -339,3 +339,68 @@ fn pg_bindir() -> Option<std::path::PathBuf> {
     dirs.sort();
     dirs.pop()
 }
+
+/// An S3-compatible server (`s3s-fs`, installed by scripts/setup.sh) on a free port, storing
+/// buckets as directories of a temp dir.
+#[derive(Debug)]
+pub struct TestS3 {
+    child: std::process::Child,
+    dir: TempDir,
+    port: u16,
+}
+
+impl TestS3 {
+    /// Access key of the test server.
+    pub const KEY_ID: &'static str = "ltaccess";
+    /// Secret key of the test server.
+    pub const SECRET: &'static str = "ltsecret123";
+
+    /// Starts the server with one bucket and waits until it accepts connections.
+    pub async fn start(bucket: &str) -> Result<Self, TestkitError> {
+        let err = |m: String| TestkitError::ClusterNotReady(format!("s3s-fs: {m}"));
+        let bin = std::env::var("LANGTIAN_S3S_FS")
+            .ok()
+            .or_else(|| option_env!("LANGTIAN_S3S_FS").map(str::to_owned))
+            .ok_or_else(|| err("not installed (run scripts/setup.sh or set LANGTIAN_S3S_FS)".into()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("lt-s3-")
+            .tempdir()
+            .map_err(TestkitError::TempDir)?;
+        std::fs::create_dir_all(dir.path().join(bucket)).map_err(TestkitError::TempDir)?;
+        let port = free_port()?;
+        let child = std::process::Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", Self::KEY_ID, "--secret-key", Self::SECRET])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| err(format!("starting {bin}: {e}")))?;
+        let me = Self { child, dir, port };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(err(format!("not listening on port {port} after 10 s")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(me)
+    }
+
+    /// `host:port` endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The directory holding the buckets.
+    pub fn root(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -236,12 +236,15 @@ fn maintenance_compacts_and_keeps_data_and_offsets() {
         &lake,
         "SELECT count(*) FROM ducklake_list_files('lake', 'events')",
     );
-    let report = lake
-        .maintain(&MaintenanceOptions {
+    let mut schedule = langtian_core::lake::MaintenanceSchedule::new(
+        std::time::Duration::from_millis(1),
+        MaintenanceOptions {
             expire_older_than: "0 seconds".into(),
             cleanup_older_than: "0 seconds".into(),
-        })
-        .unwrap();
+        },
+    );
+    std::thread::sleep(std::time::Duration::from_millis(5)); // let the 1 ms interval pass
+    let report = lake.maintain_if_due(&mut schedule).unwrap().expect("due");
     let files_after = count(
         &lake,
         "SELECT count(*) FROM ducklake_list_files('lake', 'events')",
@@ -316,5 +319,41 @@ async fn postgres_catalog_exactly_once_and_resume() {
         &dir.path().join("data"),
         &["postgres_scanner"],
         "1000 1000",
+    );
+}
+
+#[tokio::test]
+async fn s3_data_path_exactly_once_and_resume() {
+    let s3 = langtian_core::testkit::TestS3::start("lakebucket").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LakeConfig::new(
+        Catalog::Sqlite(dir.path().join("meta.sqlite")),
+        DataPath::S3(langtian_core::lake::S3 {
+            url: "s3://lakebucket/lake/".into(),
+            key_id: langtian_core::testkit::TestS3::KEY_ID.into(),
+            secret: langtian_core::testkit::TestS3::SECRET.into(),
+            region: "us-east-1".into(),
+            endpoint: s3.endpoint(),
+            url_style: "path".into(),
+            use_ssl: false,
+        }),
+    );
+    tokio::task::spawn_blocking(move || exercise(cfg)).await.unwrap();
+    // The Parquet files are in the bucket, not on local disk.
+    let mut parquet = 0;
+    let mut stack = vec![s3.root().join("lakebucket")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                parquet += 1;
+            }
+        }
+    }
+    assert!(
+        parquet >= 2,
+        "expected Parquet files in the bucket, found {parquet}"
     );
 }

@@ -1,0 +1,6 @@
+//! The stream processor: sql-flow-compatible pipeline files with a native JetStream source and an
+//! exactly-once DuckLake sink.
+//!
+//! - [`config`]: templated, strictly parsed pipeline files.
+
+pub mod config;
