@@ -19,6 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", proto_root.join(f).display());
     }
     let fds = protox::compile(files, [&proto_root])?;
+    // The descriptor set is kept for run-time decoding by message type (flow StructuredBatch).
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("langtian_descriptors.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
     Ok(())
 }

@@ -24,3 +24,6 @@ pub mod md {
         include!(concat!(env!("OUT_DIR"), "/langtian.md.v1.rs"));
     }
 }
+
+/// The encoded `FileDescriptorSet` of every contract, for decoding by message type at run time.
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/langtian_descriptors.bin"));

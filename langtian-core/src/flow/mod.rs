@@ -2,5 +2,7 @@
 //! exactly-once DuckLake sink.
 //!
 //! - [`config`]: templated, strictly parsed pipeline files.
+//! - [`handler`]: JSON / protobuf payloads → Arrow relation `batch` → DuckDB SQL.
 
 pub mod config;
+pub mod handler;

@@ -1,0 +1,466 @@
+//! Handlers: turn a batch of message payloads into an Arrow relation named `batch` (or the
+//! configured table) inside DuckDB, run the pipeline's SQL over it and return the rows of the last
+//! statement.
+//!
+//! - `handlers.InferredMemBatch`: JSON objects; the Arrow schema is inferred over the **whole**
+//!   batch (a field first seen in the last message still becomes a column; int and float widen to
+//!   double; nested objects become structs, arrays lists).
+//! - `handlers.StructuredBatch`: declared columns (JSON payloads are cast to them; unknown fields
+//!   ignored, missing ones NULL) and/or `message_type`: protobuf payloads decoded with the
+//!   descriptors of `proto/` (e.g. `langtian.battery.v1.ChannelSample`).
+//!
+//! A payload that cannot be decoded is reported per message in [`Invocation::rejected`]; the rest
+//! of the batch still runs. SQL errors fail the whole batch.
+//!
+//! ```no_run
+//! use langtian_core::flow::config::Handler;
+//! use langtian_core::flow::handler::BatchHandler;
+//! # fn demo() -> Result<(), langtian_core::flow::handler::HandlerError> {
+//! let cfg = Handler { kind: "handlers.InferredMemBatch".into(), sql: "SELECT count(*) AS n FROM batch".into(),
+//!                     table: None, schema: vec![], message_type: None };
+//! let mut h = BatchHandler::new(&cfg, &[])?;
+//! let out = h.invoke(&[br#"{"a":1}"#.as_slice(), br#"{"a":2.5,"b":"x"}"#.as_slice()])?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use duckdb::{Config, Connection};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+
+use super::config::{Column, Command, Handler};
+use crate::lake::duckdb_type;
+
+/// Handler errors.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Bad handler configuration.
+    #[error("handler configuration: {0}")]
+    Config(String),
+    /// A start-up command failed.
+    #[error("command `{name}` failed: {source}")]
+    Command {
+        /// The command's name.
+        name: String,
+        /// DuckDB's error.
+        source: duckdb::Error,
+    },
+    /// The SQL failed on this batch.
+    #[error("SQL failed on a batch of {rows} rows: {source}")]
+    Sql {
+        /// Rows in the batch.
+        rows: usize,
+        /// DuckDB's error.
+        source: duckdb::Error,
+    },
+    /// Building the Arrow relation failed.
+    #[error("building the `{relation}` relation: {reason}")]
+    Relation {
+        /// Relation name.
+        relation: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The result of one invocation.
+#[derive(Debug, Default)]
+pub struct Invocation {
+    /// Rows of the last SQL statement.
+    pub batches: Vec<RecordBatch>,
+    /// Payloads that could not be decoded: (index in the input, why).
+    pub rejected: Vec<(usize, String)>,
+    /// Rows that went into the relation.
+    pub input_rows: usize,
+}
+
+impl Invocation {
+    /// Total output rows.
+    pub fn output_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+enum Decode {
+    Json,
+    Proto(MessageDescriptor),
+}
+
+/// Runs one pipeline's handler over batches.
+pub struct BatchHandler {
+    conn: Connection,
+    relation: String,
+    statements: Vec<String>,
+    declared: Vec<Column>,
+    decode: Decode,
+}
+
+impl std::fmt::Debug for BatchHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchHandler")
+            .field("relation", &self.relation)
+            .finish()
+    }
+}
+
+impl BatchHandler {
+    /// Opens an in-memory DuckDB, runs the start-up `commands` and prepares the handler.
+    pub fn new(cfg: &Handler, commands: &[Command]) -> Result<Self, HandlerError> {
+        let config = Config::default()
+            .enable_autoload_extension(false)
+            .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+            .map_err(|e| HandlerError::Config(e.to_string()))?;
+        let conn =
+            Connection::open_in_memory_with_flags(config).map_err(|e| HandlerError::Config(e.to_string()))?;
+        Self::with_connection(conn, cfg, commands)
+    }
+
+    /// Like [`BatchHandler::new`] on an existing connection.
+    pub fn with_connection(
+        conn: Connection,
+        cfg: &Handler,
+        commands: &[Command],
+    ) -> Result<Self, HandlerError> {
+        for c in commands {
+            conn.execute_batch(&c.sql)
+                .map_err(|source| HandlerError::Command {
+                    name: c.name.clone(),
+                    source,
+                })?;
+        }
+        let structured = match cfg.kind.as_str() {
+            "handlers.InferredMemBatch" => false,
+            "handlers.StructuredBatch" => true,
+            other => return Err(HandlerError::Config(format!("unknown handler type `{other}`"))),
+        };
+        let relation = cfg.table.clone().unwrap_or_else(|| "batch".into());
+        if relation.is_empty() || !relation.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(HandlerError::Config(format!(
+                "relation name `{relation}` must be letters, digits and _"
+            )));
+        }
+        for c in &cfg.schema {
+            if c.name.contains('"') {
+                return Err(HandlerError::Config(format!(
+                    "column name `{}` may not contain '\"'",
+                    c.name
+                )));
+            }
+        }
+        let decode = match (&cfg.message_type, structured) {
+            (Some(t), true) => {
+                let pool = DescriptorPool::decode(crate::proto::DESCRIPTOR_SET)
+                    .map_err(|e| HandlerError::Config(format!("loading contract descriptors: {e}")))?;
+                let d = pool.get_message_by_name(t).ok_or_else(|| {
+                    let known: Vec<String> = pool.all_messages().map(|m| m.full_name().to_owned()).collect();
+                    HandlerError::Config(format!(
+                        "message type `{t}` is not in the contracts; known: {}",
+                        known.join(", ")
+                    ))
+                })?;
+                Decode::Proto(d)
+            }
+            (Some(_), false) => {
+                return Err(HandlerError::Config(
+                    "message_type needs handlers.StructuredBatch".into(),
+                ));
+            }
+            _ => Decode::Json,
+        };
+        let statements = split_sql(&cfg.sql);
+        if statements.is_empty() {
+            return Err(HandlerError::Config("handler.sql has no statement".into()));
+        }
+        Ok(Self {
+            conn,
+            relation,
+            statements,
+            declared: if structured {
+                cfg.schema.clone()
+            } else {
+                Vec::new()
+            },
+            decode,
+        })
+    }
+
+    /// The DuckDB connection (for sinks that share it).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Decodes `payloads`, loads them as the relation and runs the SQL.
+    pub fn invoke<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> Result<Invocation, HandlerError> {
+        let mut rejected = Vec::new();
+        let mut values = Vec::with_capacity(payloads.len());
+        for (i, p) in payloads.iter().enumerate() {
+            match self.decode_one(p.as_ref()) {
+                Ok(v) => values.push(v),
+                Err(why) => rejected.push((i, why)),
+            }
+        }
+        let input_rows = values.len();
+        let rel_err = |reason: String| HandlerError::Relation {
+            relation: self.relation.clone(),
+            reason,
+        };
+        let inferred = to_record_batch(&values).map_err(rel_err)?;
+        self.load(inferred.as_ref())?;
+        let (last, rest) = self
+            .statements
+            .split_last()
+            .ok_or_else(|| HandlerError::Config("no SQL".into()))?;
+        for s in rest {
+            self.conn.execute_batch(s).map_err(|source| HandlerError::Sql {
+                rows: input_rows,
+                source,
+            })?;
+        }
+        let mut stmt = self.conn.prepare(last).map_err(|source| HandlerError::Sql {
+            rows: input_rows,
+            source,
+        })?;
+        let batches: Vec<RecordBatch> = match stmt.query_arrow([]) {
+            Ok(a) => a.collect(),
+            Err(duckdb::Error::InvalidColumnType(..)) | Err(duckdb::Error::ExecuteReturnedResults) => {
+                Vec::new()
+            }
+            Err(source) => {
+                return Err(HandlerError::Sql {
+                    rows: input_rows,
+                    source,
+                });
+            }
+        };
+        Ok(Invocation {
+            batches: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
+            rejected,
+            input_rows,
+        })
+    }
+
+    fn decode_one(&self, p: &[u8]) -> Result<serde_json::Value, String> {
+        match &self.decode {
+            Decode::Json => {
+                let v: serde_json::Value = serde_json::from_slice(p).map_err(|e| format!("not JSON: {e}"))?;
+                if v.is_object() {
+                    Ok(v)
+                } else {
+                    Err("JSON payload is not an object".into())
+                }
+            }
+            Decode::Proto(d) => {
+                let m = DynamicMessage::decode(d.clone(), p)
+                    .map_err(|e| format!("not a {}: {e}", d.full_name()))?;
+                let opts = SerializeOptions::new()
+                    .stringify_64_bit_integers(false)
+                    .use_proto_field_name(true)
+                    .skip_default_fields(false);
+                m.serialize_with_options(serde_json::value::Serializer, &opts)
+                    .map_err(|e| format!("converting {}: {e}", d.full_name()))
+            }
+        }
+    }
+
+    /// (Re)creates the relation and appends the decoded rows.
+    fn load(&self, batch: Option<&RecordBatch>) -> Result<(), HandlerError> {
+        let rel = &self.relation;
+        let rel_err = |reason: String| HandlerError::Relation {
+            relation: rel.clone(),
+            reason,
+        };
+        let sql_err = |e: duckdb::Error| rel_err(e.to_string());
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS \"{rel}\"; DROP TABLE IF EXISTS \"{rel}__raw\";"
+            ))
+            .map_err(sql_err)?;
+        let raw_name = if self.declared.is_empty() {
+            rel.clone()
+        } else {
+            format!("{rel}__raw")
+        };
+        if let Some(b) = batch {
+            let cols = columns_sql(&b.schema()).map_err(rel_err)?;
+            self.conn
+                .execute_batch(&format!("CREATE TABLE \"{raw_name}\"({cols})"))
+                .map_err(sql_err)?;
+            let mut app = self.conn.appender(&raw_name).map_err(sql_err)?;
+            app.append_record_batch(b.clone()).map_err(sql_err)?;
+            app.flush().map_err(sql_err)?;
+        } else if self.declared.is_empty() {
+            // An empty batch: an empty relation so that the SQL still runs.
+            self.conn
+                .execute_batch(&format!("CREATE TABLE \"{rel}\"(_empty BOOLEAN)"))
+                .map_err(sql_err)?;
+        }
+        if !self.declared.is_empty() {
+            let decl: Vec<String> = self
+                .declared
+                .iter()
+                .map(|c| format!("\"{}\" {}", c.name, c.data_type))
+                .collect();
+            self.conn
+                .execute_batch(&format!("CREATE TABLE \"{rel}\"({})", decl.join(", ")))
+                .map_err(sql_err)?;
+            if let Some(b) = batch {
+                let schema = b.schema();
+                let present: Vec<String> = self
+                    .declared
+                    .iter()
+                    .filter(|c| schema.index_of(&c.name).is_ok())
+                    .map(|c| format!("\"{}\"", c.name))
+                    .collect();
+                if !present.is_empty() {
+                    let list = present.join(", ");
+                    self.conn
+                        .execute_batch(&format!(
+                            "INSERT INTO \"{rel}\"({list}) SELECT {list} FROM \"{rel}__raw\"; DROP TABLE \"{rel}__raw\";"
+                        ))
+                        .map_err(|e| rel_err(format!("casting to the declared schema: {e}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn columns_sql(schema: &Schema) -> Result<String, String> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            duckdb_type(f.data_type())
+                .map(|t| format!("\"{}\" {t}", f.name().replace('"', "\"\"")))
+                .ok_or_else(|| format!("column `{}` has unsupported type {}", f.name(), f.data_type()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.join(", "))
+}
+
+/// JSON objects → one RecordBatch with a schema inferred over all of them (`None` if empty).
+pub fn to_record_batch(values: &[serde_json::Value]) -> Result<Option<RecordBatch>, String> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let inferred = arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))
+        .map_err(|e| format!("inferring the schema: {e}"))?;
+    if inferred.fields().is_empty() {
+        return Ok(None);
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(replace_null(inferred.fields())));
+    let mut decoder = arrow_json::ReaderBuilder::new(schema)
+        .with_batch_size(values.len().max(1))
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    decoder
+        .serialize(values)
+        .map_err(|e| format!("decoding rows: {e}"))?;
+    decoder.flush().map_err(|e| format!("decoding rows: {e}"))
+}
+
+/// Columns that were null in every row have type Null, which tables cannot hold: use VARCHAR.
+fn replace_null(fields: &Fields) -> Vec<Field> {
+    fields
+        .iter()
+        .map(|f| {
+            let t = match f.data_type() {
+                DataType::Null => DataType::Utf8,
+                DataType::Struct(inner) => DataType::Struct(replace_null(inner).into()),
+                DataType::List(item) => DataType::List(Arc::new(
+                    replace_null(&vec![item.as_ref().clone()].into()).remove(0),
+                )),
+                other => other.clone(),
+            };
+            Field::new(f.name(), t, true)
+        })
+        .collect()
+}
+
+/// Splits SQL into statements on `;`, ignoring semicolons in quotes and comments.
+pub fn split_sql(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                cur.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' => {
+                    quote = Some(c);
+                    cur.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    for n in chars.by_ref() {
+                        if n == '\n' {
+                            cur.push('\n');
+                            break;
+                        }
+                    }
+                }
+                '/' if chars.peek() == Some(&'*') => {
+                    chars.next();
+                    let mut prev = ' ';
+                    for n in chars.by_ref() {
+                        if prev == '*' && n == '/' {
+                            break;
+                        }
+                        prev = n;
+                    }
+                    cur.push(' ');
+                }
+                ';' => {
+                    if !cur.trim().is_empty() {
+                        out.push(cur.trim().to_owned());
+                    }
+                    cur.clear();
+                }
+                _ => cur.push(c),
+            },
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements_outside_quotes_and_comments() {
+        let s = split_sql("CREATE TABLE t AS SELECT 'a;b' AS x; -- c;d\nSELECT \"q;r\" FROM t /* ; */ ;  ");
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert!(s[0].contains("'a;b'"));
+        assert!(s[1].starts_with("SELECT \"q;r\" FROM t"));
+        assert!(split_sql("  ;; ").is_empty());
+    }
+
+    #[test]
+    fn schema_is_inferred_over_the_whole_batch() {
+        let vals: Vec<serde_json::Value> = vec![
+            serde_json::json!({"a": 1}),
+            serde_json::json!({"a": 2.5, "b": null}),
+            serde_json::json!({"a": 3, "c": {"d": "x"}}),
+        ];
+        let b = to_record_batch(&vals).unwrap().unwrap();
+        let s = b.schema();
+        assert_eq!(s.field_with_name("a").unwrap().data_type(), &DataType::Float64);
+        assert_eq!(s.field_with_name("b").unwrap().data_type(), &DataType::Utf8);
+        assert!(matches!(
+            s.field_with_name("c").unwrap().data_type(),
+            DataType::Struct(_)
+        ));
+        assert_eq!(b.num_rows(), 3);
+    }
+}

@@ -1,0 +1,180 @@
+//! Handlers over real DuckDB: schema inference over the whole batch, declared schemas, protobuf
+//! payloads by message type, multi-statement SQL, per-message rejects.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use langtian_core::flow::config::{Column, Command, Handler};
+use langtian_core::flow::handler::{BatchHandler, HandlerError};
+use langtian_core::proto::battery::v1::ChannelSample;
+use prost::Message as _;
+
+fn handler(kind: &str, sql: &str) -> Handler {
+    Handler {
+        kind: kind.into(),
+        sql: sql.into(),
+        table: None,
+        schema: vec![],
+        message_type: None,
+    }
+}
+
+fn col<'a, T: 'static>(inv: &'a langtian_core::flow::handler::Invocation, name: &str) -> &'a T {
+    let b = &inv.batches[0];
+    b.column(b.schema().index_of(name).unwrap())
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap()
+}
+
+#[test]
+fn inferred_batch_sees_fields_that_appear_late_and_runs_multi_statement_sql() {
+    let cfg = handler(
+        "handlers.InferredMemBatch",
+        "CREATE OR REPLACE TEMP TABLE s AS SELECT device, sum(v) AS total, count(extra) AS with_extra FROM batch GROUP BY device;
+         SELECT * FROM s ORDER BY device",
+    );
+    let mut h = BatchHandler::new(&cfg, &[]).unwrap();
+    let payloads: Vec<&[u8]> = vec![
+        br#"{"device":"a","v":1}"#,
+        br#"{"device":"b","v":2.5}"#,
+        br#"{"device":"a","v":3,"extra":{"k":"late field"}}"#,
+        b"not json",
+        br#"[1,2]"#,
+    ];
+    let inv = h.invoke(&payloads).unwrap();
+    assert_eq!(inv.input_rows, 3);
+    assert_eq!(
+        inv.rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert!(inv.rejected[0].1.contains("not JSON"));
+    assert_eq!(inv.output_rows(), 2);
+    let total = col::<Float64Array>(&inv, "total");
+    assert_eq!((total.value(0), total.value(1)), (4.0, 2.5));
+    let extra = col::<Int64Array>(&inv, "with_extra");
+    assert_eq!(
+        extra.value(0),
+        1,
+        "a field seen only in the last row is still a column"
+    );
+    // The relation is rebuilt per batch: a second batch with another shape works.
+    let inv = h.invoke(&[br#"{"device":"z","v":10}"#.as_slice()]);
+    let err = inv.unwrap_err();
+    assert!(matches!(err, HandlerError::Sql { .. }), "{err}");
+    assert!(
+        err.to_string().contains("extra"),
+        "`extra` is absent now, so the SQL fails: {err}"
+    );
+}
+
+#[test]
+fn structured_batch_casts_to_declared_columns() {
+    let mut cfg = handler(
+        "handlers.StructuredBatch",
+        "SELECT id, ts + INTERVAL 1 HOUR AS ts2, note FROM batch ORDER BY id",
+    );
+    cfg.schema = vec![
+        Column {
+            name: "id".into(),
+            data_type: "BIGINT".into(),
+        },
+        Column {
+            name: "ts".into(),
+            data_type: "TIMESTAMP".into(),
+        },
+        Column {
+            name: "note".into(),
+            data_type: "VARCHAR".into(),
+        },
+    ];
+    let mut h = BatchHandler::new(&cfg, &[]).unwrap();
+    let inv = h
+        .invoke(&[
+            br#"{"id":2,"ts":"2026-01-01 10:00:00","ignored":true}"#.as_slice(),
+            br#"{"id":1,"ts":"2026-01-01 11:30:00","note":"n"}"#.as_slice(),
+        ])
+        .unwrap();
+    assert_eq!(inv.output_rows(), 2);
+    let note = col::<StringArray>(&inv, "note");
+    assert_eq!(note.value(0), "n");
+    assert!(note.is_null(1), "missing field → NULL");
+    assert!(
+        inv.batches[0]
+            .schema()
+            .field_with_name("ts2")
+            .unwrap()
+            .data_type()
+            .to_string()
+            .contains("Timestamp")
+    );
+}
+
+#[test]
+fn structured_batch_decodes_protobuf_by_message_type() {
+    let mut cfg = handler(
+        "handlers.StructuredBatch",
+        "SELECT device_id, count(*) AS n, avg(voltage) AS v, max(seq) AS last_seq FROM batch GROUP BY device_id ORDER BY device_id",
+    );
+    cfg.message_type = Some("langtian.battery.v1.ChannelSample".into());
+    let mut h = BatchHandler::new(&cfg, &[]).unwrap();
+    let mk = |dev: &str, v: f64, seq: u64| {
+        ChannelSample {
+            device_id: dev.into(),
+            voltage: v,
+            seq,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let payloads = vec![
+        mk("c1", 3.5, 1),
+        mk("c1", 3.7, 2),
+        mk("c2", 4.0, 9),
+        vec![0xff, 0xff, 0xff],
+    ];
+    let inv = h.invoke(&payloads).unwrap();
+    assert_eq!(inv.rejected.len(), 1);
+    assert!(inv.rejected[0].1.contains("langtian.battery.v1.ChannelSample"));
+    let v = col::<Float64Array>(&inv, "v");
+    assert!((v.value(0) - 3.6).abs() < 1e-9);
+    assert_eq!(inv.output_rows(), 2);
+
+    let mut bad = cfg.clone();
+    bad.message_type = Some("langtian.battery.v1.Nope".into());
+    let err = BatchHandler::new(&bad, &[]).unwrap_err();
+    assert!(err.to_string().contains("not in the contracts"), "{err}");
+}
+
+#[test]
+fn commands_run_first_and_bad_ones_are_named() {
+    let cfg = handler(
+        "handlers.InferredMemBatch",
+        "SELECT b.v * f.k AS x FROM batch b, factor f",
+    );
+    let cmds = vec![Command {
+        name: "factor table".into(),
+        sql: "CREATE TABLE factor AS SELECT 10 AS k".into(),
+    }];
+    let mut h = BatchHandler::new(&cfg, &cmds).unwrap();
+    let inv = h.invoke(&[br#"{"v":4}"#.as_slice()]).unwrap();
+    assert_eq!(col::<Int64Array>(&inv, "x").value(0), 40);
+    let bad = vec![Command {
+        name: "broken".into(),
+        sql: "CREAT TABLE".into(),
+    }];
+    let err = BatchHandler::new(&cfg, &bad).unwrap_err();
+    assert!(err.to_string().contains("command `broken` failed"), "{err}");
+}
+
+#[test]
+fn an_empty_batch_still_runs_the_sql() {
+    let mut h = BatchHandler::new(
+        &handler("handlers.InferredMemBatch", "SELECT count(*) AS n FROM batch"),
+        &[],
+    )
+    .unwrap();
+    let none: Vec<&[u8]> = vec![b"garbage"];
+    let inv = h.invoke(&none).unwrap();
+    assert_eq!(inv.input_rows, 0);
+    assert_eq!(col::<Int64Array>(&inv, "n").value(0), 0);
+}
