@@ -193,11 +193,26 @@ impl BatchHandler {
 
     /// Decodes `payloads`, loads them as the relation and runs the SQL.
     pub fn invoke<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> Result<Invocation, HandlerError> {
+        self.invoke_with_meta(payloads, None)
+    }
+
+    /// Like [`BatchHandler::invoke`], adding `meta[i]` to row `i` as a column named `nats`
+    /// (subject, stream_seq, timestamp, deliveries) when given.
+    pub fn invoke_with_meta<P: AsRef<[u8]>>(
+        &mut self,
+        payloads: &[P],
+        meta: Option<&[serde_json::Value]>,
+    ) -> Result<Invocation, HandlerError> {
         let mut rejected = Vec::new();
         let mut values = Vec::with_capacity(payloads.len());
         for (i, p) in payloads.iter().enumerate() {
             match self.decode_one(p.as_ref()) {
-                Ok(v) => values.push(v),
+                Ok(mut v) => {
+                    if let (Some(m), Some(obj)) = (meta.and_then(|m| m.get(i)), v.as_object_mut()) {
+                        obj.insert("nats".into(), m.clone());
+                    }
+                    values.push(v)
+                }
                 Err(why) => rejected.push((i, why)),
             }
         }

@@ -1,0 +1,230 @@
+//! The pipeline runner end to end: real nats-server → handler SQL → real DuckLake, exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use langtian_core::bus::{
+    Bus, Consumer, ConsumerSpec, OutgoingMessage, Publisher, PublisherConfig, Qos, ensure_consumer,
+};
+use langtian_core::envelope::EnvelopeBuilder;
+use langtian_core::flow::config::PipelineFile;
+use langtian_core::flow::runner::{RunError, RunStats, run_pipeline};
+use langtian_core::lake::{Lake, LakeConfig};
+use tokio::sync::watch;
+
+fn pipeline(url: &str, lake: &Path, policy: &str) -> PipelineFile {
+    let text = r#"
+pipeline:
+  name: lakewriter
+  batch_size: 300
+  flush_interval_seconds: 0.2
+  on_error:
+    policy: {{ POLICY }}
+    dlq:
+      type: nats
+      nats:
+        subject: lt.dlq.lakewriter
+  source:
+    type: nats
+    nats:
+      servers: ["{{ URL }}"]
+      stream: LT_EVENTS
+      consumer: lake-writer
+      ack_wait: 5s
+      max_deliver: 3
+  handler:
+    type: handlers.InferredMemBatch
+    sql: |
+      SELECT nats.stream_seq AS seq, device, v FROM batch
+  sink:
+    type: ducklake
+    ducklake:
+      catalog: "{{ LAKE }}/meta.ducklake"
+      data_path: "{{ LAKE }}/data"
+      table: readings
+"#;
+    let mut vars = BTreeMap::new();
+    vars.insert("URL".into(), url.to_owned());
+    vars.insert("LAKE".into(), lake.display().to_string());
+    vars.insert("POLICY".into(), policy.to_owned());
+    PipelineFile::from_str("test.yml", text, &vars).unwrap()
+}
+
+async fn publish(bus: &Bus, from: u64, to: u64, poison: Option<u64>) {
+    let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
+    let mut w = p.window();
+    for i in from..=to {
+        let body = if Some(i) == poison {
+            b"{not json".to_vec()
+        } else {
+            format!("{{\"device\":\"d{}\",\"v\":{i}}}", i % 7).into_bytes()
+        };
+        let env = EnvelopeBuilder::new("reading", "sim")
+            .event_id(format!("sim:{i}"))
+            .payload(body, "application/json")
+            .build()
+            .unwrap();
+        w.send(OutgoingMessage::from_envelope("lt.evt", &env))
+            .await
+            .unwrap();
+    }
+    w.drain().await.unwrap();
+}
+
+/// Runs the pipeline until `done(stats)` holds, then stops it and returns its result.
+async fn run_until(
+    p: PipelineFile,
+    done: impl Fn(&RunStats) -> bool,
+) -> (Arc<RunStats>, Result<(), RunError>) {
+    let stats = Arc::new(RunStats::default());
+    let (tx, rx) = watch::channel(false);
+    let h = tokio::spawn(run_pipeline(p, stats.clone(), rx));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done(&stats) && !h.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = tx.send(true);
+    let r = h.await.unwrap();
+    (stats, r)
+}
+
+fn lake_count(dir: &Path, sql: &str) -> i64 {
+    let lake = Lake::open(LakeConfig::local(dir)).unwrap();
+    lake.connection()
+        .query_row(sql, [], |r| r.get::<_, i64>(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_into_the_lake_and_redeliveries_are_dropped() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "LT_EVENTS", &["lt.evt.>"]).await;
+    let lake = tempfile::tempdir().unwrap();
+    publish(&bus, 1, 2000, None).await;
+
+    let (stats, r) = run_until(pipeline(&srv.url(), lake.path(), "RAISE"), |s| {
+        s.committed_seq.load(Ordering::Relaxed) >= 2000
+    })
+    .await;
+    r.unwrap();
+    assert_eq!(stats.rows_out.load(Ordering::Relaxed), 2000);
+    assert_eq!(
+        lake_count(lake.path(), "SELECT count(*) FROM lake.readings"),
+        2000
+    );
+    assert_eq!(
+        lake_count(lake.path(), "SELECT count(DISTINCT seq) FROM lake.readings"),
+        2000
+    );
+
+    // Replay everything: delete the consumer; the runner recreates it (deliver all) and must drop
+    // every message at or below the committed position, then take the new ones.
+    bus.jetstream()
+        .get_stream("LT_EVENTS")
+        .await
+        .unwrap()
+        .delete_consumer("lake-writer")
+        .await
+        .unwrap();
+    publish(&bus, 2001, 2500, None).await;
+    let (stats, r) = run_until(pipeline(&srv.url(), lake.path(), "RAISE"), |s| {
+        s.committed_seq.load(Ordering::Relaxed) >= 2500
+    })
+    .await;
+    r.unwrap();
+    assert_eq!(stats.duplicates_dropped.load(Ordering::Relaxed), 2000);
+    assert_eq!(stats.rows_out.load(Ordering::Relaxed), 500);
+    assert_eq!(
+        lake_count(lake.path(), "SELECT count(*) FROM lake.readings"),
+        2500
+    );
+    assert_eq!(
+        lake_count(lake.path(), "SELECT count(DISTINCT seq) FROM lake.readings"),
+        2500
+    );
+    assert_eq!(
+        lake_count(
+            lake.path(),
+            "SELECT max(last_seq)::BIGINT FROM lake.ingest_offsets"
+        ),
+        2500
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_goes_to_the_dlq_and_the_pipeline_keeps_going() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "LT_EVENTS", &["lt.evt.>"]).await;
+    common::stream(&bus, "DLQ", &["lt.dlq.>"]).await;
+    ensure_consumer(&bus, &ConsumerSpec::new("DLQ", "reader"))
+        .await
+        .unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    publish(&bus, 1, 100, Some(42)).await;
+    let (stats, r) = run_until(pipeline(&srv.url(), lake.path(), "DLQ"), |s| {
+        s.committed_seq.load(Ordering::Relaxed) >= 100
+    })
+    .await;
+    r.unwrap();
+    assert_eq!(stats.dead_letters.load(Ordering::Relaxed), 1);
+    assert_eq!(lake_count(lake.path(), "SELECT count(*) FROM lake.readings"), 99);
+    let mut c = Consumer::bind(&bus, ConsumerSpec::new("DLQ", "reader"))
+        .await
+        .unwrap();
+    let b = c.next_batch(1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.len(), 1);
+    let h = b.messages[0].headers.as_ref().unwrap();
+    assert_eq!(h.get("Lt-Dlq-Stream-Seq").unwrap().as_str(), "42");
+    assert_eq!(h.get("Lt-Dlq-Phase").unwrap().as_str(), "decode");
+    assert!(h.get("Lt-Dlq-Error").unwrap().as_str().contains("not JSON"));
+    assert_eq!(h.get("Lt-Dlq-Subject").unwrap().as_str(), "lt.evt.reading.sim");
+    assert!(h.get("Lt-Dlq-Timestamp").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raise_stops_without_committing_or_acking() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "LT_EVENTS", &["lt.evt.>"]).await;
+    let lake = tempfile::tempdir().unwrap();
+    publish(&bus, 1, 10, Some(5)).await;
+    let (stats, r) = run_until(pipeline(&srv.url(), lake.path(), "RAISE"), |_| false).await;
+    let err = r.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RunError::Raise {
+                seq: 5,
+                phase: "decode",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(stats.committed_seq.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        lake_count(lake.path(), "SELECT count(*) FROM lake.ingest_offsets"),
+        0
+    );
+    let info = bus
+        .jetstream()
+        .get_stream("LT_EVENTS")
+        .await
+        .unwrap()
+        .get_consumer::<langtian_core::async_nats::jetstream::consumer::pull::Config>("lake-writer")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.ack_floor.stream_sequence, 0, "nothing acked");
+}
