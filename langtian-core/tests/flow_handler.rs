@@ -178,3 +178,24 @@ fn an_empty_batch_still_runs_the_sql() {
     assert_eq!(inv.input_rows, 0);
     assert_eq!(col::<Int64Array>(&inv, "n").value(0), 0);
 }
+
+#[test]
+fn the_example_pipeline_parses_and_invokes_over_a_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("example.yml");
+    std::fs::write(&path, langtian_core::flow::EXAMPLE_PIPELINE).unwrap();
+    let file = langtian_core::flow::config::PipelineFile::load(&path, &Default::default()).unwrap();
+    assert_eq!(file.pipeline.batch_size, 5000);
+    let fixture = dir.path().join("samples.jsonl");
+    std::fs::write(
+        &fixture,
+        "{\"deviceId\":\"c1\",\"channel\":1,\"voltage\":3.7,\"current\":1.5,\"temperature\":25.0,\"soc\":50,\"stepType\":\"STEP_TYPE_CC_CHARGE\",\"cycle\":1,\"capacity\":0.5,\"seq\":\"1\"}\n\
+         {\"deviceId\":\"c1\",\"channel\":2,\"voltage\":3.6,\"current\":0,\"temperature\":24.5,\"soc\":40,\"stepType\":\"STEP_TYPE_PAUSE\",\"cycle\":1,\"capacity\":0.5,\"seq\":\"2\"}\n",
+    )
+    .unwrap();
+    let inv = langtian_core::flow::invoke_jsonl(&file, &fixture).unwrap();
+    let lines = langtian_core::flow::runner::json_lines(&inv.batches).unwrap();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].contains("\"step\":\"cc_charge\""), "{}", lines[0]);
+    assert!(lines[1].contains("\"step\":\"other\""), "{}", lines[1]);
+}

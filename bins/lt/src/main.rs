@@ -94,9 +94,52 @@ enum Cmd {
     Sub(SubArgs),
     /// List the nodes registered in KV discovery, or watch them join and leave.
     Nodes(NodesArgs),
+    /// sql-flow-compatible pipelines: run, invoke over a fixture, validate, print an example.
+    #[command(subcommand)]
+    Flow(FlowCmd),
     /// Benchmarks; results go to bench/results/<name>.json.
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowCmd {
+    /// Run a pipeline until Ctrl-C / SIGTERM (the batch in progress is finished first).
+    Run(FlowFileArgs),
+    /// Run the pipeline's commands and handler SQL over a JSONL fixture and print the rows
+    /// (one JSON object per line); the source and sink are not touched.
+    Invoke {
+        #[command(flatten)]
+        file: FlowFileArgs,
+        /// JSONL fixture: one message payload per line.
+        fixture: PathBuf,
+    },
+    /// Render and check a pipeline file; errors name the key path and line.
+    Validate(FlowFileArgs),
+    /// Print an example pipeline (JetStream → SQL → DuckLake).
+    Example,
+}
+
+#[derive(Debug, Args)]
+struct FlowFileArgs {
+    /// Pipeline file (sql-flow format; Jinja variables from SQLFLOW_* environment variables).
+    file: PathBuf,
+    /// Extra template variables, KEY=VALUE (repeatable).
+    #[arg(long = "var", value_parser = parse_kv)]
+    vars: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+impl FlowFileArgs {
+    fn load(&self) -> Result<langtian_core::flow::config::PipelineFile, String> {
+        let vars = self.vars.iter().cloned().collect();
+        langtian_core::flow::config::PipelineFile::load(&self.file, &vars).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +271,7 @@ async fn main() -> ExitCode {
         Cmd::Sub(a) => cmd_sub(&cli.conn, a).await,
         Cmd::Nodes(a) => cmd_nodes(&cli.conn, a).await,
         Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
+        Cmd::Flow(f) => cmd_flow(f).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -532,4 +576,81 @@ async fn cmd_bench_bus(conn: &ConnArgs, a: &BenchBusArgs) -> Result<(), String> 
     let path = write_results(&a.out, "bus", &records).map_err(|e| e.to_string())?;
     println!("results: {}", path.display());
     Ok(())
+}
+
+async fn cmd_flow(cmd: &FlowCmd) -> Result<(), String> {
+    use langtian_core::flow::runner::{RunStats, json_lines, run_pipeline};
+    use std::sync::atomic::Ordering;
+    match cmd {
+        FlowCmd::Example => {
+            print!("{}", langtian_core::flow::EXAMPLE_PIPELINE);
+            Ok(())
+        }
+        FlowCmd::Validate(a) => {
+            let f = a.load()?;
+            let p = &f.pipeline;
+            println!(
+                "{}: ok — source {} → {} → sink {} (batch_size {}, flush every {}s, on_error {:?}, {} command(s))",
+                a.file.display(),
+                p.source.kind,
+                p.handler.kind,
+                p.sink.kind,
+                p.batch_size,
+                p.flush_interval_seconds,
+                p.on_error.policy,
+                f.commands.len()
+            );
+            Ok(())
+        }
+        FlowCmd::Invoke { file, fixture } => {
+            let f = file.load()?;
+            let inv = tokio::task::block_in_place(|| langtian_core::flow::invoke_jsonl(&f, fixture))
+                .map_err(|e| e.to_string())?;
+            for line in json_lines(&inv.batches)? {
+                println!("{line}");
+            }
+            for (i, why) in &inv.rejected {
+                eprintln!("line {}: rejected: {why}", i + 1);
+            }
+            eprintln!(
+                "lt flow invoke: {} input row(s), {} output row(s), {} rejected",
+                inv.input_rows,
+                inv.output_rows(),
+                inv.rejected.len()
+            );
+            Ok(())
+        }
+        FlowCmd::Run(a) => {
+            let f = a.load()?;
+            let stats = std::sync::Arc::new(RunStats::default());
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let mut run = tokio::spawn(run_pipeline(f, stats.clone(), rx));
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let stop = ctrl_c_or(None);
+            tokio::pin!(stop);
+            let mut stopping = false;
+            let result = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = &mut stop, if !stopping => {
+                        eprintln!("lt flow: draining (finishing the batch in progress)…");
+                        stopping = true;
+                        let _ = tx.send(true);
+                    }
+                    _ = tick.tick() => eprintln!(
+                        "lt flow: messages {} | rows out {} | batches {} | committed seq {} | duplicates dropped {} | errors {} | dead letters {}",
+                        stats.messages.load(Ordering::Relaxed), stats.rows_out.load(Ordering::Relaxed),
+                        stats.batches.load(Ordering::Relaxed), stats.committed_seq.load(Ordering::Relaxed),
+                        stats.duplicates_dropped.load(Ordering::Relaxed), stats.errors.load(Ordering::Relaxed),
+                        stats.dead_letters.load(Ordering::Relaxed)),
+                }
+            };
+            result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            eprintln!(
+                "lt flow: stopped at committed seq {}",
+                stats.committed_seq.load(Ordering::Relaxed)
+            );
+            Ok(())
+        }
+    }
 }

@@ -217,3 +217,57 @@ fn up_runs_the_platform_and_resumes() {
     let last = out.lines().rev().find(|l| l.contains("lag")).unwrap();
     assert!(last.contains("lag      0"), "{last}");
 }
+
+#[test]
+fn flow_example_validate_and_invoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(["flow", "example"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let file = dir.path().join("p.yml");
+    std::fs::write(&file, &o.stdout).unwrap();
+    let f = file.to_str().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(["flow", "validate", f])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ok — source nats"), "{}", text(&o));
+
+    let fixture = dir.path().join("f.jsonl");
+    std::fs::write(&fixture, "{\"deviceId\":\"c9\",\"channel\":3,\"voltage\":3.9,\"current\":-1.5,\"temperature\":26,\"soc\":80,\"stepType\":\"STEP_TYPE_CC_DISCHARGE\",\"cycle\":1,\"capacity\":0.5,\"seq\":\"3\"}\nnot json\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(["flow", "invoke", f, fixture.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("\"device_id\":\"c9\"") && out.contains("\"step\":\"cc_discharge\""),
+        "{out}"
+    );
+    assert!(out.contains("line 2: rejected"), "{out}");
+    assert!(
+        out.contains("1 input row(s), 1 output row(s), 1 rejected"),
+        "{out}"
+    );
+
+    // A typo in a key: the error names the key path and the line.
+    let good = std::fs::read_to_string(&file).unwrap();
+    let line_no = good.lines().position(|l| l.contains("max_ack_pending:")).unwrap() + 1;
+    let bad = good.replace("max_ack_pending:", "max_ack_pendng:");
+    std::fs::write(&file, bad).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(["flow", "validate", f])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("pipeline.source.nats: unknown field `max_ack_pendng`"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{f}:{line_no}:")), "{out}");
+}

@@ -7,7 +7,8 @@
 //!   double; nested objects become structs, arrays lists).
 //! - `handlers.StructuredBatch`: declared columns (JSON payloads are cast to them; unknown fields
 //!   ignored, missing ones NULL) and/or `message_type`: protobuf payloads decoded with the
-//!   descriptors of `proto/` (e.g. `langtian.battery.v1.ChannelSample`).
+//!   descriptors of `proto/` (e.g. `langtian.battery.v1.ChannelSample`), binary or in the
+//!   canonical protobuf JSON form.
 //!
 //! A payload that cannot be decoded is reported per message in [`Invocation::rejected`]; the rest
 //! of the batch still runs. SQL errors fail the whole batch.
@@ -267,8 +268,15 @@ impl BatchHandler {
                 }
             }
             Decode::Proto(d) => {
-                let m = DynamicMessage::decode(d.clone(), p)
-                    .map_err(|e| format!("not a {}: {e}", d.full_name()))?;
+                // Binary protobuf, or its canonical JSON mapping (handy for JSONL fixtures).
+                let m = if p.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                    let mut de = serde_json::Deserializer::from_slice(p);
+                    DynamicMessage::deserialize(d.clone(), &mut de)
+                        .map_err(|e| format!("not a {} in JSON form: {e}", d.full_name()))?
+                } else {
+                    DynamicMessage::decode(d.clone(), p)
+                        .map_err(|e| format!("not a {}: {e}", d.full_name()))?
+                };
                 let opts = SerializeOptions::new()
                     .stringify_64_bit_integers(false)
                     .use_proto_field_name(true)
