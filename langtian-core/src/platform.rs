@@ -67,6 +67,8 @@ pub struct UpConfig {
     pub devices: usize,
     /// Channels per device.
     pub channels: u32,
+    /// Run the default flow (battery samples → DuckLake under `<data_dir>/lake`).
+    pub flow: bool,
 }
 
 impl Default for UpConfig {
@@ -81,6 +83,7 @@ impl Default for UpConfig {
             rate: 1000,
             devices: 4,
             channels: 16,
+            flow: true,
         }
     }
 }
@@ -104,21 +107,24 @@ pub struct UpStatus {
     pub dead_letters: u64,
     /// Live nodes in discovery.
     pub nodes: usize,
-    /// Errors so far (publish failures, undecodable envelopes).
+    /// Errors so far (publish failures, undecodable envelopes, flow errors).
     pub errors: u64,
+    /// Rows the default flow committed to the lake.
+    pub lake_rows: u64,
 }
 
 impl UpStatus {
     /// One terminal line.
     pub fn line(&self) -> String {
         format!(
-            "up {:>6.0}s | in {:>7.0} ev/s | published {:>9} | consumed {:>9} | stored {:>9} | lag {:>6} | dlq {:>4} | nodes {} | errors {}",
+            "up {:>6.0}s | in {:>7.0} ev/s | published {:>9} | consumed {:>9} | stored {:>9} | lag {:>6} | lake rows {:>9} | dlq {:>4} | nodes {} | errors {}",
             self.uptime_s,
             self.events_in_per_s,
             self.published,
             self.consumed,
             self.stream_messages,
             self.lag,
+            self.lake_rows,
             self.dead_letters,
             self.nodes,
             self.errors
@@ -242,6 +248,49 @@ pub async fn run_up(
             }
         }));
     }
+    #[cfg(feature = "flow")]
+    let flow_stats = std::sync::Arc::new(crate::flow::runner::RunStats::default());
+    #[cfg(feature = "flow")]
+    if cfg.flow {
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("SQLFLOW_NATS_URL".to_owned(), url.clone());
+        vars.insert(
+            "SQLFLOW_LAKE_DIR".to_owned(),
+            cfg.data_dir.join("lake").display().to_string(),
+        );
+        let file = crate::flow::config::PipelineFile::from_str(
+            "config/pipelines/battery-to-lake.yml (built in)",
+            crate::flow::EXAMPLE_PIPELINE,
+            &vars,
+        )
+        .map_err(|e| UpError::DataDir {
+            path: e.file.clone(),
+            reason: e.message,
+        })?;
+        on_line(&format!(
+            "flow `battery-to-lake`: lt.evt.battery.> → SQL → DuckLake {} (exactly once)",
+            cfg.data_dir.join("lake").display()
+        ));
+        let stats = flow_stats.clone();
+        let rx = stop_rx.clone();
+        let counters = counters.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::flow::runner::run_pipeline(file, stats, rx).await {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "flow battery-to-lake stopped");
+            }
+        }));
+    }
+    let lake_rows = || {
+        #[cfg(feature = "flow")]
+        {
+            flow_stats.rows_out.load(Ordering::Relaxed)
+        }
+        #[cfg(not(feature = "flow"))]
+        {
+            0
+        }
+    };
     let (sim_stop_tx, sim_stop_rx) = watch::channel(false);
     let mut producers = Vec::new();
     if cfg.sim {
@@ -269,6 +318,7 @@ pub async fn run_up(
                 let published = counters.published.load(Ordering::Relaxed);
                 let dt = last_t.elapsed().as_secs_f64().max(1e-3);
                 let mut status = collect_status(&bus, &registry, &counters, started).await;
+                status.lake_rows = lake_rows();
                 status.events_in_per_s = (published - last_pub) as f64 / dt;
                 last_pub = published;
                 last_t = Instant::now();
@@ -287,7 +337,8 @@ pub async fn run_up(
     }
     heartbeat.abort();
     let _ = node.unregister().await;
-    let status = collect_status(&bus, &registry, &counters, started).await;
+    let mut status = collect_status(&bus, &registry, &counters, started).await;
+    status.lake_rows = lake_rows();
     let _ = bus.flush().await;
     drop(bus);
     if let Some(mut s) = server {
@@ -338,6 +389,7 @@ async fn collect_status(bus: &Bus, registry: &Registry, c: &Counters, started: I
         dead_letters,
         nodes,
         errors: c.errors.load(Ordering::Relaxed),
+        lake_rows: 0,
     }
 }
 

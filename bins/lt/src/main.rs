@@ -159,6 +159,9 @@ struct UpArgs {
     /// Do not run the battery demo producer.
     #[arg(long)]
     no_sim: bool,
+    /// Do not run the default flow (battery samples → DuckLake under <data-dir>/lake).
+    #[arg(long)]
+    no_flow: bool,
     /// Demo events per second.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
@@ -320,6 +323,7 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
         rate: a.rate,
         devices: a.devices,
         channels: a.channels,
+        flow: !a.no_flow,
     };
     let tty = std::io::stdout().is_terminal();
     println!("lt up: starting (Ctrl-C to stop)");

@@ -203,6 +203,16 @@ fn up_runs_the_platform_and_resumes() {
         after.split('|').next().unwrap().trim().parse().unwrap()
     };
     let first = stored(&out);
+    let lake_rows = |out: &str| -> u64 {
+        let last = out.lines().rev().find(|l| l.contains("lake rows")).unwrap();
+        let after = last.split("lake rows").nth(1).unwrap();
+        after.split('|').next().unwrap().trim().parse().unwrap()
+    };
+    assert!(out.contains("flow `battery-to-lake`"), "{out}");
+    assert!(
+        lake_rows(&out) > 0,
+        "the default flow committed rows to the lake: {out}"
+    );
     assert!(first >= 1000, "expected ~2000 stored events, got {first}: {out}");
     // A second run resumes the same store.
     let o = Command::new(env!("CARGO_BIN_EXE_lt"))
