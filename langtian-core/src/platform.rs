@@ -275,7 +275,7 @@ pub async fn run_up(
         let rx = stop_rx.clone();
         let counters = counters.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::flow::runner::run_pipeline(file, stats, rx).await {
+            if let Err(e) = Box::pin(crate::flow::runner::run_pipeline(file, stats, rx)).await {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "flow battery-to-lake stopped");
             }
