@@ -630,8 +630,22 @@ async fn cmd_flow(cmd: &FlowCmd) -> Result<(), String> {
             let (tx, rx) = tokio::sync::watch::channel(false);
             let mut run = tokio::spawn(run_pipeline(f, stats.clone(), rx));
             let mut tick = tokio::time::interval(Duration::from_secs(5));
-            let stop = ctrl_c_or(None);
+            // Install the signal handlers before saying we run, so an early SIGTERM drains too.
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
+            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| format!("installing the SIGINT handler: {e}"))?;
+            let stop = async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            };
             tokio::pin!(stop);
+            eprintln!(
+                "lt flow: running {} (Ctrl-C or SIGTERM drains and stops)",
+                a.file.display()
+            );
             let mut stopping = false;
             let result = loop {
                 tokio::select! {

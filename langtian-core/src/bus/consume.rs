@@ -587,6 +587,21 @@ impl Consumer {
         }
     }
 
+    /// Resets the consumer's delivery state on the server (JetStream consumer reset, server
+    /// ≥ 2.14): pending and redelivery state is cleared and the next message delivered has a
+    /// stream sequence of at least `next_seq` (`None`: restart from the ack floor). A sink that
+    /// keeps its own committed position calls this on start so that delivery resumes **in
+    /// order** right after that position, instead of old redeliveries arriving after newer
+    /// messages. Drops any messages this handle had prefetched.
+    pub async fn reset(&mut self, next_seq: Option<u64>) -> Result<(), BusError> {
+        self.messages = None;
+        self.inner
+            .reset(next_seq)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.consume_err(format!("reset to {next_seq:?}: {e}")))
+    }
+
     /// The consumer's server-side state (pending, ack floor, redelivered).
     pub async fn info(&mut self) -> Result<consumer::Info, BusError> {
         self.inner

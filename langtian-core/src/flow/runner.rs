@@ -209,6 +209,18 @@ pub async fn run_pipeline(
         _ => 0,
     };
     stats.committed_seq.store(committed, Ordering::Relaxed);
+    if matches!(sink, SinkImpl::Lake { .. }) {
+        // Resume in stream order right after what the lake holds. Without this, messages a
+        // crashed run had taken (ack pending) come back only after ack_wait — after newer ones
+        // were committed — and would look like duplicates of the newer position.
+        let next = (committed > 0).then_some(committed + 1);
+        if let Err(e) = consumer.reset(next).await {
+            if matches!(n.deliver_policy, DeliverPolicy::All) {
+                return Err(e.into());
+            }
+            tracing::warn!(error = %e, "could not reset the consumer (deliver_policy is not `all`); redeliveries after a crash may arrive out of order");
+        }
+    }
     tracing::info!(stream = %n.stream, consumer = %n.consumer, committed, "pipeline started");
 
     let ctx = Ctx {
