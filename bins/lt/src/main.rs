@@ -243,6 +243,18 @@ struct NodesArgs {
 enum BenchCmd {
     /// QoS 1 publish and consume+ack through the Langtian API vs a bare async-nats loop.
     Bus(BenchBusArgs),
+    /// The flow engine alone over an in-memory fixture (rows/s, peak RSS).
+    Flow(BenchFlowArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchFlowArgs {
+    /// 100k events instead of 1M.
+    #[arg(long)]
+    quick: bool,
+    /// Results directory.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +286,7 @@ async fn main() -> ExitCode {
         Cmd::Sub(a) => cmd_sub(&cli.conn, a).await,
         Cmd::Nodes(a) => cmd_nodes(&cli.conn, a).await,
         Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
+        Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await,
         Cmd::Flow(f) => cmd_flow(f).await,
     };
     match result {
@@ -671,4 +684,22 @@ async fn cmd_flow(cmd: &FlowCmd) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+async fn cmd_bench_flow(a: &BenchFlowArgs) -> Result<(), String> {
+    use langtian_core::bench::{FlowBenchConfig, bench_flow};
+    let cfg = if a.quick {
+        FlowBenchConfig::quick()
+    } else {
+        FlowBenchConfig::full()
+    };
+    println!("lt bench flow: {} events, {} per batch", cfg.events, cfg.batch);
+    let records = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(bench_flow(&cfg, |line| println!("  {line}")))
+    })
+    .map_err(|e| e.to_string())?;
+    print!("{}", summary(&records));
+    let path = write_results(&a.out, "flow", &records).map_err(|e| e.to_string())?;
+    println!("results: {}", path.display());
+    Ok(())
 }
