@@ -204,25 +204,33 @@ impl BatchHandler {
         payloads: &[P],
         meta: Option<&[serde_json::Value]>,
     ) -> Result<Invocation, HandlerError> {
-        let mut rejected = Vec::new();
-        let mut values = Vec::with_capacity(payloads.len());
-        for (i, p) in payloads.iter().enumerate() {
-            match self.decode_one(p.as_ref()) {
-                Ok(mut v) => {
-                    if let (Some(m), Some(obj)) = (meta.and_then(|m| m.get(i)), v.as_object_mut()) {
-                        obj.insert("nats".into(), m.clone());
-                    }
-                    values.push(v)
-                }
-                Err(why) => rejected.push((i, why)),
-            }
-        }
-        let input_rows = values.len();
         let rel_err = |reason: String| HandlerError::Relation {
             relation: self.relation.clone(),
             reason,
         };
-        let inferred = to_record_batch(&values).map_err(rel_err)?;
+        let (inferred, rejected) = match &self.decode {
+            // Flat protobuf messages go straight into Arrow columns.
+            Decode::Proto(d) if super::proto_arrow::is_flat(d) => {
+                super::proto_arrow::decode_flat(d, payloads, meta).map_err(rel_err)?
+            }
+            _ => {
+                let mut rejected = Vec::new();
+                let mut values = Vec::with_capacity(payloads.len());
+                for (i, p) in payloads.iter().enumerate() {
+                    match self.decode_one(p.as_ref()) {
+                        Ok(mut v) => {
+                            if let (Some(m), Some(obj)) = (meta.and_then(|m| m.get(i)), v.as_object_mut()) {
+                                obj.insert("nats".into(), m.clone());
+                            }
+                            values.push(v)
+                        }
+                        Err(why) => rejected.push((i, why)),
+                    }
+                }
+                (to_record_batch(&values).map_err(rel_err)?, rejected)
+            }
+        };
+        let input_rows = inferred.as_ref().map(RecordBatch::num_rows).unwrap_or(0);
         self.load(inferred.as_ref())?;
         let (last, rest) = self
             .statements

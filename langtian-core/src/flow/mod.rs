@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod handler;
+mod proto_arrow;
 pub mod runner;
 
 use std::path::Path;
