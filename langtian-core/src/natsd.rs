@@ -180,11 +180,13 @@ impl NatsServer {
             Some(b) => b.clone(),
             None => find_nats_server()?,
         };
+        // Pick both ports while holding both probe sockets, so they cannot coincide.
+        let ports = free_ports(2)?;
         if cfg.port == 0 {
-            cfg.port = free_port()?;
+            cfg.port = ports[0];
         }
         if cfg.http_port == 0 {
-            cfg.http_port = free_port()?;
+            cfg.http_port = ports[1];
         }
         std::fs::create_dir_all(&cfg.store_dir)
             .map_err(io(format!("creating {}", cfg.store_dir.display())))?;
@@ -369,6 +371,19 @@ pub fn free_port() -> Result<u16, NatsdError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a probe socket"))?;
     let port = l.local_addr().map_err(io("reading probe socket address"))?.port();
     Ok(port)
+}
+
+/// `n` distinct TCP ports that were free on 127.0.0.1 a moment ago (all probe sockets are held
+/// until every port is chosen, so the ports are distinct).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, NatsdError> {
+    let mut held = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a probe socket"))?;
+        ports.push(l.local_addr().map_err(io("reading probe socket address"))?.port());
+        held.push(l);
+    }
+    Ok(ports)
 }
 
 /// Minimal HTTP/1.0 GET against 127.0.0.1:`port`; returns the status code.

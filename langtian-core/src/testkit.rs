@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::natsd::{ClusterConfig, NatsServer, NatsServerConfig, NatsdError, free_port};
+use crate::natsd::{ClusterConfig, NatsServer, NatsServerConfig, NatsdError, free_port, free_ports};
 
 /// Errors from the test kit.
 #[derive(Debug, thiserror::Error)]
@@ -118,14 +118,15 @@ impl TestCluster {
             .prefix("lt-cluster-")
             .tempdir()
             .map_err(TestkitError::TempDir)?;
-        let mut route_ports = Vec::with_capacity(n);
-        for _ in 0..n {
-            route_ports.push(free_port()?);
-        }
+        // Client, monitoring and route ports of every node, chosen together so none coincide.
+        let ports = free_ports(3 * n)?;
+        let route_ports: Vec<u16> = ports[2 * n..].to_vec();
         // Start all processes first (they need each other for a meta leader), then wait.
         let mut starting = Vec::with_capacity(n);
         for (i, rp) in route_ports.iter().enumerate() {
             let mut cfg = NatsServerConfig::new(dir.path().join(format!("n{}", i + 1)));
+            cfg.port = ports[i];
+            cfg.http_port = ports[n + i];
             cfg.server_name = Some(format!("n{}", i + 1));
             cfg.cluster = Some(ClusterConfig {
                 name: "ltc".into(),

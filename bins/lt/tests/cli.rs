@@ -171,8 +171,8 @@ async fn nodes_lists_registered_nodes() {
 #[test]
 fn up_runs_the_platform_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let port = langtian_core::natsd::free_port().unwrap().to_string();
-    let http = langtian_core::natsd::free_port().unwrap().to_string();
+    let ports = langtian_core::natsd::free_ports(2).unwrap();
+    let (port, http) = (ports[0].to_string(), ports[1].to_string());
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
     let args = [
