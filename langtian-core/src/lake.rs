@@ -517,19 +517,7 @@ impl Lake {
             app.flush()
                 .map_err(db(format!("flushing the appender of {name}.{table}")))?;
         }
-        tx.execute(
-            &format!("INSERT INTO {name}.ingest_offsets VALUES (?, ?, ?, ?, ?, ?, ?, now())"),
-            params![
-                offsets.stream,
-                offsets.consumer,
-                offsets.part,
-                offsets.first_seq,
-                offsets.last_seq,
-                offsets.batch_id,
-                rows as i64
-            ],
-        )
-        .map_err(db("recording the batch in ingest_offsets"))?;
+        insert_offsets(&tx, &name, offsets, rows)?;
         tx.commit()
             .map_err(db(format!("committing the batch into {name}.{table}")))?;
         Ok(rows)
@@ -537,21 +525,7 @@ impl Lake {
 
     /// Records a position without rows (e.g. a batch that produced no output), in one transaction.
     pub fn write_offsets_only(&mut self, offsets: &OffsetRecord) -> Result<(), LakeError> {
-        let name = self.cfg.name.clone();
-        self.conn
-            .execute(
-                &format!("INSERT INTO {name}.ingest_offsets VALUES (?, ?, ?, ?, ?, ?, 0, now())"),
-                params![
-                    offsets.stream,
-                    offsets.consumer,
-                    offsets.part,
-                    offsets.first_seq,
-                    offsets.last_seq,
-                    offsets.batch_id
-                ],
-            )
-            .map_err(db("recording an empty batch in ingest_offsets"))?;
-        Ok(())
+        insert_offsets(&self.conn, &self.cfg.name, offsets, 0)
     }
 
     /// The highest committed stream sequence for `(stream, consumer, part)`.
@@ -649,6 +623,27 @@ impl Lake {
             .map(|c| c as u64)
             .map_err(db("counting snapshots"))
     }
+}
+
+/// Appends one `ingest_offsets` row (inside the caller's transaction when `conn` is one).
+fn insert_offsets(conn: &Connection, lake: &str, o: &OffsetRecord, rows: u64) -> Result<(), LakeError> {
+    conn.execute(
+        &format!("INSERT INTO {lake}.ingest_offsets VALUES (?, ?, ?, ?, ?, ?, ?, now())"),
+        params![
+            o.stream,
+            o.consumer,
+            o.part,
+            o.first_seq,
+            o.last_seq,
+            o.batch_id,
+            rows as i64
+        ],
+    )
+    .map_err(db(format!(
+        "recording {}/{} seq {}..={} in ingest_offsets",
+        o.stream, o.consumer, o.first_seq, o.last_seq
+    )))?;
+    Ok(())
 }
 
 /// Reorders `b`'s columns to `columns` (by name).
