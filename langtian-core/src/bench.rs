@@ -395,6 +395,11 @@ mod tests {
     }
 }
 
+/// Resets the peak-RSS counter (`VmHWM`) so the next [`peak_rss_mb`] covers only what follows.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Peak resident set size of this process in MB (`VmHWM`), if known.
 pub fn peak_rss_mb() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -520,6 +525,9 @@ pub async fn bench_flow(
         host: Host::now(),
     });
 
+    drop(json);
+    drop(text);
+    drop(h);
     // (a) engine only, protobuf + StructuredBatch.
     let mut sim = crate::sim::BatterySim::new(16, 64, 3);
     let mut pb: Vec<Vec<u8>> = Vec::with_capacity(cfg.events);
@@ -538,6 +546,8 @@ pub async fn bench_flow(
         message_type: Some("langtian.battery.v1.ChannelSample".into()),
     };
     let mut h = BatchHandler::new(&s_cfg, &[]).map_err(|e| err(e.to_string()))?;
+    let fixture_mb = pb.iter().map(|m| m.len() + 24).sum::<usize>() as f64 / 1e6;
+    reset_peak_rss();
     let start = Instant::now();
     let mut rows = 0usize;
     for chunk in pb.chunks(cfg.batch) {
@@ -546,8 +556,10 @@ pub async fn bench_flow(
     let structured = rows as f64 / start.elapsed().as_secs_f64();
     let rss = peak_rss_mb().unwrap_or(0.0);
     progress(&format!(
-        "engine StructuredBatch (protobuf) {structured:>10.0} rows/s | peak RSS {rss:.0} MB"
+        "engine StructuredBatch (protobuf) {structured:>10.0} rows/s | peak RSS {rss:.0} MB (incl. the {fixture_mb:.0} MB in-memory fixture)"
     ));
+    drop(pb);
+    drop(h);
     out.push(BenchRecord {
         bench: "flow".into(),
         case: "engine_structured_protobuf".into(),
@@ -574,5 +586,202 @@ pub async fn bench_flow(
         params: params.clone(),
         host: Host::now(),
     });
+    out.extend(bench_flow_e2e(cfg, &mut progress).await?);
     Ok(out)
+}
+
+/// (b) pre-loaded JetStream → flow (StructuredBatch protobuf → SQL → DuckLake, exactly once)
+/// next to a bare async-nats consume+ack loop over the same stored messages.
+#[cfg(feature = "flow")]
+async fn bench_flow_e2e(
+    cfg: &FlowBenchConfig,
+    progress: &mut impl FnMut(&str),
+) -> Result<Vec<BenchRecord>, BenchError> {
+    use prost::Message as _;
+    use std::sync::atomic::Ordering;
+
+    let err = |e: String| BenchError::Baseline(e);
+    let dir = tempfile::Builder::new()
+        .prefix("lt-bench-flow-e2e-")
+        .tempdir()
+        .map_err(|e| err(e.to_string()))?;
+    let (_server, url) = match &cfg.nats_url {
+        Some(u) => (None, u.clone()),
+        None => {
+            let s = NatsServer::start(NatsServerConfig::new(dir.path().join("nats"))).await?;
+            let url = s.client_url();
+            (Some(s), url)
+        }
+    };
+    let bus = Bus::connect(&BusOptions::new(&url)).await?;
+    let stream = "BENCH_FLOW";
+    let _ = bus.jetstream().delete_stream(stream).await;
+    let mut spec = StreamSpec::new(stream, vec!["bench.flow.>".into()]);
+    spec.max_bytes = 4 * 1024 * 1024 * 1024;
+    ensure_stream(&bus, &spec).await?;
+
+    // Pre-load: battery samples in envelopes, as the collector publishes them.
+    let t = Instant::now();
+    let publisher = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
+    let mut w = publisher.window();
+    let mut sim = crate::sim::BatterySim::new(16, 64, 5);
+    let mut n = 0usize;
+    let mut bytes = 0usize;
+    'load: loop {
+        for s in sim.step(1_000_000_000) {
+            if n >= cfg.events {
+                break 'load;
+            }
+            let env = crate::envelope::EnvelopeBuilder::new("battery.sample", "bench")
+                .event_id(format!("bench:{n}"))
+                .payload(s.encode_to_vec(), "application/x-protobuf")
+                .build()
+                .map_err(|e| err(e.to_string()))?;
+            let mut m = OutgoingMessage::from_envelope("bench.flow", &env);
+            m.subject = "bench.flow.battery".into();
+            bytes += m.payload.len();
+            w.send(m).await?;
+            n += 1;
+        }
+    }
+    w.drain().await?;
+    progress(&format!(
+        "end-to-end: pre-loaded {n} envelopes ({:.0} MB) in {:.1} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    ));
+
+    // Baseline: bare async-nats pull + ack of every message.
+    let mut bare_spec = ConsumerSpec::new(stream, "bare");
+    bare_spec.fetch_batch = 1000;
+    bare_spec.max_ack_pending = (cfg.batch * 4) as i64;
+    ensure_consumer(&bus, &bare_spec).await?;
+    let bcfg = BusBenchConfig {
+        messages: n,
+        batch: 1000,
+        ..BusBenchConfig::quick()
+    };
+    let bare = consume_bare(&bus, &bare_spec, &bcfg).await?;
+    progress(&format!(
+        "end-to-end: bare async-nats consume+ack {bare:>10.0} msgs/s"
+    ));
+
+    // Ours: the real runner, exactly once into a DuckLake.
+    let lake_dir = dir.path().join("lake");
+    let yaml = format!(
+        r#"
+pipeline:
+  name: bench
+  batch_size: {batch}
+  flush_interval_seconds: 1
+  source:
+    type: nats
+    nats:
+      servers: ["{url}"]
+      stream: {stream}
+      consumer: flow
+      ack_wait: 60s
+      fetch: {{ batch: 1000 }}
+  handler:
+    type: handlers.StructuredBatch
+    message_type: langtian.battery.v1.ChannelSample
+    sql: SELECT device_id, channel, seq, voltage, current, temperature, soc, nats.stream_seq AS stream_seq FROM batch
+  sink:
+    type: ducklake
+    ducklake:
+      catalog: "{lake}/meta.ducklake"
+      data_path: "{lake}/data"
+      table: samples
+      maintenance_interval: 0s
+"#,
+        batch = cfg.batch,
+        lake = lake_dir.display()
+    );
+    let file = crate::flow::config::PipelineFile::from_str("bench.yml", &yaml, &Default::default())
+        .map_err(|e| err(e.to_string()))?;
+    let stats = std::sync::Arc::new(crate::flow::runner::RunStats::default());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    reset_peak_rss();
+    let start = Instant::now();
+    let mut task = tokio::spawn(crate::flow::runner::run_pipeline(file, stats.clone(), rx));
+    let mut last_report = Instant::now();
+    while stats.committed_seq.load(Ordering::Relaxed) < n as u64 {
+        if task.is_finished() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(err(format!(
+                "flow stalled at {} of {n}",
+                stats.committed_seq.load(Ordering::Relaxed)
+            )));
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            progress(&format!(
+                "end-to-end: flow committed {} of {n}",
+                stats.committed_seq.load(Ordering::Relaxed)
+            ));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = start.elapsed();
+    let rss = peak_rss_mb().unwrap_or(0.0);
+    let _ = tx.send(true);
+    crate::flow::runner::drain_within(&mut task, Duration::from_secs(30))
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let ours = n as f64 / took.as_secs_f64();
+    // Exactly once: every stream sequence once in the lake.
+    let lake =
+        crate::lake::Lake::open(crate::lake::LakeConfig::local(&lake_dir)).map_err(|e| err(e.to_string()))?;
+    let (rows, distinct): (i64, i64) = lake
+        .connection()
+        .query_row(
+            "SELECT count(*), count(DISTINCT stream_seq) FROM lake.samples",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| err(e.to_string()))?;
+    if rows != n as i64 || distinct != n as i64 {
+        return Err(err(format!(
+            "lake holds {rows} rows / {distinct} distinct sequences, expected {n}"
+        )));
+    }
+    let ratio = ours / bare;
+    progress(&format!(
+        "end-to-end: JetStream → flow → DuckLake {ours:>10.0} events/s | bare consume+ack {bare:>10.0} | ratio {ratio:.2} | peak RSS {rss:.0} MB | lake verified: {rows} rows, {distinct} distinct seqs"
+    ));
+    let params = serde_json::json!({
+        "events": n, "batch": cfg.batch, "fetch_batch": 1000, "payload": "envelope(battery.v1.ChannelSample)",
+        "sink": "ducklake (duckdb catalog, local data)", "server": bus.client().server_info().version,
+    });
+    Ok(vec![
+        BenchRecord {
+            bench: "flow".into(),
+            case: "e2e_jetstream_to_ducklake".into(),
+            unit: "msgs/s".into(),
+            ours,
+            baseline: Some(bare),
+            baseline_what: "bare async-nats pull stream (batch 1000) with ack() per message, same stream"
+                .into(),
+            ratio: Some(ratio),
+            target: 0.7,
+            meets: ratio >= 0.7,
+            params: params.clone(),
+            host: Host::now(),
+        },
+        BenchRecord {
+            bench: "flow".into(),
+            case: "e2e_peak_rss".into(),
+            unit: "MB".into(),
+            ours: rss,
+            baseline: None,
+            baseline_what: String::new(),
+            ratio: None,
+            target: 250.0,
+            meets: rss <= 250.0,
+            params,
+            host: Host::now(),
+        },
+    ])
 }

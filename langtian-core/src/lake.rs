@@ -283,7 +283,8 @@ impl std::fmt::Debug for Lake {
     }
 }
 
-fn sql_str(s: &str) -> String {
+/// A SQL string literal.
+pub fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -299,28 +300,77 @@ fn check_ident(name: &str) -> Result<(), LakeError> {
     }
 }
 
+/// Opens an in-memory DuckDB with autoload/autoinstall off and loads `extensions` by path from
+/// `ext_dir` (default: [`default_extension_dir`]).
+pub fn open_duckdb(ext_dir: Option<&Path>, extensions: &[&str]) -> Result<Connection, LakeError> {
+    let config = Config::default()
+        .enable_autoload_extension(false)
+        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        .map_err(db("configuring DuckDB"))?;
+    let conn = Connection::open_in_memory_with_flags(config).map_err(db("opening DuckDB"))?;
+    if extensions.is_empty() {
+        return Ok(conn);
+    }
+    let ext_dir = ext_dir
+        .map(Path::to_path_buf)
+        .or_else(default_extension_dir)
+        .ok_or_else(|| {
+            LakeError::Config(
+                "no extension directory: run scripts/setup.sh or set LANGTIAN_DUCKDB_EXTENSION_DIR".into(),
+            )
+        })?
+        .join(DUCKDB_VERSION)
+        .join("linux_amd64");
+    for name in extensions {
+        let path = ext_dir.join(format!("{name}.duckdb_extension"));
+        if !path.is_file() {
+            return Err(LakeError::ExtensionMissing {
+                name: (*name).into(),
+                path: path.display().to_string(),
+            });
+        }
+        conn.execute_batch(&format!("LOAD {}", sql_str(&path.display().to_string())))
+            .map_err(db(format!("loading extension {}", path.display())))?;
+    }
+    Ok(conn)
+}
+
+/// Creates (or replaces) the S3 secret `lt_s3` on `conn` (needs `httpfs` loaded).
+pub fn create_s3_secret(conn: &Connection, s3: &S3) -> Result<(), LakeError> {
+    let mut secret = format!(
+        "CREATE OR REPLACE SECRET lt_s3 (TYPE s3, PROVIDER config, KEY_ID {}, SECRET {}, REGION {}, URL_STYLE {}, USE_SSL {}",
+        sql_str(&s3.key_id),
+        sql_str(&s3.secret),
+        sql_str(&s3.region),
+        sql_str(&s3.url_style),
+        s3.use_ssl
+    );
+    if !s3.endpoint.is_empty() {
+        secret.push_str(&format!(", ENDPOINT {}", sql_str(&s3.endpoint)));
+    }
+    secret.push(')');
+    conn.execute_batch(&secret).map_err(db("creating the S3 secret"))
+}
+
+/// `CREATE TABLE` column list (`"a" BIGINT, "b" VARCHAR`) for an Arrow schema.
+pub fn columns_sql(schema: &Schema) -> Result<String, String> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            duckdb_type(f.data_type())
+                .map(|t| format!("\"{}\" {t}", f.name().replace('"', "\"\"")))
+                .ok_or_else(|| format!("column `{}` has unsupported type {}", f.name(), f.data_type()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.join(", "))
+}
+
 impl Lake {
     /// Opens DuckDB in memory, loads the extensions by path, attaches the lake (creating it if
     /// absent) and makes sure `ingest_offsets` exists.
     pub fn open(cfg: LakeConfig) -> Result<Self, LakeError> {
         check_ident(&cfg.name)?;
-        let config = Config::default()
-            .enable_autoload_extension(false)
-            .and_then(|c| c.with("autoinstall_known_extensions", "false"))
-            .map_err(db("configuring DuckDB"))?;
-        let conn = Connection::open_in_memory_with_flags(config).map_err(db("opening DuckDB"))?;
-        let ext_dir = cfg
-            .extension_dir
-            .clone()
-            .or_else(default_extension_dir)
-            .ok_or_else(|| {
-                LakeError::Config(
-                    "no extension directory: run scripts/setup.sh or set LANGTIAN_DUCKDB_EXTENSION_DIR"
-                        .into(),
-                )
-            })?
-            .join(DUCKDB_VERSION)
-            .join("linux_amd64");
         let mut needed = vec!["ducklake"];
         match &cfg.catalog {
             Catalog::DuckDb(_) => {}
@@ -330,17 +380,7 @@ impl Lake {
         if matches!(cfg.data_path, DataPath::S3(_)) {
             needed.push("httpfs");
         }
-        for name in needed {
-            let path = ext_dir.join(format!("{name}.duckdb_extension"));
-            if !path.is_file() {
-                return Err(LakeError::ExtensionMissing {
-                    name: name.into(),
-                    path: path.display().to_string(),
-                });
-            }
-            conn.execute_batch(&format!("LOAD {}", sql_str(&path.display().to_string())))
-                .map_err(db(format!("loading extension {}", path.display())))?;
-        }
+        let conn = open_duckdb(cfg.extension_dir.as_deref(), &needed)?;
         if let Some(m) = &cfg.memory_limit {
             conn.execute_batch(&format!("SET memory_limit = {}", sql_str(m)))
                 .map_err(db("setting memory_limit"))?;
@@ -360,20 +400,7 @@ impl Lake {
                 s
             }
             DataPath::S3(s3) => {
-                let mut secret = format!(
-                    "CREATE OR REPLACE SECRET lt_s3 (TYPE s3, PROVIDER config, KEY_ID {}, SECRET {}, REGION {}, URL_STYLE {}, USE_SSL {}",
-                    sql_str(&s3.key_id),
-                    sql_str(&s3.secret),
-                    sql_str(&s3.region),
-                    sql_str(&s3.url_style),
-                    s3.use_ssl
-                );
-                if !s3.endpoint.is_empty() {
-                    secret.push_str(&format!(", ENDPOINT {}", sql_str(&s3.endpoint)));
-                }
-                secret.push(')');
-                conn.execute_batch(&secret)
-                    .map_err(db("creating the S3 secret"))?;
+                create_s3_secret(&conn, s3)?;
                 s3.url.clone()
             }
         };
@@ -718,6 +745,14 @@ pub fn duckdb_type(t: &DataType) -> Option<String> {
                 .collect::<Option<Vec<_>>>()?;
             format!("STRUCT({})", inner.join(", "))
         }
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP({}, {})",
+                duckdb_type(kv[0].data_type())?,
+                duckdb_type(kv[1].data_type())?
+            ),
+            _ => return None,
+        },
         _ => return None,
     })
 }

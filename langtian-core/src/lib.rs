@@ -8,6 +8,7 @@
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
 //! - [`lake`] (feature `lake`): DuckLake attach, exactly-once batch writes, maintenance.
 //! - [`flow`] (feature `flow`): the sql-flow-compatible stream processor.
+//! - [`obs`] (feature `obs`): Prometheus recorder, `/metrics` and `/healthz`.
 //! - [`natsd`]: locating and running a `nats-server` process (used by `lt up` and the test kit).
 //! - [`platform`]: `lt up`, the whole platform in one process.
 //! - [`sim`]: data generators.
@@ -24,6 +25,8 @@ pub mod flow;
 #[cfg(feature = "lake")]
 pub mod lake;
 pub mod natsd;
+#[cfg(feature = "obs")]
+pub mod obs;
 pub mod platform;
 pub mod proto;
 mod serde_util;

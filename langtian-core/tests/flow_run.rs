@@ -185,7 +185,8 @@ async fn poison_message_goes_to_the_dlq_and_the_pipeline_keeps_going() {
     assert_eq!(b.len(), 1);
     let h = b.messages[0].headers.as_ref().unwrap();
     assert_eq!(h.get("Lt-Dlq-Stream-Seq").unwrap().as_str(), "42");
-    assert_eq!(h.get("Lt-Dlq-Phase").unwrap().as_str(), "decode");
+    assert_eq!(h.get("Lt-Dlq-Phase").unwrap().as_str(), "source.decode");
+    assert_eq!(h.get("Lt-Dlq-Stream").unwrap().as_str(), "LT_EVENTS");
     assert!(h.get("Lt-Dlq-Error").unwrap().as_str().contains("not JSON"));
     assert_eq!(h.get("Lt-Dlq-Subject").unwrap().as_str(), "lt.evt.reading.sim");
     assert!(h.get("Lt-Dlq-Timestamp").is_some());
@@ -205,7 +206,7 @@ async fn raise_stops_without_committing_or_acking() {
             &err,
             RunError::Raise {
                 seq: 5,
-                phase: "decode",
+                phase: "source.decode",
                 ..
             }
         ),

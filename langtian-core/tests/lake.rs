@@ -274,6 +274,11 @@ fn missing_extension_dir_is_a_clear_error() {
 /// Reads the lake with the stock Python DuckDB (installed by scripts/setup.sh) and compares
 /// `count(*) count(DISTINCT seq)` of `events` with `expect`.
 fn stock_duckdb_reads(attach: &str, data: &Path, extra_ext: &[&str], expect: &str) {
+    stock_duckdb_reads_with(attach, &format!("{}/", data.display()), extra_ext, "", expect)
+}
+
+/// Like [`stock_duckdb_reads`] with any data path (e.g. `s3://…`) and SQL run before ATTACH.
+fn stock_duckdb_reads_with(attach: &str, data_path: &str, extra_ext: &[&str], pre_sql: &str, expect: &str) {
     let python = std::env::var("LANGTIAN_PYTHON")
         .ok()
         .or_else(|| option_env!("LANGTIAN_PYTHON").map(str::to_owned))
@@ -288,9 +293,11 @@ fn stock_duckdb_reads(attach: &str, data: &Path, extra_ext: &[&str], expect: &st
             ext.display()
         ));
     }
+    if !pre_sql.is_empty() {
+        loads.push_str(&format!("con.execute({pre_sql:?})\n"));
+    }
     let script = format!(
-        "import duckdb\ncon = duckdb.connect(config={{'autoload_known_extensions': False, 'autoinstall_known_extensions': False}})\n{loads}con.execute(\"ATTACH '{attach}' AS lake (DATA_PATH '{}/', READ_ONLY)\")\nr = con.execute('SELECT count(*), count(DISTINCT seq) FROM lake.events').fetchone()\nprint(r[0], r[1])\n",
-        data.display()
+        "import duckdb\ncon = duckdb.connect(config={{'autoload_known_extensions': False, 'autoinstall_known_extensions': False}})\n{loads}con.execute(\"ATTACH '{attach}' AS lake (DATA_PATH '{data_path}', READ_ONLY)\")\nr = con.execute('SELECT count(*), count(DISTINCT seq) FROM lake.events').fetchone()\nprint(r[0], r[1])\n"
     );
     let out = std::process::Command::new(python)
         .arg("-c")
@@ -339,6 +346,21 @@ async fn s3_data_path_exactly_once_and_resume() {
         }),
     );
     tokio::task::spawn_blocking(move || exercise(cfg)).await.unwrap();
+    // The stock DuckDB + ducklake + httpfs reads the lake from the bucket.
+    let secret = format!(
+        "CREATE SECRET s (TYPE s3, PROVIDER config, KEY_ID '{}', SECRET '{}', REGION 'us-east-1', ENDPOINT '{}', URL_STYLE 'path', USE_SSL false)",
+        langtian_core::testkit::TestS3::KEY_ID,
+        langtian_core::testkit::TestS3::SECRET,
+        s3.endpoint()
+    );
+    let attach = format!("ducklake:sqlite:{}", dir.path().join("meta.sqlite").display());
+    stock_duckdb_reads_with(
+        &attach,
+        "s3://lakebucket/lake/",
+        &["sqlite_scanner", "httpfs"],
+        &secret,
+        "1000 1000",
+    );
     // The Parquet files are in the bucket, not on local disk.
     let mut parquet = 0;
     let mut stack = vec![s3.root().join("lakebucket")];

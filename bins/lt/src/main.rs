@@ -104,8 +104,10 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum FlowCmd {
-    /// Run a pipeline until Ctrl-C / SIGTERM (the batch in progress is finished first).
-    Run(FlowFileArgs),
+    /// Run a pipeline until Ctrl-C / SIGTERM (the batch in progress is finished first, within
+    /// pipeline.drain_deadline_seconds) or, for a jsonl source, until the file is consumed.
+    /// Exit codes: 10 configuration, 12 sink failure, 15 drain incomplete, 1 other errors.
+    Run(FlowRunArgs),
     /// Run the pipeline's commands and handler SQL over a JSONL fixture and print the rows
     /// (one JSON object per line); the source and sink are not touched.
     Invoke {
@@ -118,6 +120,15 @@ enum FlowCmd {
     Validate(FlowFileArgs),
     /// Print an example pipeline (JetStream → SQL → DuckLake).
     Example,
+}
+
+#[derive(Debug, Args)]
+struct FlowRunArgs {
+    #[command(flatten)]
+    file: FlowFileArgs,
+    /// Address of the Prometheus `/metrics` and `/healthz` endpoint; `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:9464", env = "LT_FLOW_METRICS_ADDR")]
+    metrics_addr: String,
 }
 
 #[derive(Debug, Args)]
@@ -596,8 +607,7 @@ async fn cmd_bench_bus(conn: &ConnArgs, a: &BenchBusArgs) -> Result<(), String> 
 }
 
 async fn cmd_flow(cmd: &FlowCmd) -> Result<(), String> {
-    use langtian_core::flow::runner::{RunStats, json_lines, run_pipeline};
-    use std::sync::atomic::Ordering;
+    use langtian_core::flow::sink::json_lines;
     match cmd {
         FlowCmd::Example => {
             print!("{}", langtian_core::flow::EXAMPLE_PIPELINE);
@@ -638,50 +648,39 @@ async fn cmd_flow(cmd: &FlowCmd) -> Result<(), String> {
             Ok(())
         }
         FlowCmd::Run(a) => {
-            let f = a.load()?;
-            let stats = std::sync::Arc::new(RunStats::default());
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            let mut run = tokio::spawn(run_pipeline(f, stats.clone(), rx));
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            // Install the signal handlers before saying we run, so an early SIGTERM drains too.
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
-            let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .map_err(|e| format!("installing the SIGINT handler: {e}"))?;
-            let stop = async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
+            let f = a.file.load()?;
+            let ops_addr = match a.metrics_addr.as_str() {
+                "off" | "" => None,
+                addr => Some(
+                    addr.parse()
+                        .map_err(|e| format!("--metrics-addr `{addr}`: {e} (use host:port or `off`)"))?,
+                ),
             };
-            tokio::pin!(stop);
-            eprintln!(
-                "lt flow: running {} (Ctrl-C or SIGTERM drains and stops)",
-                a.file.display()
-            );
-            let mut stopping = false;
-            let result = loop {
-                tokio::select! {
-                    r = &mut run => break r,
-                    _ = &mut stop, if !stopping => {
-                        eprintln!("lt flow: draining (finishing the batch in progress)…");
-                        stopping = true;
-                        let _ = tx.send(true);
-                    }
-                    _ = tick.tick() => eprintln!(
-                        "lt flow: messages {} | rows out {} | batches {} | committed seq {} | duplicates dropped {} | errors {} | dead letters {}",
-                        stats.messages.load(Ordering::Relaxed), stats.rows_out.load(Ordering::Relaxed),
-                        stats.batches.load(Ordering::Relaxed), stats.committed_seq.load(Ordering::Relaxed),
-                        stats.duplicates_dropped.load(Ordering::Relaxed), stats.errors.load(Ordering::Relaxed),
-                        stats.dead_letters.load(Ordering::Relaxed)),
-                }
+            let opts = langtian_core::flow::service::ServiceOptions {
+                ops_addr,
+                ..Default::default()
             };
-            result.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
             eprintln!(
-                "lt flow: stopped at committed seq {}",
-                stats.committed_seq.load(Ordering::Relaxed)
+                "lt flow: running {} (Ctrl-C or SIGTERM drains and stops){}",
+                a.file.file.display(),
+                ops_addr
+                    .map(|a| format!("; metrics http://{a}/metrics"))
+                    .unwrap_or_default()
             );
-            Ok(())
+            match langtian_core::flow::service::run_service(f, &opts).await {
+                Ok(stats) => {
+                    eprintln!(
+                        "lt flow: stopped at committed seq {} ({})",
+                        stats.committed_seq.load(std::sync::atomic::Ordering::Relaxed),
+                        langtian_core::flow::service::status_line(&stats)
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("lt: error: {e}");
+                    std::process::exit(e.exit_code());
+                }
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ const KILLS: usize = 10;
 
 fn spawn_flow(file: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_lt"))
-        .args(["flow", "run", file])
+        .args(["flow", "run", file, "--metrics-addr", "off"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -123,8 +123,10 @@ async fn sigkill_at_random_moments_keeps_exactly_once() {
     producer.await.unwrap();
 
     // A final run until everything is consumed and acked, then a clean stop.
+    let ops_port = langtian_core::natsd::free_port().unwrap();
+    let ops_addr = format!("127.0.0.1:{ops_port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
-        .args(["flow", "run", &f])
+        .args(["flow", "run", &f, "--metrics-addr", &ops_addr])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -146,6 +148,27 @@ async fn sigkill_at_random_moments_keeps_exactly_once() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The service's ops endpoint: ready, and the committed sequence as a Prometheus gauge.
+    // 503 while the pipeline starts, 200 once its loop runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Some((200, body)) = langtian_core::natsd::http_get(ops_port, "/healthz").await {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "/healthz never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(health.contains("\"pipeline_running\":true"), "{health}");
+    let (code, metrics) = langtian_core::natsd::http_get(ops_port, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("committed_sequence{") && l.ends_with(&format!(" {EVENTS}"))),
+        "{metrics}"
+    );
     Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

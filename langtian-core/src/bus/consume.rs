@@ -42,6 +42,12 @@ pub struct ConsumerSpec {
     /// Messages per pull request.
     #[serde(default = "d_fetch_batch")]
     pub fetch_batch: usize,
+    /// Bytes per pull request (0 = no limit).
+    #[serde(default)]
+    pub fetch_max_bytes: usize,
+    /// Expiry of each pull request (default: 6 × heartbeat).
+    #[serde(default, with = "humantime_serde")]
+    pub fetch_expires: Option<Duration>,
     /// Idle heartbeat of pull requests.
     #[serde(default = "d_heartbeat", with = "humantime_serde")]
     pub heartbeat: Duration,
@@ -89,6 +95,8 @@ impl ConsumerSpec {
             ack_wait_backoff: Vec::new(),
             max_ack_pending: d_max_ack_pending(),
             fetch_batch: d_fetch_batch(),
+            fetch_max_bytes: 0,
+            fetch_expires: None,
             heartbeat: d_heartbeat(),
             deliver_new: false,
             replicas: 0,
@@ -118,6 +126,14 @@ impl ConsumerSpec {
         }
         if self.fetch_batch == 0 {
             return Err("fetch_batch must be > 0".into());
+        }
+        if let Some(e) = self.fetch_expires
+            && e <= self.heartbeat
+        {
+            return Err(format!(
+                "fetch expiry ({e:?}) must be longer than the idle heartbeat ({:?})",
+                self.heartbeat
+            ));
         }
         Ok(())
     }
@@ -459,15 +475,16 @@ impl Consumer {
 
     async fn ensure_stream(&mut self) -> Result<&mut pull::Stream, BusError> {
         if self.messages.is_none() {
-            let s = self
+            let mut b = self
                 .inner
                 .stream()
                 .max_messages_per_batch(self.spec.fetch_batch)
                 .heartbeat(self.spec.heartbeat)
-                .expires(self.spec.heartbeat * 6)
-                .messages()
-                .await
-                .map_err(|e| self.consume_err(e.to_string()))?;
+                .expires(self.spec.fetch_expires.unwrap_or(self.spec.heartbeat * 6));
+            if self.spec.fetch_max_bytes > 0 {
+                b = b.max_bytes_per_batch(self.spec.fetch_max_bytes);
+            }
+            let s = b.messages().await.map_err(|e| self.consume_err(e.to_string()))?;
             self.messages = Some(s);
         }
         self.messages.as_mut().ok_or_else(|| BusError::Consume {
@@ -484,6 +501,33 @@ impl Consumer {
     /// calls rather than racing a call against them.
     pub async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Batch, BusError> {
         let deadline = tokio::time::Instant::now() + wait;
+        self.fill(max, deadline, None, None).await
+    }
+
+    /// Collects a batch the way a stream processor wants it: waits up to `idle` for a first
+    /// message (returns an empty batch if none came), then keeps adding until `max` messages or
+    /// until `linger` has passed **since the first message**. When `stop` turns true the batch
+    /// collected so far is returned at once (drain on shutdown).
+    ///
+    /// Not cancel-safe (see [`Consumer::next_batch`]); use `stop` instead of racing the call.
+    pub async fn collect_batch(
+        &mut self,
+        max: usize,
+        idle: Duration,
+        linger: Duration,
+        stop: Option<&mut tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<Batch, BusError> {
+        let deadline = tokio::time::Instant::now() + idle;
+        self.fill(max, deadline, Some(linger), stop).await
+    }
+
+    async fn fill(
+        &mut self,
+        max: usize,
+        mut deadline: tokio::time::Instant,
+        linger: Option<Duration>,
+        mut stop: Option<&mut tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<Batch, BusError> {
         let mut batch = Batch {
             messages: Vec::with_capacity(max.min(4096)),
         };
@@ -493,14 +537,45 @@ impl Consumer {
             // Buffered messages are taken without arming a timer.
             let next = match futures::FutureExt::now_or_never(stream.next()) {
                 Some(n) => n,
-                None => match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Err(_) => break,
-                    Ok(n) => n,
-                },
+                None => {
+                    let stopped = async {
+                        match stop.as_deref_mut() {
+                            Some(rx) => {
+                                if *rx.borrow_and_update() {
+                                    return;
+                                }
+                                // A closed channel means nobody can stop us: wait forever.
+                                while rx.changed().await.is_ok() {
+                                    if *rx.borrow_and_update() {
+                                        return;
+                                    }
+                                }
+                                futures::future::pending::<()>().await
+                            }
+                            None => futures::future::pending::<()>().await,
+                        }
+                    };
+                    // `Stream::next` on the pull stream is cancel-safe: a message not yet
+                    // yielded stays buffered for the next call.
+                    tokio::select! {
+                        r = tokio::time::timeout_at(deadline, stream.next()) => match r {
+                            Err(_) => break,
+                            Ok(n) => n,
+                        },
+                        () = stopped => break,
+                    }
+                }
             };
             match next {
                 Some(Ok(m)) => match Delivery::from_js(m, &client) {
-                    Ok(d) => batch.messages.push(d),
+                    Ok(d) => {
+                        if batch.messages.is_empty()
+                            && let Some(l) = linger
+                        {
+                            deadline = tokio::time::Instant::now() + l;
+                        }
+                        batch.messages.push(d)
+                    }
                     Err(e) => tracing::warn!(error = %e, "skipping a message without JetStream metadata"),
                 },
                 Some(Err(e)) => match e.kind() {

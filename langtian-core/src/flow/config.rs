@@ -83,9 +83,14 @@ pub struct Pipeline {
     /// Messages per batch.
     #[serde(default = "one")]
     pub batch_size: usize,
-    /// A partial batch runs when this many seconds have passed since its first message.
+    /// A partial batch runs when this many seconds have passed since its first message
+    /// (sql-flow parses this key but never runs a partial batch; Langtian does).
     #[serde(default = "thirty")]
     pub flush_interval_seconds: f64,
+    /// On SIGTERM/Ctrl-C the batch in progress is finished within this many seconds, or
+    /// abandoned unacknowledged (exit code 15).
+    #[serde(default = "thirty")]
+    pub drain_deadline_seconds: f64,
     /// What to do with a message or batch that fails.
     #[serde(default)]
     pub on_error: OnError,
@@ -108,6 +113,11 @@ impl Pipeline {
     /// `flush_interval_seconds` as a duration.
     pub fn flush_interval(&self) -> Duration {
         Duration::from_secs_f64(self.flush_interval_seconds.max(0.0))
+    }
+
+    /// `drain_deadline_seconds` as a duration.
+    pub fn drain_deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_deadline_seconds.max(0.0))
     }
 }
 
@@ -496,6 +506,12 @@ impl PipelineFile {
         if p.flush_interval_seconds.is_nan() || p.flush_interval_seconds <= 0.0 {
             return Err(fail(
                 &["pipeline", "flush_interval_seconds"],
+                "must be greater than 0".into(),
+            ));
+        }
+        if p.drain_deadline_seconds.is_nan() || p.drain_deadline_seconds <= 0.0 {
+            return Err(fail(
+                &["pipeline", "drain_deadline_seconds"],
                 "must be greater than 0".into(),
             ));
         }

@@ -32,7 +32,7 @@ use duckdb::{Config, Connection};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
 
 use super::config::{Column, Command, Handler};
-use crate::lake::duckdb_type;
+use crate::lake::columns_sql;
 
 /// Handler errors.
 #[derive(Debug, thiserror::Error)]
@@ -197,38 +197,37 @@ impl BatchHandler {
         self.invoke_with_meta(payloads, None)
     }
 
-    /// Like [`BatchHandler::invoke`], adding `meta[i]` to row `i` as a column named `nats`
-    /// (subject, stream_seq, timestamp, deliveries) when given.
+    /// Like [`BatchHandler::invoke`], adding `meta[i]` to row `i` as the struct column `nats`
+    /// (see [`super::meta`]) when given.
     pub fn invoke_with_meta<P: AsRef<[u8]>>(
         &mut self,
         payloads: &[P],
-        meta: Option<&[serde_json::Value]>,
+        meta: Option<&[super::meta::SourceMeta]>,
     ) -> Result<Invocation, HandlerError> {
         let rel_err = |reason: String| HandlerError::Relation {
             relation: self.relation.clone(),
             reason,
         };
-        let (inferred, rejected) = match &self.decode {
+        let (decoded, rejected) = match &self.decode {
             // Flat protobuf messages go straight into Arrow columns.
             Decode::Proto(d) if super::proto_arrow::is_flat(d) => {
-                super::proto_arrow::decode_flat(d, payloads, meta).map_err(rel_err)?
+                super::proto_arrow::decode_flat(d, payloads).map_err(rel_err)?
             }
             _ => {
                 let mut rejected = Vec::new();
                 let mut values = Vec::with_capacity(payloads.len());
                 for (i, p) in payloads.iter().enumerate() {
                     match self.decode_one(p.as_ref()) {
-                        Ok(mut v) => {
-                            if let (Some(m), Some(obj)) = (meta.and_then(|m| m.get(i)), v.as_object_mut()) {
-                                obj.insert("nats".into(), m.clone());
-                            }
-                            values.push(v)
-                        }
+                        Ok(v) => values.push(v),
                         Err(why) => rejected.push((i, why)),
                     }
                 }
                 (to_record_batch(&values).map_err(rel_err)?, rejected)
             }
+        };
+        let inferred = match (decoded, meta) {
+            (Some(b), Some(meta)) => Some(with_meta_column(b, meta, &rejected).map_err(rel_err)?),
+            (b, _) => b,
         };
         let input_rows = inferred.as_ref().map(RecordBatch::num_rows).unwrap_or(0);
         self.load(inferred.as_ref())?;
@@ -358,17 +357,48 @@ impl BatchHandler {
     }
 }
 
-fn columns_sql(schema: &Schema) -> Result<String, String> {
-    schema
+/// Appends the `nats` column: `meta` holds one entry per payload, `rejected` the payloads that
+/// produced no row.
+fn with_meta_column(
+    b: RecordBatch,
+    meta: &[super::meta::SourceMeta],
+    rejected: &[(usize, String)],
+) -> Result<RecordBatch, String> {
+    let kept: Vec<&super::meta::SourceMeta> = if rejected.is_empty() {
+        meta.iter().collect()
+    } else {
+        let skip: std::collections::HashSet<usize> = rejected.iter().map(|(i, _)| *i).collect();
+        meta.iter()
+            .enumerate()
+            .filter(|(i, _)| !skip.contains(i))
+            .map(|(_, m)| m)
+            .collect()
+    };
+    if kept.len() != b.num_rows() {
+        return Err(format!(
+            "{} metadata entries for {} decoded rows",
+            kept.len(),
+            b.num_rows()
+        ));
+    }
+    let col = super::meta::meta_column(&kept)?;
+    let schema = b.schema();
+    let mut fields: Vec<Arc<Field>> = schema
         .fields()
         .iter()
-        .map(|f| {
-            duckdb_type(f.data_type())
-                .map(|t| format!("\"{}\" {t}", f.name().replace('"', "\"\"")))
-                .ok_or_else(|| format!("column `{}` has unsupported type {}", f.name(), f.data_type()))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|v| v.join(", "))
+        .filter(|f| f.name() != "nats")
+        .cloned()
+        .collect();
+    let mut arrays: Vec<arrow::array::ArrayRef> = schema
+        .fields()
+        .iter()
+        .zip(b.columns())
+        .filter(|(f, _)| f.name() != "nats")
+        .map(|(_, a)| a.clone())
+        .collect();
+    fields.push(Arc::new(Field::new("nats", super::meta::meta_type(), true)));
+    arrays.push(Arc::new(col));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
 }
 
 /// JSON objects → one RecordBatch with a schema inferred over all of them (`None` if empty).

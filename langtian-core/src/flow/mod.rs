@@ -3,11 +3,19 @@
 //!
 //! - [`config`]: templated, strictly parsed pipeline files.
 //! - [`handler`]: JSON / protobuf payloads → Arrow relation `batch` → DuckDB SQL.
+//! - [`source`]: JetStream durable pull consumer or JSONL replay; [`meta`]: the `nats` column.
+//! - [`sink`]: ducklake (exactly once), parquet, nats, console, noop.
+//! - [`runner`]: the loop (ordering, error policies, drain); [`metrics`]: Prometheus names.
 
 pub mod config;
 pub mod handler;
+pub mod meta;
+pub mod metrics;
 mod proto_arrow;
 pub mod runner;
+pub mod service;
+pub mod sink;
+pub mod source;
 
 use std::path::Path;
 
@@ -45,8 +53,14 @@ pub fn invoke_jsonl(file: &config::PipelineFile, fixture: &Path) -> Result<handl
         .map(str::as_bytes)
         .collect();
     let now_us = crate::envelope::now_nanos() / 1000;
-    let meta: Vec<serde_json::Value> = (1..=lines.len())
-        .map(|i| serde_json::json!({"subject": "invoke", "stream_seq": i, "timestamp": now_us, "deliveries": 1}))
+    let meta: Vec<meta::SourceMeta> = (1..=lines.len() as u64)
+        .map(|i| meta::SourceMeta {
+            subject: "invoke".into(),
+            stream_seq: i,
+            timestamp_us: now_us,
+            deliveries: 1,
+            headers: Vec::new(),
+        })
         .collect();
     let mut h = handler::BatchHandler::new(&file.pipeline.handler, &file.commands)?;
     Ok(h.invoke_with_meta(&lines, Some(&meta))?)

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    StringBuilder, StructArray, UInt32Builder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
@@ -119,53 +119,277 @@ fn decode_msg(d: &MessageDescriptor, p: &[u8]) -> Result<DynamicMessage, String>
 /// A decoded batch (none if every payload was rejected) and the rejected `(index, why)`.
 pub(crate) type Decoded = (Option<RecordBatch>, Vec<(usize, String)>);
 
-/// Decodes `payloads` into one RecordBatch (plus a `nats` struct column from `meta` when given);
-/// undecodable payloads are returned as `(index, why)`.
-pub(crate) fn decode_flat<P: AsRef<[u8]>>(
-    d: &MessageDescriptor,
-    payloads: &[P],
-    meta: Option<&[serde_json::Value]>,
-) -> Result<Decoded, String> {
+/// A field value as read off the wire.
+#[derive(Clone, Copy)]
+enum Wire {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Len(usize, usize),
+}
+
+fn read_varint(p: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *p.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+fn take<const N: usize>(p: &[u8], pos: &mut usize) -> Result<[u8; N], String> {
+    let end = pos.checked_add(N).ok_or("overflow")?;
+    let s = p.get(*pos..end).ok_or("truncated fixed-width field")?;
+    *pos = end;
+    let mut a = [0u8; N];
+    a.copy_from_slice(s);
+    Ok(a)
+}
+
+/// Reads one binary message of a flat type into `vals` (indexed like the descriptor's fields).
+fn parse_wire(p: &[u8], slot_of: &[Option<usize>], vals: &mut [Option<Wire>]) -> Result<(), String> {
+    vals.iter_mut().for_each(|v| *v = None);
+    let mut pos = 0usize;
+    while pos < p.len() {
+        let key = read_varint(p, &mut pos)?;
+        let (number, wt) = (key >> 3, (key & 7) as u8);
+        if number == 0 {
+            return Err("field number 0".into());
+        }
+        let v = match wt {
+            0 => Wire::Varint(read_varint(p, &mut pos)?),
+            1 => Wire::Fixed64(u64::from_le_bytes(take::<8>(p, &mut pos)?)),
+            5 => Wire::Fixed32(u32::from_le_bytes(take::<4>(p, &mut pos)?)),
+            2 => {
+                let len = usize::try_from(read_varint(p, &mut pos)?).map_err(|_| "length overflow")?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|e| *e <= p.len())
+                    .ok_or("truncated length-delimited field")?;
+                let v = Wire::Len(pos, end);
+                pos = end;
+                v
+            }
+            other => return Err(format!("unsupported wire type {other} (field {number})")),
+        };
+        if let Some(Some(slot)) = usize::try_from(number).ok().and_then(|n| slot_of.get(n)) {
+            vals[*slot] = Some(v); // the last occurrence wins, as in protobuf
+        }
+    }
+    Ok(())
+}
+
+impl Col {
+    /// Appends a wire value (or the proto3 default / NULL when absent); errors leave `self` as is.
+    fn push_wire(&mut self, f: &FieldDescriptor, p: &[u8], v: Option<Wire>) -> Result<(), String> {
+        let bad = || format!("field `{}` has the wrong wire type", f.name());
+        let zz32 = |x: u64| ((x as u32 >> 1) as i32) ^ -((x as u32 & 1) as i32);
+        let zz64 = |x: u64| ((x >> 1) as i64) ^ -((x & 1) as i64);
+        let Some(v) = v else {
+            if f.supports_presence() {
+                self.append_null();
+                return Ok(());
+            }
+            match self {
+                Col::Bool(b) => b.append_value(false),
+                Col::I32(b) => b.append_value(0),
+                Col::I64(b) => b.append_value(0),
+                Col::U32(b) => b.append_value(0),
+                Col::U64(b) => b.append_value(0),
+                Col::F64(b) => b.append_value(0.0),
+                Col::Str(b) => match f.kind() {
+                    Kind::Enum(e) => match e.get_value(0) {
+                        Some(ev) => b.append_value(ev.name()),
+                        None => b.append_value("0"),
+                    },
+                    _ => b.append_value(""),
+                },
+                Col::Bin(b) => b.append_value(b""),
+            }
+            return Ok(());
+        };
+        match (self, f.kind(), v) {
+            (Col::Bool(b), _, Wire::Varint(x)) => b.append_value(x != 0),
+            (Col::I32(b), Kind::Int32, Wire::Varint(x)) => b.append_value(x as i32),
+            (Col::I32(b), Kind::Sint32, Wire::Varint(x)) => b.append_value(zz32(x)),
+            (Col::I32(b), Kind::Sfixed32, Wire::Fixed32(x)) => b.append_value(x as i32),
+            (Col::I64(b), Kind::Int64, Wire::Varint(x)) => b.append_value(x as i64),
+            (Col::I64(b), Kind::Sint64, Wire::Varint(x)) => b.append_value(zz64(x)),
+            (Col::I64(b), Kind::Sfixed64, Wire::Fixed64(x)) => b.append_value(x as i64),
+            (Col::U32(b), Kind::Uint32, Wire::Varint(x)) => b.append_value(x as u32),
+            (Col::U32(b), Kind::Fixed32, Wire::Fixed32(x)) => b.append_value(x),
+            (Col::U64(b), Kind::Uint64, Wire::Varint(x)) => b.append_value(x),
+            (Col::U64(b), Kind::Fixed64, Wire::Fixed64(x)) => b.append_value(x),
+            (Col::F64(b), Kind::Double, Wire::Fixed64(x)) => b.append_value(f64::from_bits(x)),
+            (Col::F64(b), Kind::Float, Wire::Fixed32(x)) => b.append_value(f64::from(f32::from_bits(x))),
+            (Col::Str(b), Kind::String, Wire::Len(s, e)) => {
+                let t = std::str::from_utf8(&p[s..e])
+                    .map_err(|_| format!("field `{}` is not UTF-8", f.name()))?;
+                b.append_value(t)
+            }
+            (Col::Str(b), Kind::Enum(en), Wire::Varint(x)) => match en.get_value(x as i32) {
+                Some(ev) => b.append_value(ev.name()),
+                None => b.append_value((x as i32).to_string()),
+            },
+            (Col::Bin(b), _, Wire::Len(s, e)) => b.append_value(&p[s..e]),
+            _ => return Err(bad()),
+        }
+        Ok(())
+    }
+}
+
+/// Decodes `payloads` into one RecordBatch; undecodable payloads are returned as `(index, why)`.
+/// Binary payloads are read straight off the wire into the column builders; payloads in the
+/// protobuf JSON form go through `prost-reflect`.
+pub(crate) fn decode_flat<P: AsRef<[u8]>>(d: &MessageDescriptor, payloads: &[P]) -> Result<Decoded, String> {
     let fields: Vec<FieldDescriptor> = d.fields().collect();
     let mut cols: Vec<Col> = fields.iter().map(|f| Col::new(&f.kind())).collect();
+    let max_no = fields.iter().map(|f| f.number() as usize).max().unwrap_or(0);
+    // Field numbers index a table; a message with huge field numbers takes the generic path.
+    let wire_ok = max_no <= 65_536;
+    let mut slot_of: Vec<Option<usize>> = vec![None; if wire_ok { max_no + 1 } else { 0 }];
+    for (i, f) in fields.iter().enumerate() {
+        if let Some(s) = slot_of.get_mut(f.number() as usize) {
+            *s = Some(i);
+        }
+    }
+    let mut vals: Vec<Option<Wire>> = vec![None; fields.len()];
     let mut rejected = Vec::new();
-    let mut metas = Vec::new();
     for (i, p) in payloads.iter().enumerate() {
-        match decode_msg(d, p.as_ref()) {
-            Ok(m) => {
-                for (f, c) in fields.iter().zip(cols.iter_mut()) {
-                    if f.supports_presence() && !m.has_field(f) {
-                        c.append_null();
-                    } else {
-                        c.push(f, Some(m.get_field(f).as_ref()));
+        let p = p.as_ref();
+        if !wire_ok || p.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            match decode_msg(d, p) {
+                Ok(m) => {
+                    for (f, c) in fields.iter().zip(cols.iter_mut()) {
+                        if f.supports_presence() && !m.has_field(f) {
+                            c.append_null();
+                        } else {
+                            c.push(f, Some(m.get_field(f).as_ref()));
+                        }
                     }
                 }
-                if let Some(v) = meta.and_then(|m| m.get(i)) {
-                    metas.push(v.clone());
+                Err(e) => rejected.push((i, e)),
+            }
+            continue;
+        }
+        // Check every field before appending any, so a bad message leaves no partial row.
+        let check = parse_wire(p, &slot_of, &mut vals).and_then(|()| {
+            for (f, v) in fields.iter().zip(vals.iter()) {
+                if let (Kind::String, Some(Wire::Len(s, e))) = (f.kind(), v)
+                    && std::str::from_utf8(&p[*s..*e]).is_err()
+                {
+                    return Err(format!("field `{}` is not UTF-8", f.name()));
+                }
+                if let Some(v) = v {
+                    let ok = matches!(
+                        (f.kind(), v),
+                        (
+                            Kind::Bool
+                                | Kind::Int32
+                                | Kind::Sint32
+                                | Kind::Int64
+                                | Kind::Sint64
+                                | Kind::Uint32
+                                | Kind::Uint64
+                                | Kind::Enum(_),
+                            Wire::Varint(_)
+                        ) | (Kind::Sfixed64 | Kind::Fixed64 | Kind::Double, Wire::Fixed64(_))
+                            | (Kind::Sfixed32 | Kind::Fixed32 | Kind::Float, Wire::Fixed32(_))
+                            | (Kind::String | Kind::Bytes, Wire::Len(..))
+                    );
+                    if !ok {
+                        return Err(format!("field `{}` has the wrong wire type", f.name()));
+                    }
                 }
             }
-            Err(e) => rejected.push((i, e)),
+            Ok(())
+        });
+        match check {
+            Ok(()) => {
+                for ((f, c), v) in fields.iter().zip(cols.iter_mut()).zip(vals.iter()) {
+                    c.push_wire(f, p, *v)?;
+                }
+            }
+            Err(e) => rejected.push((i, format!("not a {}: {e}", d.full_name()))),
         }
     }
     let rows = payloads.len() - rejected.len();
     if rows == 0 {
         return Ok((None, rejected));
     }
-    let mut schema_fields: Vec<Field> = fields
+    let schema_fields: Vec<Field> = fields
         .iter()
         .zip(cols.iter())
         .map(|(f, c)| Field::new(f.name(), c.data_type(), true))
         .collect();
-    let mut arrays: Vec<ArrayRef> = cols.into_iter().map(Col::finish).collect();
-    if meta.is_some()
-        && metas.len() == rows
-        && let Some(mb) = super::handler::to_record_batch(&metas)?
-    {
-        let s = StructArray::from(mb);
-        schema_fields.push(Field::new("nats", s.data_type().clone(), true));
-        arrays.push(Arc::new(s));
-    }
+    let arrays: Vec<ArrayRef> = cols.into_iter().map(Col::finish).collect();
     let batch =
         RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), arrays).map_err(|e| e.to_string())?;
     Ok((Some(batch), rejected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, StringArray, UInt64Array};
+    use prost::Message as _;
+
+    fn descriptor() -> MessageDescriptor {
+        prost_reflect::DescriptorPool::decode(crate::proto::DESCRIPTOR_SET)
+            .unwrap()
+            .get_message_by_name("langtian.battery.v1.ChannelSample")
+            .unwrap()
+    }
+
+    #[test]
+    fn wire_decoding_matches_the_generated_types_and_rejects_bad_messages() {
+        let d = descriptor();
+        assert!(is_flat(&d));
+        let mut sim = crate::sim::BatterySim::new(2, 3, 9);
+        let samples = sim.step(1_000_000_000);
+        let mut payloads: Vec<Vec<u8>> = samples.iter().map(|s| s.encode_to_vec()).collect();
+        payloads.push(vec![0x0a, 0x05, b'a']); // string field cut short
+        payloads.push(vec![0x31, 1, 2, 3, 4, 5, 6, 7, 8]); // field 6 (voltage, double) as fixed64: fine
+        payloads.push(vec![0x30, 0x01]); // field 6 (double) as a varint: wrong wire type
+        let (batch, rejected) = decode_flat(&d, &payloads).unwrap();
+        let batch = batch.unwrap();
+        assert_eq!(batch.num_rows(), samples.len() + 1);
+        let bad: Vec<usize> = rejected.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, vec![samples.len(), samples.len() + 2]);
+        assert!(rejected[0].1.contains("truncated"), "{:?}", rejected[0]);
+        assert!(rejected[1].1.contains("wrong wire type"), "{:?}", rejected[1]);
+        let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+        let dev = col("device_id");
+        let dev = dev.as_any().downcast_ref::<StringArray>().unwrap();
+        let volt = col("voltage");
+        let volt = volt.as_any().downcast_ref::<Float64Array>().unwrap();
+        let seq = col("seq");
+        let seq = seq.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let step = col("step_type");
+        let step = step.as_any().downcast_ref::<StringArray>().unwrap();
+        for (i, s) in samples.iter().enumerate() {
+            assert_eq!(dev.value(i), s.device_id);
+            assert_eq!(volt.value(i), s.voltage);
+            assert_eq!(seq.value(i), s.seq);
+            let name = d
+                .get_field_by_name("step_type")
+                .and_then(|f| match f.kind() {
+                    Kind::Enum(e) => e.get_value(s.step_type).map(|v| v.name().to_owned()),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(step.value(i), name);
+        }
+        // The message with only a voltage: other fields take their proto3 defaults.
+        let last = samples.len();
+        assert_eq!(dev.value(last), "");
+        assert_eq!(
+            volt.value(last),
+            f64::from_bits(u64::from_le_bytes([1, 2, 3, 4, 5, 6, 7, 8]))
+        );
+    }
 }
