@@ -272,6 +272,9 @@ impl MaintenanceSchedule {
 pub struct Lake {
     conn: Connection,
     cfg: LakeConfig,
+    /// Column names of tables this handle created or wrote (saves two catalog queries per batch;
+    /// dropped on any write error so an outside schema change is picked up).
+    columns: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -431,7 +434,11 @@ impl Lake {
             sql_str(&data_path)
         ))
         .map_err(db(format!("attaching DuckLake {target}")))?;
-        let lake = Self { conn, cfg };
+        let lake = Self {
+            conn,
+            cfg,
+            columns: Default::default(),
+        };
         lake.ensure_offsets_table()?;
         Ok(lake)
     }
@@ -469,6 +476,9 @@ impl Lake {
     /// Creates `table` with columns from `schema` unless it exists.
     pub fn ensure_table(&self, table: &str, schema: &Schema) -> Result<(), LakeError> {
         check_ident(table)?;
+        if self.columns.contains_key(table) {
+            return Ok(());
+        }
         let cols = schema
             .fields()
             .iter()
@@ -518,7 +528,10 @@ impl Lake {
         offsets: &OffsetRecord,
     ) -> Result<u64, LakeError> {
         check_ident(table)?;
-        let columns = self.table_columns(table)?;
+        let columns = match self.columns.get(table) {
+            Some(c) => c.clone(),
+            None => self.table_columns(table)?,
+        };
         if columns.is_empty() {
             return Err(LakeError::SchemaMismatch {
                 table: table.into(),
@@ -532,10 +545,30 @@ impl Lake {
             .collect::<Result<Vec<_>, _>>()?;
         let rows: u64 = ordered.iter().map(|b| b.num_rows() as u64).sum();
         let name = self.cfg.name.clone();
+        let result = self.append_in_tx(&name, table, ordered, offsets, rows);
+        match &result {
+            Ok(_) => {
+                self.columns.insert(table.to_owned(), columns);
+            }
+            Err(_) => {
+                self.columns.remove(table);
+            }
+        }
+        result
+    }
+
+    fn append_in_tx(
+        &mut self,
+        name: &str,
+        table: &str,
+        ordered: Vec<RecordBatch>,
+        offsets: &OffsetRecord,
+        rows: u64,
+    ) -> Result<u64, LakeError> {
         let tx = self.conn.transaction().map_err(db("BEGIN"))?;
         {
             let mut app = tx
-                .appender_to_catalog_and_db(table, &name, "main")
+                .appender_to_catalog_and_db(table, name, "main")
                 .map_err(db(format!("opening an appender on {name}.{table}")))?;
             for b in ordered {
                 app.append_record_batch(b)
@@ -544,7 +577,7 @@ impl Lake {
             app.flush()
                 .map_err(db(format!("flushing the appender of {name}.{table}")))?;
         }
-        insert_offsets(&tx, &name, offsets, rows)?;
+        insert_offsets(&tx, name, offsets, rows)?;
         tx.commit()
             .map_err(db(format!("committing the batch into {name}.{table}")))?;
         Ok(rows)

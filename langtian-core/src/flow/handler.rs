@@ -96,6 +96,7 @@ pub struct BatchHandler {
     statements: Vec<String>,
     declared: Vec<Column>,
     decode: Decode,
+    meta_use: super::meta::MetaUse,
 }
 
 impl std::fmt::Debug for BatchHandler {
@@ -174,9 +175,11 @@ impl BatchHandler {
         if statements.is_empty() {
             return Err(HandlerError::Config("handler.sql has no statement".into()));
         }
+        let meta_use = super::meta::MetaUse::of_sql(&cfg.sql);
         Ok(Self {
             conn,
             relation,
+            meta_use,
             statements,
             declared: if structured {
                 cfg.schema.clone()
@@ -202,7 +205,7 @@ impl BatchHandler {
     pub fn invoke_with_meta<P: AsRef<[u8]>>(
         &mut self,
         payloads: &[P],
-        meta: Option<&[super::meta::SourceMeta]>,
+        meta: Option<&[&super::meta::SourceMeta]>,
     ) -> Result<Invocation, HandlerError> {
         let rel_err = |reason: String| HandlerError::Relation {
             relation: self.relation.clone(),
@@ -226,7 +229,9 @@ impl BatchHandler {
             }
         };
         let inferred = match (decoded, meta) {
-            (Some(b), Some(meta)) => Some(with_meta_column(b, meta, &rejected).map_err(rel_err)?),
+            (Some(b), Some(meta)) if self.meta_use != super::meta::MetaUse::None => {
+                Some(with_meta_column(b, meta, &rejected, self.meta_use).map_err(rel_err)?)
+            }
             (b, _) => b,
         };
         let input_rows = inferred.as_ref().map(RecordBatch::num_rows).unwrap_or(0);
@@ -361,17 +366,18 @@ impl BatchHandler {
 /// produced no row.
 fn with_meta_column(
     b: RecordBatch,
-    meta: &[super::meta::SourceMeta],
+    meta: &[&super::meta::SourceMeta],
     rejected: &[(usize, String)],
+    meta_use: super::meta::MetaUse,
 ) -> Result<RecordBatch, String> {
     let kept: Vec<&super::meta::SourceMeta> = if rejected.is_empty() {
-        meta.iter().collect()
+        meta.to_vec()
     } else {
         let skip: std::collections::HashSet<usize> = rejected.iter().map(|(i, _)| *i).collect();
         meta.iter()
             .enumerate()
             .filter(|(i, _)| !skip.contains(i))
-            .map(|(_, m)| m)
+            .map(|(_, m)| *m)
             .collect()
     };
     if kept.len() != b.num_rows() {
@@ -381,7 +387,8 @@ fn with_meta_column(
             b.num_rows()
         ));
     }
-    let col = super::meta::meta_column(&kept)?;
+    let with_headers = meta_use == super::meta::MetaUse::Full;
+    let col = super::meta::meta_column(&kept, with_headers)?;
     let schema = b.schema();
     let mut fields: Vec<Arc<Field>> = schema
         .fields()
@@ -396,7 +403,11 @@ fn with_meta_column(
         .filter(|(f, _)| f.name() != "nats")
         .map(|(_, a)| a.clone())
         .collect();
-    fields.push(Arc::new(Field::new("nats", super::meta::meta_type(), true)));
+    fields.push(Arc::new(Field::new(
+        "nats",
+        super::meta::meta_type(with_headers),
+        true,
+    )));
     arrays.push(Arc::new(col));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
 }

@@ -6,6 +6,11 @@
 //! source: subject `jsonl`, stream_seq = line number, deliveries 1). SQL reads it as
 //! `nats.stream_seq` or `nats.headers['Nats-Msg-Id']`. A header with several values keeps the
 //! first.
+//!
+//! Building the column costs (the header map most: several strings per row), so it is built
+//! only as far as the SQL can see it ([`MetaUse::of_sql`]): not at all when the SQL never says
+//! `nats` and has no `*`; without `headers` when the SQL only reads fields like
+//! `nats.stream_seq`.
 
 use std::sync::Arc;
 
@@ -16,7 +21,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 
 /// The provenance of one message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SourceMeta {
     /// Subject the message was published on.
     pub subject: String,
@@ -26,29 +31,51 @@ pub struct SourceMeta {
     pub timestamp_us: i64,
     /// Delivery attempt, from 1.
     pub deliveries: i64,
-    /// Message headers (name, first value).
-    pub headers: Vec<(String, String)>,
+    /// Message headers (each name with its first value goes into the map).
+    pub headers: Option<async_nats::HeaderMap>,
 }
 
 impl SourceMeta {
-    /// The provenance of a JetStream delivery.
-    pub fn of_delivery(d: &crate::bus::Delivery) -> Self {
-        let headers = d
-            .headers
-            .as_ref()
-            .map(|h| {
-                h.iter()
-                    .filter_map(|(k, v)| v.first().map(|v| (k.to_string(), v.as_str().to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// The provenance of a JetStream delivery; moves the subject and headers out of `d` (the
+    /// delivery keeps what acking needs).
+    pub fn take_from_delivery(d: &mut crate::bus::Delivery) -> Self {
         Self {
-            subject: d.subject.clone(),
+            subject: std::mem::take(&mut d.subject),
             stream_seq: d.stream_sequence,
             timestamp_us: d.published_ns / 1000,
             deliveries: d.deliveries,
-            headers,
+            headers: d.headers.take(),
         }
+    }
+}
+
+/// How much of the `nats` column a handler's SQL can reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaUse {
+    /// Not at all (no `nats`, no `*`).
+    None,
+    /// Single fields other than `headers` (`nats.stream_seq`, `nats.subject`, …).
+    Fields,
+    /// Everything (`headers` mentioned, `*`, or `nats` used as a whole).
+    Full,
+}
+
+impl MetaUse {
+    /// A conservative reading of `sql`: any doubt means [`MetaUse::Full`].
+    pub fn of_sql(sql: &str) -> Self {
+        let s = sql.to_ascii_lowercase();
+        if s.contains('*') || s.contains("headers") {
+            return MetaUse::Full;
+        }
+        let mut any = false;
+        for (i, _) in s.match_indices("nats") {
+            any = true;
+            let next = s[i + 4..].trim_start().chars().next();
+            if next != Some('.') {
+                return MetaUse::Full; // the whole struct, or a name containing `nats`
+            }
+        }
+        if any { MetaUse::Fields } else { MetaUse::None }
     }
 }
 
@@ -60,12 +87,12 @@ fn map_field_names() -> MapFieldNames {
     }
 }
 
-/// The Arrow type of the `nats` column.
-pub fn meta_type() -> DataType {
-    DataType::Struct(meta_fields())
+/// The Arrow type of the `nats` column (with or without `headers`).
+pub fn meta_type(with_headers: bool) -> DataType {
+    DataType::Struct(meta_fields(with_headers))
 }
 
-fn meta_fields() -> Fields {
+fn meta_fields(with_headers: bool) -> Fields {
     let entries = Field::new(
         "entries",
         DataType::Struct(
@@ -77,7 +104,7 @@ fn meta_fields() -> Fields {
         ),
         false,
     );
-    vec![
+    let mut f = vec![
         Field::new("subject", DataType::Utf8, true),
         Field::new("stream_seq", DataType::UInt64, true),
         Field::new(
@@ -86,13 +113,19 @@ fn meta_fields() -> Fields {
             true,
         ),
         Field::new("deliveries", DataType::Int64, true),
-        Field::new("headers", DataType::Map(Arc::new(entries), false), true),
-    ]
-    .into()
+    ];
+    if with_headers {
+        f.push(Field::new(
+            "headers",
+            DataType::Map(Arc::new(entries), false),
+            true,
+        ));
+    }
+    f.into()
 }
 
 /// Builds the `nats` column for `metas` (one entry per row).
-pub fn meta_column(metas: &[&SourceMeta]) -> Result<StructArray, String> {
+pub fn meta_column(metas: &[&SourceMeta], with_headers: bool) -> Result<StructArray, String> {
     let n = metas.len();
     let mut subject = StringBuilder::with_capacity(n, n * 16);
     let mut seq = UInt64Builder::with_capacity(n);
@@ -108,22 +141,33 @@ pub fn meta_column(metas: &[&SourceMeta]) -> Result<StructArray, String> {
         seq.append_value(m.stream_seq);
         ts.append_value(m.timestamp_us);
         deliveries.append_value(m.deliveries);
-        for (k, v) in &m.headers {
-            headers.keys().append_value(k);
-            headers.values().append_value(v);
+        if !with_headers {
+            continue;
+        }
+        if let Some(h) = &m.headers {
+            for (k, vs) in h.iter() {
+                if let Some(v) = vs.first() {
+                    let k: &str = k.as_ref();
+                    headers.keys().append_value(k);
+                    headers.values().append_value(v.as_str());
+                }
+            }
         }
         headers
             .append(true)
             .map_err(|e| format!("building nats.headers: {e}"))?;
     }
-    let arrays: Vec<ArrayRef> = vec![
+    let mut arrays: Vec<ArrayRef> = vec![
         Arc::new(subject.finish()),
         Arc::new(seq.finish()),
         Arc::new(ts.finish()),
         Arc::new(deliveries.finish()),
-        Arc::new(headers.finish()),
     ];
-    StructArray::try_new(meta_fields(), arrays, None).map_err(|e| format!("building the nats column: {e}"))
+    if with_headers {
+        arrays.push(Arc::new(headers.finish()));
+    }
+    StructArray::try_new(meta_fields(with_headers), arrays, None)
+        .map_err(|e| format!("building the nats column: {e}"))
 }
 
 #[cfg(test)]
@@ -138,22 +182,48 @@ mod tests {
             stream_seq: 7,
             timestamp_us: 1_700_000_000_000_000,
             deliveries: 2,
-            headers: vec![("Nats-Msg-Id".into(), "e-1".into())],
+            headers: Some({
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", "e-1");
+                h
+            }),
         };
         let b = SourceMeta {
             subject: "lt.evt.b".into(),
             stream_seq: 8,
             ..Default::default()
         };
-        let col = meta_column(&[&a, &b]).unwrap();
+        let col = meta_column(&[&a, &b], true).unwrap();
         assert_eq!(col.len(), 2);
-        assert_eq!(col.data_type(), &meta_type());
+        assert_eq!(col.data_type(), &meta_type(true));
+        let lean = meta_column(&[&a, &b], false).unwrap();
+        assert!(lean.column_by_name("headers").is_none());
         let h = col.column_by_name("headers").unwrap();
         let h = h.as_any().downcast_ref::<MapArray>().unwrap();
         assert_eq!(h.value_length(0), 1);
         assert_eq!(h.value_length(1), 0);
         let keys = h.keys().as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(keys.value(0), "Nats-Msg-Id");
-        assert!(crate::lake::duckdb_type(&meta_type()).is_some());
+        assert!(crate::lake::duckdb_type(&meta_type(true)).is_some());
+    }
+
+    #[test]
+    fn sql_decides_how_much_of_the_column_is_built() {
+        assert_eq!(MetaUse::of_sql("SELECT k FROM batch"), MetaUse::None);
+        assert_eq!(
+            MetaUse::of_sql("SELECT nats.stream_seq AS s FROM batch"),
+            MetaUse::Fields
+        );
+        assert_eq!(
+            MetaUse::of_sql("SELECT NATS . subject FROM batch"),
+            MetaUse::Fields
+        );
+        assert_eq!(
+            MetaUse::of_sql("SELECT nats.headers['a'] FROM batch"),
+            MetaUse::Full
+        );
+        assert_eq!(MetaUse::of_sql("SELECT * FROM batch"), MetaUse::Full);
+        assert_eq!(MetaUse::of_sql("SELECT to_json(nats) FROM batch"), MetaUse::Full);
+        assert_eq!(MetaUse::of_sql("SELECT count(*) FROM batch"), MetaUse::Full);
     }
 }

@@ -59,9 +59,10 @@ pub fn invoke_jsonl(file: &config::PipelineFile, fixture: &Path) -> Result<handl
             stream_seq: i,
             timestamp_us: now_us,
             deliveries: 1,
-            headers: Vec::new(),
+            headers: None,
         })
         .collect();
+    let meta: Vec<&meta::SourceMeta> = meta.iter().collect();
     let mut h = handler::BatchHandler::new(&file.pipeline.handler, &file.commands)?;
     Ok(h.invoke_with_meta(&lines, Some(&meta))?)
 }

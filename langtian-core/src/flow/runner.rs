@@ -67,6 +67,10 @@ pub enum RunError {
         "drain incomplete: the batch in progress did not finish within {0:?}; it was not acknowledged and will be redelivered"
     )]
     DrainTimeout(Duration),
+    /// The final acks could not be flushed to the server (they are redelivered and dropped as
+    /// duplicates on the next start).
+    #[error("flushing the last acks to NATS: {0}")]
+    AckFlush(String),
     /// The pipeline task panicked or was cancelled.
     #[error("pipeline task ended abnormally: {0}")]
     Task(String),
@@ -117,7 +121,7 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 pub async fn run_pipeline(
     file: PipelineFile,
     stats: Arc<RunStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let p = &file.pipeline;
     let (mut source, consumer, partition, payload_fmt) = match p.source.kind.as_str() {
@@ -182,24 +186,43 @@ pub async fn run_pipeline(
         pipeline: name.clone(),
         stream: stream.clone(),
     };
-    let result = async {
-        while !*shutdown.borrow() {
+    // The source runs in its own task, one batch ahead: while batch N is decoded, run through
+    // SQL and committed, batch N+1 is being pulled. Acks of N are sent while N+1 is processed.
+    // Order per batch is unchanged (commit, then ack); a prefetched batch is only delivered,
+    // never acked, until its own commit.
+    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Result<(Pulled, Duration), SourceError>>(1);
+    let (batch_size, linger) = (p.batch_size, p.flush_interval());
+    let source_bus = source.bus().cloned();
+    let mut stop = shutdown.clone();
+    let puller = tokio::spawn(async move {
+        while !*stop.borrow() {
             let t0 = Instant::now();
-            let mut pulled = source
-                .pull(p.batch_size, IDLE_POLL, p.flush_interval(), &mut shutdown)
-                .await?;
+            match source.pull(batch_size, IDLE_POLL, linger, &mut stop).await {
+                Ok(pulled) => {
+                    let exhausted = pulled.exhausted;
+                    if !pulled.is_empty() && batch_tx.send(Ok((pulled, t0.elapsed()))).await.is_err() {
+                        break;
+                    }
+                    if exhausted {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = batch_tx.send(Err(e)).await;
+                    break;
+                }
+            }
+        }
+    });
+    let result = async {
+        let mut pending_ack: Option<tokio::task::JoinHandle<Result<(), SourceError>>> = None;
+        while let Some(item) = batch_rx.recv().await {
+            let (mut pulled, read_took) = item?;
             if let Some(lag) = pulled.lag {
                 stats.lag.store(lag, Ordering::Relaxed);
                 metrics.lag(lag);
             }
-            let exhausted = pulled.exhausted;
-            if pulled.is_empty() {
-                if exhausted {
-                    break;
-                }
-                continue;
-            }
-            metrics.read(pulled.len(), t0.elapsed());
+            metrics.read(pulled.len(), read_took);
             stats.messages.fetch_add(pulled.len() as u64, Ordering::Relaxed);
             // Redeliveries of what the sink already holds: ack and drop.
             let old = pulled.split_committed(committed);
@@ -208,41 +231,65 @@ pub async fn run_pipeline(
                     .duplicates_dropped
                     .fetch_add(old.len() as u64, Ordering::Relaxed);
                 metrics.duplicates(old.len());
-                source.ack(old).await?;
+                old.ack().await?;
             }
-            if !pulled.is_empty() {
-                let started = Instant::now();
-                let first_seq = pulled.messages.first().map(|m| m.meta.stream_seq).unwrap_or(0);
-                let last_seq = pulled.messages.last().map(|m| m.meta.stream_seq).unwrap_or(0);
-                // Keep the batch alive while the handler and the commit run.
-                let ticker = progress_ticker(&pulled, source_ack_wait(&file));
-                let outcome = run_batch(
-                    &ctx,
-                    &mut handler,
-                    &mut sink,
-                    &pulled.messages,
-                    payload_fmt,
-                    OffsetRecord::new(&stream, &consumer, partition, first_seq, last_seq),
-                )
-                .await;
-                ticker.abort();
-                // On error nothing was committed and nothing is acked: the server redelivers.
-                let rows = outcome?;
-                source.ack(pulled).await?;
-                committed = committed.max(last_seq);
-                stats.rows_out.fetch_add(rows as u64, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats.committed_seq.store(committed, Ordering::Relaxed);
-                metrics.batch_done(rows, started.elapsed());
-                metrics.committed(committed);
+            if pulled.is_empty() {
+                continue;
             }
-            if exhausted {
-                break;
+            let started = Instant::now();
+            let first_seq = pulled.messages.first().map(|m| m.meta.stream_seq).unwrap_or(0);
+            let last_seq = pulled.messages.last().map(|m| m.meta.stream_seq).unwrap_or(0);
+            // Keep the batch alive while the handler and the commit run.
+            let ticker = progress_ticker(&pulled, source_ack_wait(&file));
+            let outcome = run_batch(
+                &ctx,
+                &mut handler,
+                &mut sink,
+                &pulled.messages,
+                payload_fmt,
+                OffsetRecord::new(&stream, &consumer, partition, first_seq, last_seq),
+            )
+            .await;
+            ticker.abort();
+            // On error nothing was committed and nothing is acked: the server redelivers.
+            let rows = outcome?;
+            if let Some(h) = pending_ack.take() {
+                h.await.map_err(|e| RunError::Task(e.to_string()))??;
             }
+            pending_ack = Some(tokio::spawn(pulled.ack()));
+            committed = committed.max(last_seq);
+            stats.rows_out.fetch_add(rows as u64, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.committed_seq.store(committed, Ordering::Relaxed);
+            metrics.batch_done(rows, started.elapsed());
+            metrics.committed(committed);
+            tracing::debug!(
+                first_seq,
+                last_seq,
+                rows,
+                read_ms = read_took.as_millis() as u64,
+                process_ms = started.elapsed().as_millis() as u64,
+                "batch committed"
+            );
+        }
+        if let Some(h) = pending_ack.take() {
+            h.await.map_err(|e| RunError::Task(e.to_string()))??;
+        }
+        // Acks are fire-and-forget publishes: make sure the server has them before we return.
+        if let Some(b) = &source_bus {
+            b.client()
+                .flush()
+                .await
+                .map_err(|e| RunError::AckFlush(e.to_string()))?;
         }
         Ok(())
     }
     .await;
+    drop(batch_rx);
+    if result.is_err() {
+        puller.abort();
+    }
+    let _ = puller.await;
     stats.running.store(0, Ordering::Relaxed);
     match &result {
         Ok(()) => tracing::info!(committed, "pipeline drained and stopped"),
@@ -342,12 +389,14 @@ async fn run_batch(
             Ok(b) => {
                 rows_of.push(i);
                 payloads.push(b);
-                metas.push(m.meta.clone());
+                metas.push(&m.meta);
             }
             Err(e) => failed.push((i, "source.decode", e)),
         }
     }
+    let th = Instant::now();
     let inv = tokio::task::block_in_place(|| handler.invoke_with_meta(&payloads, Some(&metas)));
+    let handler_took = th.elapsed();
     let batches: Vec<RecordBatch> = match inv {
         Ok(inv) => {
             for (i, why) in &inv.rejected {
@@ -371,6 +420,11 @@ async fn run_batch(
     match sink.write(&batches, &offsets).await {
         Ok(rows) => {
             ctx.metrics.flushed(rows, t.elapsed());
+            tracing::debug!(
+                handler_ms = handler_took.as_millis() as u64,
+                sink_ms = t.elapsed().as_millis() as u64,
+                "batch written"
+            );
             Ok(rows)
         }
         Err(e) => {
@@ -441,11 +495,7 @@ impl Ctx<'_> {
             payload: m.body.clone(),
             original_missing: false,
         };
-        let mut original = async_nats::HeaderMap::new();
-        for (k, v) in &m.meta.headers {
-            original.insert(k.as_str(), v.as_str());
-        }
-        let mut h = dlq_headers(Some(&original), &letter);
+        let mut h = dlq_headers(m.meta.headers.as_ref(), &letter);
         h.insert("Lt-Dlq-Error", error);
         h.insert("Lt-Dlq-Phase", phase);
         h.insert(
@@ -466,7 +516,7 @@ impl Ctx<'_> {
 }
 
 fn progress_ticker(pulled: &Pulled, ack_wait: Duration) -> tokio::task::JoinHandle<()> {
-    let msgs = pulled.deliveries().to_vec();
+    let msgs = pulled.deliveries().clone();
     let every = (ack_wait / 3).max(Duration::from_millis(100));
     tokio::spawn(async move {
         if msgs.is_empty() {
@@ -474,7 +524,7 @@ fn progress_ticker(pulled: &Pulled, ack_wait: Duration) -> tokio::task::JoinHand
         }
         loop {
             tokio::time::sleep(every).await;
-            for m in &msgs {
+            for m in msgs.iter() {
                 let _ = m.progress().await;
             }
         }

@@ -4,6 +4,7 @@
 //! source has anything to acknowledge; the `jsonl` source ends at the end of the file.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 
 use super::config::{DeliverPolicy, NatsSource, Pipeline};
 use super::meta::SourceMeta;
-use crate::bus::{Batch, Bus, BusError, BusOptions, Consumer, ConsumerSpec, Delivery, ensure_consumer};
+use crate::bus::{Bus, BusError, BusOptions, Consumer, ConsumerSpec, Delivery, ensure_consumer};
 
 /// One message taken from a source.
 #[derive(Debug, Clone)]
@@ -27,8 +28,9 @@ pub struct SourceMessage {
 pub struct Pulled {
     /// The messages, in source order.
     pub messages: Vec<SourceMessage>,
-    /// The JetStream deliveries behind `messages` (empty for `jsonl`).
-    deliveries: Vec<Delivery>,
+    /// The JetStream deliveries behind `messages` (empty for `jsonl`); shared with the progress
+    /// ticker while the batch is processed.
+    deliveries: Arc<Vec<Delivery>>,
     /// Messages the consumer still has to deliver after this batch (JetStream's pending count).
     pub lag: Option<u64>,
     /// True when the source has nothing more to give (end of a `jsonl` file).
@@ -50,22 +52,30 @@ impl Pulled {
     pub fn split_committed(&mut self, seq: u64) -> Pulled {
         let keep = |m: &SourceMessage| m.meta.stream_seq > seq;
         let (new_m, old_m): (Vec<_>, Vec<_>) = std::mem::take(&mut self.messages).into_iter().partition(keep);
-        let (new_d, old_d): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deliveries)
-            .into_iter()
-            .partition(|d| d.stream_sequence > seq);
+        let all = Arc::try_unwrap(std::mem::take(&mut self.deliveries)).unwrap_or_else(|a| (*a).clone());
+        let (new_d, old_d): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d.stream_sequence > seq);
         self.messages = new_m;
-        self.deliveries = new_d;
+        self.deliveries = Arc::new(new_d);
         Pulled {
             messages: old_m,
-            deliveries: old_d,
+            deliveries: Arc::new(old_d),
             lag: None,
             exhausted: false,
         }
     }
 
     /// The JetStream deliveries (empty for `jsonl`).
-    pub fn deliveries(&self) -> &[Delivery] {
+    pub fn deliveries(&self) -> &Arc<Vec<Delivery>> {
         &self.deliveries
+    }
+
+    /// Acknowledges the batch after the sink committed it (JetStream: one ack per message;
+    /// `jsonl`: nothing).
+    pub async fn ack(self) -> Result<(), SourceError> {
+        for d in self.deliveries.iter() {
+            d.ack().await?;
+        }
+        Ok(())
     }
 }
 
@@ -230,19 +240,19 @@ impl Source {
     ) -> Result<Pulled, SourceError> {
         match self {
             Source::Nats { consumer, .. } => {
-                let b = consumer.collect_batch(max, idle, linger, Some(stop)).await?;
+                let mut b = consumer.collect_batch(max, idle, linger, Some(stop)).await?;
                 let lag = b.messages.last().map(|d| d.pending);
                 let messages = b
                     .messages
-                    .iter()
+                    .iter_mut()
                     .map(|d| SourceMessage {
                         body: d.payload.clone(),
-                        meta: SourceMeta::of_delivery(d),
+                        meta: SourceMeta::take_from_delivery(d),
                     })
                     .collect();
                 Ok(Pulled {
                     messages,
-                    deliveries: b.messages,
+                    deliveries: Arc::new(b.messages),
                     lag,
                     exhausted: false,
                 })
@@ -258,32 +268,19 @@ impl Source {
                             stream_seq: no,
                             timestamp_us: crate::envelope::now_nanos() / 1000,
                             deliveries: 1,
-                            headers: Vec::new(),
+                            headers: None,
                         },
                     })
                     .collect();
                 let lag = lines.len() as u64;
                 Ok(Pulled {
                     messages,
-                    deliveries: Vec::new(),
+                    deliveries: Arc::default(),
                     lag: Some(lag),
                     exhausted: lag == 0,
                 })
             }
         }
-    }
-
-    /// Acknowledges a committed batch (JetStream: one ack per message; `jsonl`: nothing).
-    pub async fn ack(&self, pulled: Pulled) -> Result<(), SourceError> {
-        if pulled.deliveries.is_empty() {
-            return Ok(());
-        }
-        Batch {
-            messages: pulled.deliveries,
-        }
-        .ack_all()
-        .await?;
-        Ok(())
     }
 }
 
