@@ -199,3 +199,48 @@ fn the_example_pipeline_parses_and_invokes_over_a_fixture() {
     assert!(lines[0].contains("\"step\":\"cc_charge\""), "{}", lines[0]);
     assert!(lines[1].contains("\"step\":\"other\""), "{}", lines[1]);
 }
+
+#[test]
+fn each_batch_sees_only_its_own_rows_when_the_relation_is_reused_or_rebuilt() {
+    let mut h = BatchHandler::new(
+        &handler(
+            "handlers.InferredMemBatch",
+            "SELECT count(*) AS n, sum(a) AS s, max(b) AS b FROM batch",
+        ),
+        &[],
+    )
+    .unwrap();
+    let n_s = |inv: &langtian_core::flow::handler::Invocation| {
+        let b = &inv.batches[0];
+        let n = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0);
+        let s = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(0);
+        (n, s)
+    };
+    // Same schema twice (relation emptied and reused), then a new column (rebuilt), then the
+    // old schema again (rebuilt again).
+    let inv = h
+        .invoke(&[br#"{"a":1.0,"b":"x"}"#.as_slice(), br#"{"a":2.0,"b":"y"}"#])
+        .unwrap();
+    assert_eq!(n_s(&inv), (2, 3.0));
+    let inv = h.invoke(&[br#"{"a":10.0,"b":"z"}"#.as_slice()]).unwrap();
+    assert_eq!(n_s(&inv), (1, 10.0));
+    let inv = h
+        .invoke(&[
+            br#"{"a":5.0,"b":"q","c":true}"#.as_slice(),
+            br#"{"a":6.0,"b":"r"}"#,
+        ])
+        .unwrap();
+    assert_eq!(n_s(&inv), (2, 11.0));
+    let inv = h.invoke(&[br#"{"a":7.0,"b":"s"}"#.as_slice()]).unwrap();
+    assert_eq!(n_s(&inv), (1, 7.0));
+}

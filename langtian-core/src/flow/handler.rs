@@ -97,6 +97,8 @@ pub struct BatchHandler {
     declared: Vec<Column>,
     decode: Decode,
     meta_use: super::meta::MetaUse,
+    /// Schema of the relation as last created (reused while batches keep it).
+    loaded_schema: Option<SchemaRef>,
 }
 
 impl std::fmt::Debug for BatchHandler {
@@ -180,6 +182,7 @@ impl BatchHandler {
             conn,
             relation,
             meta_use,
+            loaded_schema: None,
             statements,
             declared: if structured {
                 cfg.schema.clone()
@@ -300,7 +303,27 @@ impl BatchHandler {
     }
 
     /// (Re)creates the relation and appends the decoded rows.
-    fn load(&self, batch: Option<&RecordBatch>) -> Result<(), HandlerError> {
+    fn load(&mut self, batch: Option<&RecordBatch>) -> Result<(), HandlerError> {
+        // Same columns as the previous batch: empty the relation and append (much cheaper than
+        // dropping and creating it for every batch).
+        if self.declared.is_empty()
+            && let (Some(b), Some(prev)) = (batch, &self.loaded_schema)
+            && b.schema() == *prev
+        {
+            let rel = &self.relation;
+            let reused = self
+                .conn
+                .execute_batch(&format!("TRUNCATE \"{rel}\""))
+                .and_then(|()| {
+                    let mut app = self.conn.appender(rel)?;
+                    app.append_record_batch(b.clone())?;
+                    app.flush()
+                });
+            if reused.is_ok() {
+                return Ok(());
+            }
+        }
+        self.loaded_schema = None;
         let rel = &self.relation;
         let rel_err = |reason: String| HandlerError::Relation {
             relation: rel.clone(),
@@ -325,6 +348,10 @@ impl BatchHandler {
             let mut app = self.conn.appender(&raw_name).map_err(sql_err)?;
             app.append_record_batch(b.clone()).map_err(sql_err)?;
             app.flush().map_err(sql_err)?;
+            drop(app);
+            if self.declared.is_empty() {
+                self.loaded_schema = Some(b.schema());
+            }
         } else if self.declared.is_empty() {
             // An empty batch: an empty relation so that the SQL still runs.
             self.conn

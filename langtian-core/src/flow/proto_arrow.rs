@@ -31,16 +31,18 @@ enum Col {
 }
 
 impl Col {
-    fn new(kind: &Kind) -> Self {
+    fn with_capacity(kind: &Kind, n: usize) -> Self {
         match kind {
-            Kind::Bool => Col::Bool(BooleanBuilder::new()),
-            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Col::I32(Int32Builder::new()),
-            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Col::I64(Int64Builder::new()),
-            Kind::Uint32 | Kind::Fixed32 => Col::U32(UInt32Builder::new()),
-            Kind::Uint64 | Kind::Fixed64 => Col::U64(UInt64Builder::new()),
-            Kind::Double | Kind::Float => Col::F64(Float64Builder::new()),
-            Kind::Bytes => Col::Bin(BinaryBuilder::new()),
-            Kind::String | Kind::Enum(_) | Kind::Message(_) => Col::Str(StringBuilder::new()),
+            Kind::Bool => Col::Bool(BooleanBuilder::with_capacity(n)),
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Col::I32(Int32Builder::with_capacity(n)),
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Col::I64(Int64Builder::with_capacity(n)),
+            Kind::Uint32 | Kind::Fixed32 => Col::U32(UInt32Builder::with_capacity(n)),
+            Kind::Uint64 | Kind::Fixed64 => Col::U64(UInt64Builder::with_capacity(n)),
+            Kind::Double | Kind::Float => Col::F64(Float64Builder::with_capacity(n)),
+            Kind::Bytes => Col::Bin(BinaryBuilder::with_capacity(n, n * 16)),
+            Kind::String | Kind::Enum(_) | Kind::Message(_) => {
+                Col::Str(StringBuilder::with_capacity(n, n * 16))
+            }
         }
     }
 
@@ -183,16 +185,105 @@ fn parse_wire(p: &[u8], slot_of: &[Option<usize>], vals: &mut [Option<Wire>]) ->
     Ok(())
 }
 
+/// What a field is, worked out once per batch (descriptor lookups are too slow per row).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Bool,
+    Int32,
+    Sint32,
+    Sfixed32,
+    Int64,
+    Sint64,
+    Sfixed64,
+    Uint32,
+    Fixed32,
+    Uint64,
+    Fixed64,
+    Double,
+    Float,
+    Str,
+    Bytes,
+    Enum,
+}
+
+struct Plan {
+    ty: Ty,
+    presence: bool,
+    name: String,
+    /// Enum value names by number (sorted), and the name of value 0.
+    enum_names: Vec<(i32, String)>,
+    enum_zero: String,
+}
+
+impl Plan {
+    fn of(f: &FieldDescriptor) -> Self {
+        let (ty, enum_names) = match f.kind() {
+            Kind::Bool => (Ty::Bool, Vec::new()),
+            Kind::Int32 => (Ty::Int32, Vec::new()),
+            Kind::Sint32 => (Ty::Sint32, Vec::new()),
+            Kind::Sfixed32 => (Ty::Sfixed32, Vec::new()),
+            Kind::Int64 => (Ty::Int64, Vec::new()),
+            Kind::Sint64 => (Ty::Sint64, Vec::new()),
+            Kind::Sfixed64 => (Ty::Sfixed64, Vec::new()),
+            Kind::Uint32 => (Ty::Uint32, Vec::new()),
+            Kind::Fixed32 => (Ty::Fixed32, Vec::new()),
+            Kind::Uint64 => (Ty::Uint64, Vec::new()),
+            Kind::Fixed64 => (Ty::Fixed64, Vec::new()),
+            Kind::Double => (Ty::Double, Vec::new()),
+            Kind::Float => (Ty::Float, Vec::new()),
+            Kind::String | Kind::Message(_) => (Ty::Str, Vec::new()),
+            Kind::Bytes => (Ty::Bytes, Vec::new()),
+            Kind::Enum(e) => {
+                let mut v: Vec<(i32, String)> =
+                    e.values().map(|v| (v.number(), v.name().to_owned())).collect();
+                v.sort_by_key(|(n, _)| *n);
+                (Ty::Enum, v)
+            }
+        };
+        let enum_zero = enum_names
+            .iter()
+            .find(|(n, _)| *n == 0)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| "0".into());
+        Self {
+            ty,
+            presence: f.supports_presence(),
+            name: f.name().to_owned(),
+            enum_names,
+            enum_zero,
+        }
+    }
+
+    fn wire_fits(&self, v: &Wire) -> bool {
+        use Ty::*;
+        matches!(
+            (self.ty, v),
+            (
+                Bool | Int32 | Sint32 | Int64 | Sint64 | Uint32 | Uint64 | Enum,
+                Wire::Varint(_)
+            ) | (Sfixed64 | Fixed64 | Double, Wire::Fixed64(_))
+                | (Sfixed32 | Fixed32 | Float, Wire::Fixed32(_))
+                | (Str | Bytes, Wire::Len(..))
+        )
+    }
+
+    fn enum_name(&self, n: i32) -> Option<&str> {
+        self.enum_names
+            .binary_search_by_key(&n, |(k, _)| *k)
+            .ok()
+            .map(|i| self.enum_names[i].1.as_str())
+    }
+}
+
 impl Col {
-    /// Appends a wire value (or the proto3 default / NULL when absent); errors leave `self` as is.
-    fn push_wire(&mut self, f: &FieldDescriptor, p: &[u8], v: Option<Wire>) -> Result<(), String> {
-        let bad = || format!("field `{}` has the wrong wire type", f.name());
+    /// Appends a checked wire value (or the proto3 default / NULL when absent).
+    fn push_wire(&mut self, f: &Plan, p: &[u8], v: Option<Wire>) {
         let zz32 = |x: u64| ((x as u32 >> 1) as i32) ^ -((x as u32 & 1) as i32);
         let zz64 = |x: u64| ((x >> 1) as i64) ^ -((x & 1) as i64);
         let Some(v) = v else {
-            if f.supports_presence() {
+            if f.presence {
                 self.append_null();
-                return Ok(());
+                return;
             }
             match self {
                 Col::Bool(b) => b.append_value(false),
@@ -201,44 +292,37 @@ impl Col {
                 Col::U32(b) => b.append_value(0),
                 Col::U64(b) => b.append_value(0),
                 Col::F64(b) => b.append_value(0.0),
-                Col::Str(b) => match f.kind() {
-                    Kind::Enum(e) => match e.get_value(0) {
-                        Some(ev) => b.append_value(ev.name()),
-                        None => b.append_value("0"),
-                    },
-                    _ => b.append_value(""),
-                },
+                Col::Str(b) if f.ty == Ty::Enum => b.append_value(&f.enum_zero),
+                Col::Str(b) => b.append_value(""),
                 Col::Bin(b) => b.append_value(b""),
             }
-            return Ok(());
+            return;
         };
-        match (self, f.kind(), v) {
+        match (self, f.ty, v) {
             (Col::Bool(b), _, Wire::Varint(x)) => b.append_value(x != 0),
-            (Col::I32(b), Kind::Int32, Wire::Varint(x)) => b.append_value(x as i32),
-            (Col::I32(b), Kind::Sint32, Wire::Varint(x)) => b.append_value(zz32(x)),
-            (Col::I32(b), Kind::Sfixed32, Wire::Fixed32(x)) => b.append_value(x as i32),
-            (Col::I64(b), Kind::Int64, Wire::Varint(x)) => b.append_value(x as i64),
-            (Col::I64(b), Kind::Sint64, Wire::Varint(x)) => b.append_value(zz64(x)),
-            (Col::I64(b), Kind::Sfixed64, Wire::Fixed64(x)) => b.append_value(x as i64),
-            (Col::U32(b), Kind::Uint32, Wire::Varint(x)) => b.append_value(x as u32),
-            (Col::U32(b), Kind::Fixed32, Wire::Fixed32(x)) => b.append_value(x),
-            (Col::U64(b), Kind::Uint64, Wire::Varint(x)) => b.append_value(x),
-            (Col::U64(b), Kind::Fixed64, Wire::Fixed64(x)) => b.append_value(x),
-            (Col::F64(b), Kind::Double, Wire::Fixed64(x)) => b.append_value(f64::from_bits(x)),
-            (Col::F64(b), Kind::Float, Wire::Fixed32(x)) => b.append_value(f64::from(f32::from_bits(x))),
-            (Col::Str(b), Kind::String, Wire::Len(s, e)) => {
-                let t = std::str::from_utf8(&p[s..e])
-                    .map_err(|_| format!("field `{}` is not UTF-8", f.name()))?;
-                b.append_value(t)
-            }
-            (Col::Str(b), Kind::Enum(en), Wire::Varint(x)) => match en.get_value(x as i32) {
-                Some(ev) => b.append_value(ev.name()),
+            (Col::I32(b), Ty::Int32, Wire::Varint(x)) => b.append_value(x as i32),
+            (Col::I32(b), Ty::Sint32, Wire::Varint(x)) => b.append_value(zz32(x)),
+            (Col::I32(b), Ty::Sfixed32, Wire::Fixed32(x)) => b.append_value(x as i32),
+            (Col::I64(b), Ty::Int64, Wire::Varint(x)) => b.append_value(x as i64),
+            (Col::I64(b), Ty::Sint64, Wire::Varint(x)) => b.append_value(zz64(x)),
+            (Col::I64(b), Ty::Sfixed64, Wire::Fixed64(x)) => b.append_value(x as i64),
+            (Col::U32(b), Ty::Uint32, Wire::Varint(x)) => b.append_value(x as u32),
+            (Col::U32(b), Ty::Fixed32, Wire::Fixed32(x)) => b.append_value(x),
+            (Col::U64(b), Ty::Uint64, Wire::Varint(x)) => b.append_value(x),
+            (Col::U64(b), Ty::Fixed64, Wire::Fixed64(x)) => b.append_value(x),
+            (Col::F64(b), Ty::Double, Wire::Fixed64(x)) => b.append_value(f64::from_bits(x)),
+            (Col::F64(b), Ty::Float, Wire::Fixed32(x)) => b.append_value(f64::from(f32::from_bits(x))),
+            (Col::Str(b), Ty::Str, Wire::Len(s, e)) => match std::str::from_utf8(&p[s..e]) {
+                Ok(t) => b.append_value(t),
+                Err(_) => b.append_null(), // unreachable: checked before
+            },
+            (Col::Str(b), Ty::Enum, Wire::Varint(x)) => match f.enum_name(x as i32) {
+                Some(n) => b.append_value(n),
                 None => b.append_value((x as i32).to_string()),
             },
             (Col::Bin(b), _, Wire::Len(s, e)) => b.append_value(&p[s..e]),
-            _ => return Err(bad()),
+            (c, _, _) => c.append_null(), // unreachable: checked before
         }
-        Ok(())
     }
 }
 
@@ -247,7 +331,10 @@ impl Col {
 /// protobuf JSON form go through `prost-reflect`.
 pub(crate) fn decode_flat<P: AsRef<[u8]>>(d: &MessageDescriptor, payloads: &[P]) -> Result<Decoded, String> {
     let fields: Vec<FieldDescriptor> = d.fields().collect();
-    let mut cols: Vec<Col> = fields.iter().map(|f| Col::new(&f.kind())).collect();
+    let mut cols: Vec<Col> = fields
+        .iter()
+        .map(|f| Col::with_capacity(&f.kind(), payloads.len()))
+        .collect();
     let max_no = fields.iter().map(|f| f.number() as usize).max().unwrap_or(0);
     // Field numbers index a table; a message with huge field numbers takes the generic path.
     let wire_ok = max_no <= 65_536;
@@ -257,6 +344,7 @@ pub(crate) fn decode_flat<P: AsRef<[u8]>>(d: &MessageDescriptor, payloads: &[P])
             *s = Some(i);
         }
     }
+    let plans: Vec<Plan> = fields.iter().map(Plan::of).collect();
     let mut vals: Vec<Option<Wire>> = vec![None; fields.len()];
     let mut rejected = Vec::new();
     for (i, p) in payloads.iter().enumerate() {
@@ -278,40 +366,23 @@ pub(crate) fn decode_flat<P: AsRef<[u8]>>(d: &MessageDescriptor, payloads: &[P])
         }
         // Check every field before appending any, so a bad message leaves no partial row.
         let check = parse_wire(p, &slot_of, &mut vals).and_then(|()| {
-            for (f, v) in fields.iter().zip(vals.iter()) {
-                if let (Kind::String, Some(Wire::Len(s, e))) = (f.kind(), v)
+            for (f, v) in plans.iter().zip(vals.iter()) {
+                let Some(v) = v else { continue };
+                if !f.wire_fits(v) {
+                    return Err(format!("field `{}` has the wrong wire type", f.name));
+                }
+                if let (Ty::Str, Wire::Len(s, e)) = (f.ty, v)
                     && std::str::from_utf8(&p[*s..*e]).is_err()
                 {
-                    return Err(format!("field `{}` is not UTF-8", f.name()));
-                }
-                if let Some(v) = v {
-                    let ok = matches!(
-                        (f.kind(), v),
-                        (
-                            Kind::Bool
-                                | Kind::Int32
-                                | Kind::Sint32
-                                | Kind::Int64
-                                | Kind::Sint64
-                                | Kind::Uint32
-                                | Kind::Uint64
-                                | Kind::Enum(_),
-                            Wire::Varint(_)
-                        ) | (Kind::Sfixed64 | Kind::Fixed64 | Kind::Double, Wire::Fixed64(_))
-                            | (Kind::Sfixed32 | Kind::Fixed32 | Kind::Float, Wire::Fixed32(_))
-                            | (Kind::String | Kind::Bytes, Wire::Len(..))
-                    );
-                    if !ok {
-                        return Err(format!("field `{}` has the wrong wire type", f.name()));
-                    }
+                    return Err(format!("field `{}` is not UTF-8", f.name));
                 }
             }
             Ok(())
         });
         match check {
             Ok(()) => {
-                for ((f, c), v) in fields.iter().zip(cols.iter_mut()).zip(vals.iter()) {
-                    c.push_wire(f, p, *v)?;
+                for ((f, c), v) in plans.iter().zip(cols.iter_mut()).zip(vals.iter()) {
+                    c.push_wire(f, p, *v);
                 }
             }
             Err(e) => rejected.push((i, format!("not a {}: {e}", d.full_name()))),
