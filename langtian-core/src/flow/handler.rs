@@ -99,6 +99,8 @@ pub struct BatchHandler {
     meta_use: super::meta::MetaUse,
     /// Schema of the relation as last created (reused while batches keep it).
     loaded_schema: Option<SchemaRef>,
+    /// Per decoded schema: the indices of the columns the SQL reads (`None`: all).
+    pushdown: std::collections::HashMap<SchemaRef, Option<Vec<usize>>>,
 }
 
 impl std::fmt::Debug for BatchHandler {
@@ -183,6 +185,7 @@ impl BatchHandler {
             relation,
             meta_use,
             loaded_schema: None,
+            pushdown: Default::default(),
             statements,
             declared: if structured {
                 cfg.schema.clone()
@@ -238,7 +241,50 @@ impl BatchHandler {
             (b, _) => b,
         };
         let input_rows = inferred.as_ref().map(RecordBatch::num_rows).unwrap_or(0);
-        self.load(inferred.as_ref())?;
+        // Load only the columns the SQL reads (learnt from DuckDB's plan for this schema). If
+        // the SQL fails on the narrowed relation, it runs again on the full one and the schema
+        // is never narrowed again: the plan reading can cost speed, never a result.
+        let full_schema = inferred.as_ref().map(RecordBatch::schema);
+        let mut narrowed = None;
+        let relation = match inferred {
+            Some(b) if self.declared.is_empty() => Some(match self.pushdown.get(&b.schema()) {
+                Some(Some(keep)) => {
+                    let n = b.project(keep).map_err(|e| rel_err(e.to_string()))?;
+                    narrowed = Some(b);
+                    n
+                }
+                Some(None) => b,
+                None => {
+                    self.load(Some(&b))?;
+                    let keep = self.columns_read(&b.schema());
+                    self.pushdown.insert(b.schema(), keep);
+                    b
+                }
+            }),
+            other => other,
+        };
+        self.load(relation.as_ref())?;
+        let batches = match (self.run_sql(input_rows), narrowed) {
+            (Ok(b), _) => b,
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(full)) => {
+                tracing::warn!(error = %e, "SQL failed on the narrowed relation; running it on all columns");
+                if let Some(s) = full_schema {
+                    self.pushdown.insert(s, None);
+                }
+                self.load(Some(&full))?;
+                self.run_sql(input_rows)?
+            }
+        };
+        Ok(Invocation {
+            batches: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
+            rejected,
+            input_rows,
+        })
+    }
+
+    /// Runs the statements over the loaded relation; the rows of the last one.
+    fn run_sql(&self, input_rows: usize) -> Result<Vec<RecordBatch>, HandlerError> {
         let (last, rest) = self
             .statements
             .split_last()
@@ -253,23 +299,106 @@ impl BatchHandler {
             rows: input_rows,
             source,
         })?;
-        let batches: Vec<RecordBatch> = match stmt.query_arrow([]) {
-            Ok(a) => a.collect(),
+        match stmt.query_arrow([]) {
+            Ok(a) => Ok(a.collect()),
             Err(duckdb::Error::InvalidColumnType(..)) | Err(duckdb::Error::ExecuteReturnedResults) => {
-                Vec::new()
+                Ok(Vec::new())
             }
-            Err(source) => {
-                return Err(HandlerError::Sql {
-                    rows: input_rows,
-                    source,
-                });
-            }
+            Err(source) => Err(HandlerError::Sql {
+                rows: input_rows,
+                source,
+            }),
+        }
+    }
+
+    /// Which columns of `schema` (loaded as the relation) the handler's SQL reads, from the scan
+    /// projections in DuckDB's own plan (`EXPLAIN (FORMAT JSON)`). `None` (load everything) when
+    /// the SQL has several statements, the plan cannot be read, or it names something unknown.
+    fn columns_read(&self, schema: &Schema) -> Option<Vec<usize>> {
+        let [stmt] = self.statements.as_slice() else {
+            return None;
         };
-        Ok(Invocation {
-            batches: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
-            rejected,
-            input_rows,
-        })
+        // Plan without the optimizers that hide columns from the scan's projection list
+        // (filters pushed into the scan, late materialization) or that depend on this batch's
+        // data (statistics propagation can drop a filter that is always true here).
+        let before: String = self
+            .conn
+            .query_row("SELECT current_setting('disabled_optimizers')", [], |r| r.get(0))
+            .ok()?;
+        let off =
+            "filter_pushdown,late_materialization,statistics_propagation,filter_pullup,cte_filter_pusher";
+        let set = if before.trim().is_empty() {
+            off.to_owned()
+        } else {
+            format!("{before},{off}")
+        };
+        self.conn
+            .execute_batch(&format!(
+                "SET disabled_optimizers = {}",
+                crate::lake::sql_str(&set)
+            ))
+            .ok()?;
+        let plan: Option<String> = self
+            .conn
+            .query_row(&format!("EXPLAIN (FORMAT JSON) {stmt}"), [], |r| r.get(1))
+            .ok();
+        self.conn
+            .execute_batch(&format!(
+                "SET disabled_optimizers = {}",
+                crate::lake::sql_str(&before)
+            ))
+            .ok()?;
+        let plan = plan?;
+        let plan: serde_json::Value = serde_json::from_str(&plan).ok()?;
+        let suffix = format!(".{}", self.relation);
+        let mut scans = 0usize;
+        let mut keep = std::collections::BTreeSet::new();
+        let mut stack = vec![&plan];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Array(a) => stack.extend(a.iter()),
+                serde_json::Value::Object(o) => {
+                    if let Some(c) = o.get("children") {
+                        stack.push(c);
+                    }
+                    let Some(info) = o.get("extra_info").and_then(|e| e.as_object()) else {
+                        continue;
+                    };
+                    let Some(table) = info.get("Table").and_then(|t| t.as_str()) else {
+                        continue;
+                    };
+                    if !(table == self.relation || table.ends_with(&suffix)) {
+                        continue;
+                    }
+                    scans += 1;
+                    if info.contains_key("Filters") {
+                        return None;
+                    }
+                    let projections: Vec<&str> = match info.get("Projections") {
+                        Some(serde_json::Value::String(s)) => s.lines().filter(|l| !l.is_empty()).collect(),
+                        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_str()).collect(),
+                        None => return None, // a scan that does not say what it reads
+                        Some(_) => return None,
+                    };
+                    for p in projections {
+                        let i = schema.fields().iter().position(|f| {
+                            p == f.name()
+                                || p.strip_prefix(f.name().as_str())
+                                    .is_some_and(|r| r.starts_with('.'))
+                        })?;
+                        keep.insert(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if scans == 0 || keep.len() == schema.fields().len() {
+            return None;
+        }
+        if keep.is_empty() {
+            keep.insert(0); // e.g. count(*): one column keeps the row count
+        }
+        Some(keep.into_iter().collect())
     }
 
     fn decode_one(&self, p: &[u8]) -> Result<serde_json::Value, String> {
