@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
-# each stage:  setup · fmt · clippy · buf lint · buf breaking · cargo test · bench smoke.
+# each stage:  setup · fmt · clippy · buf lint · buf breaking · cargo test · bench smoke (bus, flow).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -39,7 +39,11 @@ stage clippy       cargo clippy --workspace --all-targets -- -D warnings
 stage buf-lint     "${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/buf" lint proto
 stage buf-breaking buf_breaking
 stage cargo-test   cargo test --workspace --no-fail-fast
-stage bench-smoke  cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke"
+bench_smoke() {
+  cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
+    cargo run --quiet -p lt -- bench flow --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke"
+}
+stage bench-smoke  bench_smoke
 
 printf '\n==> stage durations\n'
 for s in "${STAGES[@]}"; do echo "  $s"; done

@@ -40,7 +40,7 @@ pub enum BenchError {
 }
 
 /// Host facts recorded with every result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Host {
     /// Logical cores.
     pub cores: usize,
@@ -63,7 +63,7 @@ impl Host {
 }
 
 /// One benchmark record (DESIGN.md "Benchmark output").
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BenchRecord {
     /// Benchmark name.
     pub bench: String,
@@ -400,6 +400,21 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// Current resident memory split into anonymous (heap) and file-backed (mapped libraries and
+/// extensions) parts, as `anon N MB + file N MB`.
+pub fn rss_breakdown() -> String {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    };
+    format!("anon {:.0} MB + file {:.0} MB", get("RssAnon:"), get("RssFile:"))
+}
+
 /// Peak resident set size of this process in MB (`VmHWM`), if known.
 pub fn peak_rss_mb() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -439,11 +454,22 @@ impl FlowBenchConfig {
     }
 }
 
-/// `lt bench flow`: (a) the engine alone over an in-memory fixture (InferredMemBatch on JSON,
-/// StructuredBatch on protobuf ChannelSamples) next to DuckDB's own `read_json` of the same JSON
-/// as a file; (b) JetStream → flow → DuckLake next to a bare async-nats consume+ack loop.
+/// `lt bench flow` in one process: (a) [`bench_flow_engine`], then (b) [`bench_flow_e2e`].
+/// (`lt` itself runs (b) in a child process so that each peak RSS is its own.)
 #[cfg(feature = "flow")]
 pub async fn bench_flow(
+    cfg: &FlowBenchConfig,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<BenchRecord>, BenchError> {
+    let mut out = bench_flow_engine(cfg, &mut progress).await?;
+    out.extend(bench_flow_e2e(cfg, &mut progress).await?);
+    Ok(out)
+}
+
+/// (a) The engine alone over an in-memory fixture (InferredMemBatch on JSON, StructuredBatch on
+/// protobuf ChannelSamples) next to DuckDB's own `read_json` of the same JSON as a file.
+#[cfg(feature = "flow")]
+pub async fn bench_flow_engine(
     cfg: &FlowBenchConfig,
     mut progress: impl FnMut(&str),
 ) -> Result<Vec<BenchRecord>, BenchError> {
@@ -586,16 +612,15 @@ pub async fn bench_flow(
         params: params.clone(),
         host: Host::now(),
     });
-    out.extend(bench_flow_e2e(cfg, &mut progress).await?);
     Ok(out)
 }
 
 /// (b) pre-loaded JetStream → flow (StructuredBatch protobuf → SQL → DuckLake, exactly once)
 /// next to a bare async-nats consume+ack loop over the same stored messages.
 #[cfg(feature = "flow")]
-async fn bench_flow_e2e(
+pub async fn bench_flow_e2e(
     cfg: &FlowBenchConfig,
-    progress: &mut impl FnMut(&str),
+    mut progress: impl FnMut(&str),
 ) -> Result<Vec<BenchRecord>, BenchError> {
     use prost::Message as _;
     use std::sync::atomic::Ordering;
@@ -702,6 +727,7 @@ pipeline:
     let stats = std::sync::Arc::new(crate::flow::runner::RunStats::default());
     let (tx, rx) = tokio::sync::watch::channel(false);
     reset_peak_rss();
+    let rss_at_start = peak_rss_mb().unwrap_or(0.0);
     let start = Instant::now();
     let mut task = tokio::spawn(crate::flow::runner::run_pipeline(file, stats.clone(), rx));
     let mut last_report = Instant::now();
@@ -726,6 +752,7 @@ pipeline:
     }
     let took = start.elapsed();
     let rss = peak_rss_mb().unwrap_or(0.0);
+    let breakdown = rss_breakdown();
     let _ = tx.send(true);
     crate::flow::runner::drain_within(&mut task, Duration::from_secs(30))
         .await
@@ -749,7 +776,7 @@ pipeline:
     }
     let ratio = ours / bare;
     progress(&format!(
-        "end-to-end: JetStream → flow → DuckLake {ours:>10.0} events/s | bare consume+ack {bare:>10.0} | ratio {ratio:.2} | peak RSS {rss:.0} MB | lake verified: {rows} rows, {distinct} distinct seqs"
+        "end-to-end: JetStream → flow → DuckLake {ours:>10.0} events/s | bare consume+ack {bare:>10.0} | ratio {ratio:.2} | peak RSS {rss:.0} MB (at start {rss_at_start:.0} MB; at the end {breakdown}) | lake verified: {rows} rows, {distinct} distinct seqs"
     ));
     let params = serde_json::json!({
         "events": n, "batch": cfg.batch, "fetch_batch": 1000, "payload": "envelope(battery.v1.ChannelSample)",

@@ -263,6 +263,11 @@ struct BenchFlowArgs {
     /// 100k events instead of 1M.
     #[arg(long)]
     quick: bool,
+    /// Run one part only: `engine` (handlers over an in-memory fixture) or `e2e` (JetStream →
+    /// flow → DuckLake). By default the engine runs here and the end-to-end part in a child
+    /// process, so that each peak RSS is measured on its own.
+    #[arg(long, value_parser = ["engine", "e2e"])]
+    only: Option<String>,
     /// Results directory.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -686,17 +691,53 @@ async fn cmd_flow(cmd: &FlowCmd) -> Result<(), String> {
 }
 
 async fn cmd_bench_flow(a: &BenchFlowArgs) -> Result<(), String> {
-    use langtian_core::bench::{FlowBenchConfig, bench_flow};
+    use langtian_core::bench::{BenchRecord, FlowBenchConfig, bench_flow_e2e, bench_flow_engine};
     let cfg = if a.quick {
         FlowBenchConfig::quick()
     } else {
         FlowBenchConfig::full()
     };
     println!("lt bench flow: {} events, {} per batch", cfg.events, cfg.batch);
-    let records = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(bench_flow(&cfg, |line| println!("  {line}")))
-    })
-    .map_err(|e| e.to_string())?;
+    let run_here = |part: &'static str| {
+        let cfg = cfg.clone();
+        tokio::task::block_in_place(move || {
+            tokio::runtime::Handle::current().block_on(async move {
+                let p = |line: &str| println!("  {line}");
+                match part {
+                    "engine" => bench_flow_engine(&cfg, p).await,
+                    _ => bench_flow_e2e(&cfg, p).await,
+                }
+            })
+        })
+        .map_err(|e| e.to_string())
+    };
+    let records: Vec<BenchRecord> = match a.only.as_deref() {
+        Some("engine") => run_here("engine")?,
+        Some(_) => run_here("e2e")?,
+        None => {
+            let mut records = run_here("engine")?;
+            // The end-to-end part in a fresh process: its peak RSS must not include the engine
+            // part's fixtures or whatever the allocator kept from them.
+            let dir = std::env::temp_dir().join(format!("lt-bench-flow-e2e-{}", std::process::id()));
+            let exe = std::env::current_exe().map_err(|e| format!("locating lt: {e}"))?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(["bench", "flow", "--only", "e2e", "--out"]).arg(&dir);
+            if a.quick {
+                cmd.arg("--quick");
+            }
+            let status = cmd.status().map_err(|e| format!("running the e2e part: {e}"))?;
+            if !status.success() {
+                return Err(format!("the end-to-end part failed ({status})"));
+            }
+            let text = std::fs::read_to_string(dir.join("flow.json"))
+                .map_err(|e| format!("reading the e2e results: {e}"))?;
+            let e2e: Vec<BenchRecord> =
+                serde_json::from_str(&text).map_err(|e| format!("parsing the e2e results: {e}"))?;
+            let _ = std::fs::remove_dir_all(&dir);
+            records.extend(e2e);
+            records
+        }
+    };
     print!("{}", summary(&records));
     let path = write_results(&a.out, "flow", &records).map_err(|e| e.to_string())?;
     println!("results: {}", path.display());

@@ -349,6 +349,12 @@ pub struct DuckLakeSink {
     /// Maintenance interval (flush inlined data, merge, expire, clean up); 0 = never.
     #[serde(default = "d_maintenance", with = "humantime_serde")]
     pub maintenance_interval: Duration,
+    /// DuckDB `memory_limit` of the lake connection (e.g. `256MB`; default: DuckDB's, 80 % of RAM).
+    #[serde(default)]
+    pub memory_limit: Option<String>,
+    /// DuckDB `threads` of the lake connection (default: one per core).
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 fn d_maintenance() -> Duration {

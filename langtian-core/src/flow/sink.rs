@@ -127,7 +127,9 @@ impl Sink {
                 } else {
                     DataPath::Local(PathBuf::from(&d.data_path))
                 };
-                let cfg = LakeConfig::new(parse_catalog(&d.catalog), data_path);
+                let mut cfg = LakeConfig::new(parse_catalog(&d.catalog), data_path);
+                cfg.memory_limit = d.memory_limit.clone();
+                cfg.threads = d.threads;
                 let lake = tokio::task::block_in_place(|| Lake::open(cfg))?;
                 Ok(Sink::Lake {
                     lake: Box::new(lake),
