@@ -454,6 +454,10 @@ impl FlowBenchConfig {
     }
 }
 
+/// Passes over the fixture per engine case; the median is reported.
+#[cfg(feature = "flow")]
+const ENGINE_PASSES: usize = 3;
+
 /// `lt bench flow` in one process: (a) [`bench_flow_engine`], then (b) [`bench_flow_e2e`].
 /// (`lt` itself runs (b) in a child process so that each peak RSS is its own.)
 #[cfg(feature = "flow")]
@@ -482,7 +486,7 @@ pub async fn bench_flow_engine(
         .prefix("lt-bench-flow-")
         .tempdir()
         .map_err(|e| err(e.to_string()))?;
-    let params = serde_json::json!({"events": cfg.events, "batch": cfg.batch});
+    let params = serde_json::json!({"events": cfg.events, "batch": cfg.batch, "passes": ENGINE_PASSES, "statistic": "median"});
     let mut out = Vec::new();
 
     // (a) engine only, JSON + InferredMemBatch.
@@ -514,12 +518,17 @@ pub async fn bench_flow_engine(
         message_type: None,
     };
     let mut h = BatchHandler::new(&h_cfg, &[]).map_err(|e| err(e.to_string()))?;
-    let start = Instant::now();
-    let mut rows = 0usize;
-    for chunk in json.chunks(cfg.batch) {
-        rows += h.invoke(chunk).map_err(|e| err(e.to_string()))?.output_rows();
+    // Three passes, median (this VM's speed varies by ±30 % from one second to the next).
+    let mut passes = Vec::new();
+    for _ in 0..ENGINE_PASSES {
+        let start = Instant::now();
+        let mut rows = 0usize;
+        for chunk in json.chunks(cfg.batch) {
+            rows += h.invoke(chunk).map_err(|e| err(e.to_string()))?.output_rows();
+        }
+        passes.push(rows as f64 / start.elapsed().as_secs_f64());
     }
-    let inferred = rows as f64 / start.elapsed().as_secs_f64();
+    let inferred = median(passes);
     // Baseline: DuckDB reading the same JSON itself.
     let start = Instant::now();
     let base_rows: i64 = h
@@ -574,12 +583,16 @@ pub async fn bench_flow_engine(
     let mut h = BatchHandler::new(&s_cfg, &[]).map_err(|e| err(e.to_string()))?;
     let fixture_mb = pb.iter().map(|m| m.len() + 24).sum::<usize>() as f64 / 1e6;
     reset_peak_rss();
-    let start = Instant::now();
-    let mut rows = 0usize;
-    for chunk in pb.chunks(cfg.batch) {
-        rows += h.invoke(chunk).map_err(|e| err(e.to_string()))?.output_rows();
+    let mut passes = Vec::new();
+    for _ in 0..ENGINE_PASSES {
+        let start = Instant::now();
+        let mut rows = 0usize;
+        for chunk in pb.chunks(cfg.batch) {
+            rows += h.invoke(chunk).map_err(|e| err(e.to_string()))?.output_rows();
+        }
+        passes.push(rows as f64 / start.elapsed().as_secs_f64());
     }
-    let structured = rows as f64 / start.elapsed().as_secs_f64();
+    let structured = median(passes);
     let rss = peak_rss_mb().unwrap_or(0.0);
     progress(&format!(
         "engine StructuredBatch (protobuf) {structured:>10.0} rows/s | peak RSS {rss:.0} MB (incl. the {fixture_mb:.0} MB in-memory fixture)"

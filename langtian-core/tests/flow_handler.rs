@@ -307,3 +307,30 @@ fn narrowed_relation_gives_the_same_results() {
         );
     }
 }
+
+/// Protobuf payloads: after the first batch only the fields the SQL reads are decoded; results
+/// stay right, and SQL that breaks on a narrowed relation falls back to all fields.
+#[test]
+fn structured_protobuf_decodes_only_what_the_sql_reads() {
+    let mut sim = langtian_core::sim::BatterySim::new(2, 4, 11);
+    for sql in [
+        "SELECT device_id, voltage FROM batch WHERE current > -1e9 ORDER BY device_id, channel",
+        "SELECT * EXCLUDE (energy, capacity) FROM batch ORDER BY device_id, channel",
+    ] {
+        let mut cfg = handler("handlers.StructuredBatch", sql);
+        cfg.message_type = Some("langtian.battery.v1.ChannelSample".into());
+        let mut h = BatchHandler::new(&cfg, &[]).unwrap();
+        for round in 0..3 {
+            let samples = sim.step(1_000_000_000);
+            let payloads: Vec<Vec<u8>> = samples.iter().map(|s| s.encode_to_vec()).collect();
+            let inv = h.invoke(&payloads).unwrap();
+            assert_eq!(inv.output_rows(), samples.len(), "{sql} round {round}");
+            let v = col::<Float64Array>(&inv, "voltage");
+            let mut expect: Vec<&ChannelSample> = samples.iter().collect();
+            expect.sort_by(|a, b| (&a.device_id, a.channel).cmp(&(&b.device_id, b.channel)));
+            for (i, s) in expect.iter().enumerate() {
+                assert_eq!(v.value(i), s.voltage, "{sql} round {round} row {i}");
+            }
+        }
+    }
+}

@@ -101,6 +101,12 @@ pub struct BatchHandler {
     loaded_schema: Option<SchemaRef>,
     /// Per decoded schema: the indices of the columns the SQL reads (`None`: all).
     pushdown: std::collections::HashMap<SchemaRef, Option<Vec<usize>>>,
+    /// Flat protobuf: which fields of the message to decode (`None`: all).
+    proto_mask: Option<Vec<bool>>,
+    /// Whether the last invocation ran on a narrowed relation.
+    narrowed_last: bool,
+    /// Set after a narrowed run failed: always load everything.
+    narrowing_off: bool,
 }
 
 impl std::fmt::Debug for BatchHandler {
@@ -186,6 +192,9 @@ impl BatchHandler {
             meta_use,
             loaded_schema: None,
             pushdown: Default::default(),
+            proto_mask: None,
+            narrowed_last: false,
+            narrowing_off: false,
             statements,
             declared: if structured {
                 cfg.schema.clone()
@@ -208,19 +217,46 @@ impl BatchHandler {
 
     /// Like [`BatchHandler::invoke`], adding `meta[i]` to row `i` as the struct column `nats`
     /// (see [`super::meta`]) when given.
+    ///
+    /// Only the columns the SQL reads are decoded (flat protobuf) and loaded (learnt from
+    /// DuckDB's plan, see [`BatchHandler::columns_read`]). If the SQL ever fails on a narrowed
+    /// relation, the batch runs again on everything and this handler stops narrowing: the plan
+    /// reading can cost speed, never a result.
     pub fn invoke_with_meta<P: AsRef<[u8]>>(
         &mut self,
         payloads: &[P],
         meta: Option<&[&super::meta::SourceMeta]>,
     ) -> Result<Invocation, HandlerError> {
+        let narrow = !self.narrowing_off;
+        match self.invoke_once(payloads, meta, narrow) {
+            Err(HandlerError::Sql { source, .. }) if narrow && self.narrowed_last => {
+                tracing::warn!(error = %source, "SQL failed on the narrowed relation; running it on all columns from now on");
+                self.narrowing_off = true;
+                self.pushdown.clear();
+                self.proto_mask = None;
+                self.invoke_once(payloads, meta, false)
+            }
+            r => r,
+        }
+    }
+
+    fn invoke_once<P: AsRef<[u8]>>(
+        &mut self,
+        payloads: &[P],
+        meta: Option<&[&super::meta::SourceMeta]>,
+        narrow: bool,
+    ) -> Result<Invocation, HandlerError> {
         let rel_err = |reason: String| HandlerError::Relation {
             relation: self.relation.clone(),
             reason,
         };
+        self.narrowed_last = false;
         let (decoded, rejected) = match &self.decode {
             // Flat protobuf messages go straight into Arrow columns.
             Decode::Proto(d) if super::proto_arrow::is_flat(d) => {
-                super::proto_arrow::decode_flat(d, payloads).map_err(rel_err)?
+                let mask = if narrow { self.proto_mask.as_deref() } else { None };
+                self.narrowed_last |= mask.is_some();
+                super::proto_arrow::decode_flat(d, payloads, mask).map_err(rel_err)?
             }
             _ => {
                 let mut rejected = Vec::new();
@@ -241,22 +277,29 @@ impl BatchHandler {
             (b, _) => b,
         };
         let input_rows = inferred.as_ref().map(RecordBatch::num_rows).unwrap_or(0);
-        // Load only the columns the SQL reads (learnt from DuckDB's plan for this schema). If
-        // the SQL fails on the narrowed relation, it runs again on the full one and the schema
-        // is never narrowed again: the plan reading can cost speed, never a result.
-        let full_schema = inferred.as_ref().map(RecordBatch::schema);
-        let mut narrowed = None;
         let relation = match inferred {
-            Some(b) if self.declared.is_empty() => Some(match self.pushdown.get(&b.schema()) {
+            Some(b) if narrow && self.declared.is_empty() => Some(match self.pushdown.get(&b.schema()) {
                 Some(Some(keep)) => {
-                    let n = b.project(keep).map_err(|e| rel_err(e.to_string()))?;
-                    narrowed = Some(b);
-                    n
+                    self.narrowed_last = true;
+                    b.project(keep).map_err(|e| rel_err(e.to_string()))?
                 }
                 Some(None) => b,
                 None => {
                     self.load(Some(&b))?;
                     let keep = self.columns_read(&b.schema());
+                    if let (Decode::Proto(d), Some(k)) = (&self.decode, &keep)
+                        && self.proto_mask.is_none()
+                    {
+                        // Later batches decode only these fields of the message.
+                        let n = d.fields().len();
+                        let mut mask = vec![false; n];
+                        for i in k.iter().filter(|i| **i < n) {
+                            mask[*i] = true;
+                        }
+                        if mask.iter().any(|m| !m) && mask.iter().any(|m| *m) {
+                            self.proto_mask = Some(mask);
+                        }
+                    }
                     self.pushdown.insert(b.schema(), keep);
                     b
                 }
@@ -264,18 +307,7 @@ impl BatchHandler {
             other => other,
         };
         self.load(relation.as_ref())?;
-        let batches = match (self.run_sql(input_rows), narrowed) {
-            (Ok(b), _) => b,
-            (Err(e), None) => return Err(e),
-            (Err(e), Some(full)) => {
-                tracing::warn!(error = %e, "SQL failed on the narrowed relation; running it on all columns");
-                if let Some(s) = full_schema {
-                    self.pushdown.insert(s, None);
-                }
-                self.load(Some(&full))?;
-                self.run_sql(input_rows)?
-            }
-        };
+        let batches = self.run_sql(input_rows)?;
         Ok(Invocation {
             batches: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
             rejected,

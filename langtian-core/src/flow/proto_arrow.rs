@@ -329,8 +329,23 @@ impl Col {
 /// Decodes `payloads` into one RecordBatch; undecodable payloads are returned as `(index, why)`.
 /// Binary payloads are read straight off the wire into the column builders; payloads in the
 /// protobuf JSON form go through `prost-reflect`.
-pub(crate) fn decode_flat<P: AsRef<[u8]>>(d: &MessageDescriptor, payloads: &[P]) -> Result<Decoded, String> {
-    let fields: Vec<FieldDescriptor> = d.fields().collect();
+///
+/// `mask[i]` (when given) selects which fields of the descriptor become columns; the others are
+/// skipped on the wire like unknown fields.
+pub(crate) fn decode_flat<P: AsRef<[u8]>>(
+    d: &MessageDescriptor,
+    payloads: &[P],
+    mask: Option<&[bool]>,
+) -> Result<Decoded, String> {
+    let all: Vec<FieldDescriptor> = d.fields().collect();
+    let wanted = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(true));
+    // Selected fields keep their descriptor index for the wire lookup.
+    let fields: Vec<FieldDescriptor> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| wanted(*i))
+        .map(|(_, f)| f.clone())
+        .collect();
     let mut cols: Vec<Col> = fields
         .iter()
         .map(|f| Col::with_capacity(&f.kind(), payloads.len()))
@@ -426,7 +441,7 @@ mod tests {
         payloads.push(vec![0x0a, 0x05, b'a']); // string field cut short
         payloads.push(vec![0x31, 1, 2, 3, 4, 5, 6, 7, 8]); // field 6 (voltage, double) as fixed64: fine
         payloads.push(vec![0x30, 0x01]); // field 6 (double) as a varint: wrong wire type
-        let (batch, rejected) = decode_flat(&d, &payloads).unwrap();
+        let (batch, rejected) = decode_flat(&d, &payloads, None).unwrap();
         let batch = batch.unwrap();
         assert_eq!(batch.num_rows(), samples.len() + 1);
         let bad: Vec<usize> = rejected.iter().map(|(i, _)| *i).collect();
@@ -462,5 +477,34 @@ mod tests {
             volt.value(last),
             f64::from_bits(u64::from_le_bytes([1, 2, 3, 4, 5, 6, 7, 8]))
         );
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn a_mask_builds_only_the_selected_fields() {
+        let d = prost_reflect::DescriptorPool::decode(crate::proto::DESCRIPTOR_SET)
+            .unwrap()
+            .get_message_by_name("langtian.battery.v1.ChannelSample")
+            .unwrap();
+        let mut sim = crate::sim::BatterySim::new(1, 2, 1);
+        let payloads: Vec<Vec<u8>> = sim
+            .step(1_000_000_000)
+            .iter()
+            .map(|s| s.encode_to_vec())
+            .collect();
+        let mut mask = vec![false; d.fields().len()];
+        mask[0] = true; // device_id
+        mask[5] = true; // voltage
+        let (b, rejected) = decode_flat(&d, &payloads, Some(&mask)).unwrap();
+        let b = b.unwrap();
+        assert!(rejected.is_empty());
+        let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, vec!["device_id".to_owned(), "voltage".to_owned()]);
+        assert_eq!(b.num_rows(), payloads.len());
     }
 }
