@@ -196,19 +196,24 @@ pub async fn run_pipeline(
     let mut stop = shutdown.clone();
     let puller = tokio::spawn(async move {
         while !*stop.borrow() {
+            // Pull only when the processor has taken the previous batch: at most one batch
+            // waits while another is processed (bounded memory).
+            let Ok(permit) = batch_tx.reserve().await else {
+                break;
+            };
             let t0 = Instant::now();
             match source.pull(batch_size, IDLE_POLL, linger, &mut stop).await {
                 Ok(pulled) => {
                     let exhausted = pulled.exhausted;
-                    if !pulled.is_empty() && batch_tx.send(Ok((pulled, t0.elapsed()))).await.is_err() {
-                        break;
+                    if !pulled.is_empty() {
+                        permit.send(Ok((pulled, t0.elapsed())));
                     }
                     if exhausted {
                         break;
                     }
                 }
                 Err(e) => {
-                    let _ = batch_tx.send(Err(e)).await;
+                    permit.send(Err(e));
                     break;
                 }
             }
