@@ -193,6 +193,8 @@ pub async fn run_pipeline(
     let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Result<(Pulled, Duration), SourceError>>(1);
     let (batch_size, linger) = (p.batch_size, p.flush_interval());
     let source_bus = source.bus().cloned();
+    let keep_headers = super::meta::MetaUse::of_sql(&p.handler.sql) == super::meta::MetaUse::Full
+        || p.on_error.policy == Policy::DLQ;
     let mut stop = shutdown.clone();
     let puller = tokio::spawn(async move {
         while !*stop.borrow() {
@@ -203,7 +205,11 @@ pub async fn run_pipeline(
             };
             let t0 = Instant::now();
             match source.pull(batch_size, IDLE_POLL, linger, &mut stop).await {
-                Ok(pulled) => {
+                Ok(mut pulled) => {
+                    if !keep_headers {
+                        // Neither the SQL nor a dead letter can use them: free them now.
+                        pulled.messages.iter_mut().for_each(|m| m.meta.headers = None);
+                    }
                     let exhausted = pulled.exhausted;
                     if !pulled.is_empty() {
                         permit.send(Ok((pulled, t0.elapsed())));
