@@ -115,6 +115,20 @@ fn start(
     (stats, tx, h)
 }
 
+/// Runs `p` until `seq` is committed (panics after `within`), then stops it and waits for the
+/// drain.
+async fn run_until_committed(p: PipelineFile, seq: u64, within: Duration) -> Arc<RunStats> {
+    let (stats, tx, mut h) = start(p);
+    common::wait_until(within, &format!("sequence {seq} committed"), || {
+        let s = stats.clone();
+        async move { s.committed_seq.load(Ordering::Relaxed) >= seq }
+    })
+    .await;
+    tx.send(true).unwrap();
+    drain_within(&mut h, Duration::from_secs(10)).await.unwrap();
+    stats
+}
+
 /// pipeline.batch.timeout: a partial batch runs when flush_interval_seconds have passed since
 /// its first message, as ONE batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,14 +267,7 @@ async fn nats_sink_publishes_rows_and_the_nats_column_has_headers() {
     let sql = "SELECT k, nats.subject AS subject, nats.stream_seq AS seq, nats.deliveries AS deliveries, nats.headers['X-Trace'] AS trace, epoch_ms(nats.timestamp) > 0 AS has_ts FROM batch";
     let p = pipeline(&srv.url(), 50, 0.2, sink, sql);
     publish_raw(&bus, 20, true).await;
-    let (stats, tx, mut h) = start(p);
-    common::wait_until(Duration::from_secs(20), "20 committed", || {
-        let s = stats.clone();
-        async move { s.committed_seq.load(Ordering::Relaxed) >= 20 }
-    })
-    .await;
-    tx.send(true).unwrap();
-    drain_within(&mut h, Duration::from_secs(10)).await.unwrap();
+    run_until_committed(p, 20, Duration::from_secs(20)).await;
     assert_eq!(common::stream_len(&bus, "OUT").await, 20);
     langtian_core::bus::ensure_consumer(&bus, &ConsumerSpec::new("OUT", "check"))
         .await
@@ -305,14 +312,7 @@ async fn parquet_sink_local_and_s3() {
         out.path().display()
     );
     let p = pipeline(&srv.url(), 40, 0.2, &sink, "SELECT k, v FROM batch");
-    let (stats, tx, mut h) = start(p);
-    common::wait_until(Duration::from_secs(20), "100 committed", || {
-        let s = stats.clone();
-        async move { s.committed_seq.load(Ordering::Relaxed) >= 100 }
-    })
-    .await;
-    tx.send(true).unwrap();
-    drain_within(&mut h, Duration::from_secs(10)).await.unwrap();
+    run_until_committed(p, 100, Duration::from_secs(20)).await;
     let mut names: Vec<String> = std::fs::read_dir(out.path().join("pq"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -351,14 +351,7 @@ async fn parquet_sink_local_and_s3() {
     );
     let mut p = pipeline(&srv.url(), 40, 0.2, &sink, "SELECT k, v FROM batch");
     p.pipeline.source.nats.as_mut().unwrap().consumer = "p1s3".into();
-    let (stats, tx, mut h) = start(p);
-    common::wait_until(Duration::from_secs(30), "100 committed to S3", || {
-        let s = stats.clone();
-        async move { s.committed_seq.load(Ordering::Relaxed) >= 100 }
-    })
-    .await;
-    tx.send(true).unwrap();
-    drain_within(&mut h, Duration::from_secs(10)).await.unwrap();
+    let stats = run_until_committed(p, 100, Duration::from_secs(30)).await;
     let files: Vec<_> = std::fs::read_dir(s3.root().join("pqbucket/out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -437,14 +430,7 @@ async fn metrics_use_sqlflow_names() {
     let mut p = pipeline(&srv.url(), 100, 0.2, "    type: noop\n", "SELECT k FROM batch");
     p.pipeline.name = Some("metered".into());
     p.pipeline.on_error.policy = langtian_core::flow::config::Policy::IGNORE;
-    let (stats, tx, mut h) = start(p);
-    common::wait_until(Duration::from_secs(20), "31 committed", || {
-        let s = stats.clone();
-        async move { s.committed_seq.load(Ordering::Relaxed) >= 31 }
-    })
-    .await;
-    tx.send(true).unwrap();
-    drain_within(&mut h, Duration::from_secs(10)).await.unwrap();
+    run_until_committed(p, 31, Duration::from_secs(20)).await;
     let (code, body) = langtian_core::natsd::http_get(port, "/metrics").await.unwrap();
     assert_eq!(code, 200);
     let has = |needle: &str| body.lines().any(|l| l.starts_with(needle));
