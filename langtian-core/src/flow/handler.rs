@@ -107,6 +107,10 @@ pub struct BatchHandler {
     narrowed_last: bool,
     /// Set after a narrowed run failed: always load everything.
     narrowing_off: bool,
+    /// The slot `lt_batch` reads the current batch from.
+    slot: super::batch_scan::Slot,
+    /// When the relation is a view over `lt_batch`: the schema it was made for.
+    view_of: Option<SchemaRef>,
 }
 
 impl std::fmt::Debug for BatchHandler {
@@ -142,6 +146,8 @@ impl BatchHandler {
                     source,
                 })?;
         }
+        conn.register_table_function::<super::batch_scan::BatchScan>(super::batch_scan::FUNCTION)
+            .map_err(|e| HandlerError::Config(format!("registering {}: {e}", super::batch_scan::FUNCTION)))?;
         let structured = match cfg.kind.as_str() {
             "handlers.InferredMemBatch" => false,
             "handlers.StructuredBatch" => true,
@@ -195,6 +201,8 @@ impl BatchHandler {
             proto_mask: None,
             narrowed_last: false,
             narrowing_off: false,
+            slot: super::batch_scan::Slot::new(),
+            view_of: None,
             statements,
             declared: if structured {
                 cfg.schema.clone()
@@ -277,6 +285,7 @@ impl BatchHandler {
             (b, _) => b,
         };
         let input_rows = inferred.as_ref().map(RecordBatch::num_rows).unwrap_or(0);
+        let mut planning = false;
         let relation = match inferred {
             Some(b) if narrow && self.declared.is_empty() => Some(match self.pushdown.get(&b.schema()) {
                 Some(Some(keep)) => {
@@ -285,6 +294,7 @@ impl BatchHandler {
                 }
                 Some(None) => b,
                 None => {
+                    planning = true;
                     self.load(Some(&b))?;
                     let keep = self.columns_read(&b.schema());
                     if let (Decode::Proto(d), Some(k)) = (&self.decode, &keep)
@@ -306,8 +316,14 @@ impl BatchHandler {
             }),
             other => other,
         };
-        self.load(relation.as_ref())?;
-        let batches = self.run_sql(input_rows)?;
+        match &relation {
+            // The plan is read from a real table; afterwards DuckDB scans the Arrow batch in place.
+            Some(b) if self.declared.is_empty() && !planning => self.load_view(b)?,
+            _ => self.load(relation.as_ref())?,
+        }
+        let batches = self.run_sql(input_rows);
+        self.slot.clear();
+        let batches = batches?;
         Ok(Invocation {
             batches: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
             rejected,
@@ -464,7 +480,50 @@ impl BatchHandler {
     }
 
     /// (Re)creates the relation and appends the decoded rows.
+    /// Makes the relation a view over `lt_batch` showing `b` (no copy of the rows).
+    fn load_view(&mut self, b: &RecordBatch) -> Result<(), HandlerError> {
+        self.slot.put(b.clone());
+        if self.view_of.as_ref() == Some(&b.schema()) {
+            return Ok(());
+        }
+        let rel = self.relation.clone();
+        let sql_err = |e: duckdb::Error| HandlerError::Relation {
+            relation: rel.clone(),
+            reason: e.to_string(),
+        };
+        if self.view_of.take().is_some() {
+            self.conn
+                .execute_batch(&format!("DROP VIEW IF EXISTS \"{rel}\""))
+                .map_err(sql_err)?;
+        } else {
+            self.conn
+                .execute_batch(&format!(
+                    "DROP TABLE IF EXISTS \"{rel}\"; DROP TABLE IF EXISTS \"{rel}__raw\";"
+                ))
+                .map_err(sql_err)?;
+        }
+        self.loaded_schema = None;
+        self.conn
+            .execute_batch(&format!(
+                "CREATE VIEW \"{rel}\" AS SELECT * FROM {}({}::UBIGINT)",
+                super::batch_scan::FUNCTION,
+                self.slot.id()
+            ))
+            .map_err(sql_err)?;
+        self.view_of = Some(b.schema());
+        Ok(())
+    }
+
     fn load(&mut self, batch: Option<&RecordBatch>) -> Result<(), HandlerError> {
+        if self.view_of.take().is_some() {
+            let rel = &self.relation;
+            self.conn
+                .execute_batch(&format!("DROP VIEW IF EXISTS \"{rel}\""))
+                .map_err(|e| HandlerError::Relation {
+                    relation: rel.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
         // Same columns as the previous batch: empty the relation and append (much cheaper than
         // dropping and creating it for every batch).
         if self.declared.is_empty()

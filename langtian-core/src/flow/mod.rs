@@ -7,6 +7,7 @@
 //! - [`sink`]: ducklake (exactly once), parquet, nats, console, noop.
 //! - [`runner`]: the loop (ordering, error policies, drain); [`metrics`]: Prometheus names.
 
+mod batch_scan;
 pub mod config;
 pub mod handler;
 pub mod meta;
