@@ -458,6 +458,29 @@ impl FlowBenchConfig {
 #[cfg(feature = "flow")]
 const ENGINE_PASSES: usize = 3;
 
+/// Rows per second of `h` over `msgs` in batches of `batch`: the median of [`ENGINE_PASSES`]
+/// passes (this VM's speed varies by ±30 % from one second to the next).
+#[cfg(feature = "flow")]
+fn engine_rows_per_sec(
+    h: &mut crate::flow::handler::BatchHandler,
+    msgs: &[Vec<u8>],
+    batch: usize,
+) -> Result<f64, BenchError> {
+    let mut passes = Vec::new();
+    for _ in 0..ENGINE_PASSES {
+        let start = Instant::now();
+        let mut rows = 0usize;
+        for chunk in msgs.chunks(batch) {
+            rows += h
+                .invoke(chunk)
+                .map_err(|e| BenchError::Baseline(e.to_string()))?
+                .output_rows();
+        }
+        passes.push(rows as f64 / start.elapsed().as_secs_f64());
+    }
+    Ok(median(passes))
+}
+
 /// `lt bench flow` in one process: (a) [`bench_flow_engine`], then (b) [`bench_flow_e2e`].
 /// (`lt` itself runs (b) in a child process so that each peak RSS is its own.)
 #[cfg(feature = "flow")]
@@ -518,17 +541,7 @@ pub async fn bench_flow_engine(
         message_type: None,
     };
     let mut h = BatchHandler::new(&h_cfg, &[]).map_err(|e| err(e.to_string()))?;
-    // Three passes, median (this VM's speed varies by ±30 % from one second to the next).
-    let mut passes = Vec::new();
-    for _ in 0..ENGINE_PASSES {
-        let start = Instant::now();
-        let mut rows = 0usize;
-        for chunk in json.chunks(cfg.batch) {
-            rows += h.invoke(chunk).map_err(|e| err(e.to_string()))?.output_rows();
-        }
-        passes.push(rows as f64 / start.elapsed().as_secs_f64());
-    }
-    let inferred = median(passes);
+    let inferred = engine_rows_per_sec(&mut h, &json, cfg.batch)?;
     // Baseline: DuckDB reading the same JSON itself.
     let start = Instant::now();
     let base_rows: i64 = h
@@ -583,16 +596,7 @@ pub async fn bench_flow_engine(
     let mut h = BatchHandler::new(&s_cfg, &[]).map_err(|e| err(e.to_string()))?;
     let fixture_mb = pb.iter().map(|m| m.len() + 24).sum::<usize>() as f64 / 1e6;
     reset_peak_rss();
-    let mut passes = Vec::new();
-    for _ in 0..ENGINE_PASSES {
-        let start = Instant::now();
-        let mut rows = 0usize;
-        for chunk in pb.chunks(cfg.batch) {
-            rows += h.invoke(chunk).map_err(|e| err(e.to_string()))?.output_rows();
-        }
-        passes.push(rows as f64 / start.elapsed().as_secs_f64());
-    }
-    let structured = median(passes);
+    let structured = engine_rows_per_sec(&mut h, &pb, cfg.batch)?;
     let rss = peak_rss_mb().unwrap_or(0.0);
     progress(&format!(
         "engine StructuredBatch (protobuf) {structured:>10.0} rows/s | peak RSS {rss:.0} MB (incl. the {fixture_mb:.0} MB in-memory fixture)"
