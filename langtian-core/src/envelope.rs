@@ -44,7 +44,7 @@ pub const HEADER_SOURCE: &str = "Lt-Source";
 pub const HEADER_PARTITION_KEY: &str = "Lt-Partition-Key";
 
 /// What is wrong with an envelope.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     /// A required field is empty.
     #[error("envelope field `{0}` is required but empty")]

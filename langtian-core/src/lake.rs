@@ -24,7 +24,9 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -275,6 +277,39 @@ pub struct Lake {
     /// Column names of tables this handle created or wrote (saves two catalog queries per batch;
     /// dropped on any write error so an outside schema change is picked up).
     columns: std::collections::HashMap<String, Vec<String>>,
+    /// Keeps the process-wide DuckDB instance of a DuckDB-file catalog alive (dropped after `conn`).
+    _shared: Option<Arc<SharedDb>>,
+}
+
+/// One DuckDB instance per DuckDB-file catalog in this process: a second `Lake::open` of the
+/// same catalog gets a new connection to the same instance (MVCC between them) instead of a
+/// second instance on the same file, which DuckDB's per-process file lock would not stop and
+/// which would read stale or torn state.
+struct SharedDb {
+    root: Mutex<Connection>,
+    alias: String,
+}
+
+type Registry = Mutex<HashMap<PathBuf, Weak<SharedDb>>>;
+
+fn open_instances() -> &'static Registry {
+    static OPEN: OnceLock<Registry> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+/// The registry key of a catalog file: its absolute path (the file may not exist yet).
+fn instance_key(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    match (abs.parent().and_then(|d| d.canonicalize().ok()), abs.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => abs,
+    }
 }
 
 impl std::fmt::Debug for Lake {
@@ -372,8 +407,66 @@ pub fn columns_sql(schema: &Schema) -> Result<String, String> {
 impl Lake {
     /// Opens DuckDB in memory, loads the extensions by path, attaches the lake (creating it if
     /// absent) and makes sure `ingest_offsets` exists.
+    ///
+    /// A DuckDB-file catalog that is already open in this process is not opened twice: the new
+    /// handle is another connection to the same DuckDB instance (so a query service and a
+    /// writer in one process see each other's commits).
     pub fn open(cfg: LakeConfig) -> Result<Self, LakeError> {
         check_ident(&cfg.name)?;
+        let key = match &cfg.catalog {
+            Catalog::DuckDb(p) => {
+                if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| LakeError::Config(format!("creating {}: {e}", parent.display())))?;
+                }
+                Some(instance_key(p))
+            }
+            _ => None,
+        };
+        let Some(key) = key else {
+            return Self::open_instance(cfg);
+        };
+        // Held across the open so two threads cannot both create an instance for one file.
+        let mut open = open_instances()
+            .lock()
+            .map_err(|_| LakeError::Config("lake registry poisoned".into()))?;
+        open.retain(|_, w| w.strong_count() > 0);
+        if let Some(shared) = open.get(&key).and_then(Weak::upgrade) {
+            if shared.alias != cfg.name {
+                return Err(LakeError::Config(format!(
+                    "catalog {} is already attached in this process as `{}`, not `{}`",
+                    key.display(),
+                    shared.alias,
+                    cfg.name
+                )));
+            }
+            let conn = shared
+                .root
+                .lock()
+                .map_err(|_| LakeError::Config("lake registry poisoned".into()))?
+                .try_clone()
+                .map_err(db("connecting to the open lake"))?;
+            return Ok(Self {
+                conn,
+                cfg,
+                columns: Default::default(),
+                _shared: Some(shared),
+            });
+        }
+        let lake = Self::open_instance(cfg)?;
+        let root = lake.conn.try_clone().map_err(db("connecting to the lake"))?;
+        let shared = Arc::new(SharedDb {
+            root: Mutex::new(root),
+            alias: lake.cfg.name.clone(),
+        });
+        open.insert(key, Arc::downgrade(&shared));
+        Ok(Self {
+            _shared: Some(shared),
+            ..lake
+        })
+    }
+
+    fn open_instance(cfg: LakeConfig) -> Result<Self, LakeError> {
         let mut needed = vec!["ducklake"];
         match &cfg.catalog {
             Catalog::DuckDb(_) => {}
@@ -438,6 +531,7 @@ impl Lake {
             conn,
             cfg,
             columns: Default::default(),
+            _shared: None,
         };
         lake.ensure_offsets_table()?;
         Ok(lake)

@@ -5,10 +5,12 @@
 //! - [`envelope`]: the event envelope (validation, protobuf encode/decode, NATS headers).
 //! - [`bus`]: connecting to NATS, publishing with QoS 0/1/2, durable pull consumers with native
 //!   JetStream acks, dead letters from server advisories, declarative provisioning.
+//! - [`collector`]: UDP datagrams → envelopes → JetStream, with a bounded outage buffer.
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
 //! - [`lake`] (feature `lake`): DuckLake attach, exactly-once batch writes, maintenance.
 //! - [`flow`] (feature `flow`): the sql-flow-compatible stream processor.
 //! - [`obs`] (feature `obs`): Prometheus recorder, `/metrics` and `/healthz`.
+//! - [`query`] (feature `lake`): read-only SQL on the lake over NATS (`lt.query.v1`), Arrow IPC chunks.
 //! - [`natsd`]: locating and running a `nats-server` process (used by `lt up` and the test kit).
 //! - [`platform`]: `lt up`, the whole platform in one process.
 //! - [`sim`]: data generators.
@@ -18,6 +20,7 @@
 
 pub mod bench;
 pub mod bus;
+pub mod collector;
 pub mod discovery;
 pub mod envelope;
 #[cfg(feature = "flow")]
@@ -29,6 +32,8 @@ pub mod natsd;
 pub mod obs;
 pub mod platform;
 pub mod proto;
+#[cfg(feature = "lake")]
+pub mod query;
 mod serde_util;
 pub mod sim;
 #[cfg(feature = "testkit")]

@@ -1,28 +1,27 @@
 //! `lt up`: the whole platform in one process (apart from nats-server).
 //!
-//! Today it runs: an embedded nats-server (store under the data dir) unless a URL is given, the
+//! It runs: an embedded nats-server (store under the data dir) unless a URL is given, the
 //! default topology (streams, consumers, KV, dead-letter streams), node registration with
-//! heartbeats, the dead-letter forwarder, a battery demo producer (QoS 1 envelopes on
-//! `lt.evt.battery.sample.<device>`) and a tail consumer that decodes and acks what arrives.
-//! Later services (collector, flow into DuckLake, aggregator, gateway) join here.
+//! heartbeats, the dead-letter forwarder, the UDP collector, the battery simulator sending
+//! datagrams to it, the default flow (battery samples → DuckLake under `<data_dir>/lake`,
+//! exactly once), the query service on `lt.query.v1` (so `lt query` reads the lake this
+//! process writes) and `/metrics` + `/healthz`. Ctrl-C stops the simulator, lets the collector
+//! publish its backlog, lets the flow commit its last batch, then stops the rest.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
 use tokio::sync::watch;
 
-use crate::bus::{
-    Bus, BusError, BusOptions, Consumer, ConsumerSpec, DeadLetterForwarder, OutgoingMessage, Publisher,
-    PublisherConfig, Qos, Topology, ensure_consumer,
-};
+use crate::bus::{Bus, BusError, BusOptions, DeadLetterForwarder, Topology};
+use crate::collector::{Collector, CollectorConfig, CollectorError, CollectorStats};
 use crate::discovery::{DiscoveryConfig, DiscoveryError, NodeInfo, Registry};
-use crate::envelope::EnvelopeBuilder;
 use crate::natsd::{NatsServer, NatsServerConfig, NatsdError};
-use crate::sim::BatterySim;
+use crate::sim::udp::{BatteryUdpConfig, send_battery_udp};
 
 /// Errors that stop `lt up`.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +35,15 @@ pub enum UpError {
     /// Discovery failed.
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
-    /// The data dir cannot be used.
-    #[error("data dir {path}: {reason}")]
-    DataDir {
-        /// Path.
-        path: String,
-        /// Why.
+    /// The collector could not start.
+    #[error(transparent)]
+    Collector(#[from] CollectorError),
+    /// The data dir, the flow or the ops endpoint cannot be set up.
+    #[error("{what}: {reason}")]
+    Setup {
+        /// What was being set up.
+        what: String,
+        /// Why it failed.
         reason: String,
     },
 }
@@ -49,7 +51,7 @@ pub enum UpError {
 /// Settings of `lt up`.
 #[derive(Debug, Clone)]
 pub struct UpConfig {
-    /// Where the embedded server keeps its store (and later the lake).
+    /// Where the embedded server keeps its store and the flow its lake (`<data_dir>/lake`).
     pub data_dir: PathBuf,
     /// Use this NATS (URLs, auth, TLS) instead of starting one.
     pub connect: Option<BusOptions>,
@@ -59,16 +61,22 @@ pub struct UpConfig {
     pub nats_http_port: u16,
     /// Topology file (default: the built-in one).
     pub topology: Option<PathBuf>,
-    /// Run the battery demo producer.
+    /// UDP address of the collector.
+    pub udp_listen: SocketAddr,
+    /// Run the battery simulator (sending UDP to the collector).
     pub sim: bool,
-    /// Demo events per second.
+    /// Simulated samples per second.
     pub rate: u64,
-    /// Demo devices × channels.
+    /// Simulated cyclers.
     pub devices: usize,
-    /// Channels per device.
+    /// Channels per cycler.
     pub channels: u32,
     /// Run the default flow (battery samples → DuckLake under `<data_dir>/lake`).
     pub flow: bool,
+    /// Serve `lt.query.v1` on the lake (needs the flow's lake).
+    pub query: bool,
+    /// Where to serve `/metrics` and `/healthz` (`None`: not served).
+    pub ops_addr: Option<SocketAddr>,
 }
 
 impl Default for UpConfig {
@@ -79,11 +87,14 @@ impl Default for UpConfig {
             nats_port: 14222,
             nats_http_port: 18222,
             topology: None,
+            udp_listen: SocketAddr::from(([127, 0, 0, 1], 14250)),
             sim: true,
             rate: 1000,
             devices: 4,
             channels: 16,
             flow: true,
+            query: true,
+            ops_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         }
     }
 }
@@ -93,38 +104,39 @@ impl Default for UpConfig {
 pub struct UpStatus {
     /// Seconds since start.
     pub uptime_s: f64,
-    /// Events published per second over the last interval.
+    /// Records the collector received per second over the last interval.
     pub events_in_per_s: f64,
-    /// Events published in total.
+    /// Datagrams the collector read.
+    pub datagrams: u64,
+    /// Envelopes the collector published (confirmed by the server).
     pub published: u64,
-    /// Events consumed and acked in total.
-    pub consumed: u64,
+    /// Envelopes waiting in the collector (buffer + in flight).
+    pub backlog: u64,
     /// Messages in `LT_EVENTS`.
     pub stream_messages: u64,
-    /// Messages not yet delivered to the tail consumer.
+    /// Rows the default flow committed to the lake since start.
+    pub lake_rows: u64,
+    /// Messages the flow's consumer still has to process.
     pub lag: u64,
     /// Dead letters in `LT_DLQ`.
     pub dead_letters: u64,
     /// Live nodes in discovery.
     pub nodes: usize,
-    /// Errors so far (publish failures, undecodable envelopes, flow errors).
+    /// Malformed records + buffer drops + kernel drops + flow errors.
     pub errors: u64,
-    /// Rows the default flow committed to the lake.
-    pub lake_rows: u64,
 }
 
 impl UpStatus {
     /// One terminal line.
     pub fn line(&self) -> String {
         format!(
-            "up {:>6.0}s | in {:>7.0} ev/s | published {:>9} | consumed {:>9} | stored {:>9} | lag {:>6} | lake rows {:>9} | dlq {:>4} | nodes {} | errors {}",
+            "up {:>5.0}s | in {:>7.0} ev/s | published {:>9} | backlog {:>6} | lake rows {:>9} | lag {:>6} | dlq {:>4} | nodes {} | errors {}",
             self.uptime_s,
             self.events_in_per_s,
             self.published,
-            self.consumed,
-            self.stream_messages,
-            self.lag,
+            self.backlog,
             self.lake_rows,
+            self.lag,
             self.dead_letters,
             self.nodes,
             self.errors
@@ -139,16 +151,16 @@ pub struct UpSummary {
     pub status: UpStatus,
     /// The NATS URL it used.
     pub nats_url: String,
+    /// The collector's UDP address.
+    pub udp: SocketAddr,
 }
 
 #[derive(Debug, Default)]
-struct Counters {
-    published: AtomicU64,
-    consumed: AtomicU64,
+struct FlowCounters {
+    rows: AtomicU64,
+    lag: AtomicU64,
     errors: AtomicU64,
 }
-
-const TAIL: &str = "lt-up-tail";
 
 /// Runs the platform until `shutdown` resolves. `on_line` receives start-up messages,
 /// `on_status` a status snapshot every second.
@@ -159,8 +171,8 @@ pub async fn run_up(
     mut on_status: impl FnMut(&UpStatus),
 ) -> Result<UpSummary, UpError> {
     let started = Instant::now();
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| UpError::DataDir {
-        path: cfg.data_dir.display().to_string(),
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| UpError::Setup {
+        what: format!("data dir {}", cfg.data_dir.display()),
         reason: e.to_string(),
     })?;
     let mut server = None;
@@ -193,36 +205,49 @@ pub async fn run_up(
     for line in topology.apply(&bus).await? {
         on_line(&format!("provisioned: {line}"));
     }
-    let mut tail = ConsumerSpec::new("LT_EVENTS", TAIL);
-    tail.fetch_batch = 1000;
-    tail.deliver_new = true;
-    ensure_consumer(&bus, &tail).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let flow = Arc::new(FlowCounters::default());
+
+    // The collector first, so the simulator has somewhere to send.
+    let collector = Collector::bind(CollectorConfig::new(cfg.udp_listen)).await?;
+    let udp = collector.local_addr();
+    let cstats = collector.stats();
+    on_line(&format!(
+        "collector listening on udp://{udp} (receive buffer {} KiB) → lt.evt.<type>.<source> (QoS 1)",
+        collector.recv_buffer_bytes() / 1024
+    ));
+    let (col_stop_tx, col_stop_rx) = watch::channel(false);
+    let collector_task = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            match collector.run(bus, col_stop_rx).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "collector stopped");
+                    None
+                }
+            }
+        })
+    };
 
     let disc_cfg = discovery_config(&topology);
     let registry = Registry::open(&bus, disc_cfg).await?;
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-    let node_id: String = format!("lt-up-{host}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let node_id = node_id();
     let mut info = NodeInfo::new(node_id.clone(), "lt-up");
     info.endpoints.insert("nats".into(), url.clone());
+    info.endpoints.insert("udp".into(), format!("udp://{udp}"));
+    if let Some(a) = cfg.ops_addr {
+        info.endpoints
+            .insert("metrics".into(), format!("http://{a}/metrics"));
+    }
     let node = registry.register(info).await?;
     let heartbeat = node.spawn_heartbeat();
     on_line(&format!(
         "registered node `{node_id}` in KV `{}`",
         registry.config().bucket
     ));
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let counters = Arc::new(Counters::default());
-    let mut tasks = Vec::new();
 
     if let Some(dlq) = topology.dlq.clone() {
         let fwd = DeadLetterForwarder::new(bus.clone(), dlq);
@@ -238,117 +263,241 @@ pub async fn run_up(
             }
         }));
     }
-    {
-        let bus = bus.clone();
-        let counters = counters.clone();
-        let mut rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = tail_loop(bus, tail, counters, &mut rx).await {
-                tracing::error!(error = %e, "tail consumer stopped");
-            }
-        }));
-    }
-    #[cfg(feature = "flow")]
-    let flow_stats = std::sync::Arc::new(crate::flow::runner::RunStats::default());
     #[cfg(feature = "flow")]
     if cfg.flow {
-        let mut vars = std::collections::BTreeMap::new();
-        vars.insert("SQLFLOW_NATS_URL".to_owned(), url.clone());
-        vars.insert(
-            "SQLFLOW_LAKE_DIR".to_owned(),
-            cfg.data_dir.join("lake").display().to_string(),
-        );
-        let file = crate::flow::config::PipelineFile::from_str(
-            "config/pipelines/battery-to-lake.yml (built in)",
-            crate::flow::EXAMPLE_PIPELINE,
-            &vars,
-        )
-        .map_err(|e| UpError::DataDir {
-            path: e.file.clone(),
-            reason: e.message,
-        })?;
+        tasks.push(start_flow(
+            &cfg,
+            &url,
+            flow.clone(),
+            stop_rx.clone(),
+            &mut on_line,
+        )?);
+        if cfg.query {
+            tasks.push(start_query(&cfg, &bus, stop_rx.clone(), &mut on_line)?);
+        }
+    }
+    #[cfg(feature = "obs")]
+    if let Some(addr) = cfg.ops_addr {
+        start_ops(addr, cstats.clone(), flow.clone(), cfg.flow, stop_rx.clone()).await?;
         on_line(&format!(
-            "flow `battery-to-lake`: lt.evt.battery.> → SQL → DuckLake {} (exactly once)",
-            cfg.data_dir.join("lake").display()
+            "metrics: http://{addr}/metrics · health: http://{addr}/healthz"
         ));
-        let stats = flow_stats.clone();
-        let rx = stop_rx.clone();
-        let counters = counters.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = Box::pin(crate::flow::runner::run_pipeline(file, stats, rx)).await {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "flow battery-to-lake stopped");
+    }
+
+    let (sim_stop_tx, sim_stop_rx) = watch::channel(false);
+    let mut sim_task = None;
+    if cfg.sim {
+        let mut sc = BatteryUdpConfig::new(udp);
+        sc.devices = cfg.devices.max(1);
+        sc.channels = cfg.channels.max(1);
+        sc.rate = cfg.rate as f64;
+        on_line(&format!(
+            "battery simulator: {} cyclers × {} channels, {} samples/s, {} per datagram → udp://{udp}",
+            sc.devices, sc.channels, cfg.rate, sc.per_datagram
+        ));
+        sim_task = Some(tokio::spawn(async move {
+            if let Err(e) = send_battery_udp(&sc, sim_stop_rx, |_| {}).await {
+                tracing::error!(error = %e, "battery simulator stopped");
             }
         }));
-    }
-    let lake_rows = || {
-        #[cfg(feature = "flow")]
-        {
-            flow_stats.rows_out.load(Ordering::Relaxed)
-        }
-        #[cfg(not(feature = "flow"))]
-        {
-            0
-        }
-    };
-    let (sim_stop_tx, sim_stop_rx) = watch::channel(false);
-    let mut producers = Vec::new();
-    if cfg.sim {
-        on_line(&format!(
-            "battery demo producer: {} devices × {} channels, {} events/s (QoS 1) → lt.evt.battery.sample.*",
-            cfg.devices, cfg.channels, cfg.rate
-        ));
-        let bus = bus.clone();
-        let counters = counters.clone();
-        let c = cfg.clone();
-        producers.push(tokio::spawn(async move {
-            sim_loop(bus, c, counters, sim_stop_rx).await;
-        }));
+    } else {
+        on_line(&format!("no simulator: send datagrams to udp://{udp}"));
     }
 
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let mut last_pub = 0u64;
+    let mut last_records = 0u64;
     let mut last_t = Instant::now();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {
-                let published = counters.published.load(Ordering::Relaxed);
+                let records = cstats.snapshot().records;
                 let dt = last_t.elapsed().as_secs_f64().max(1e-3);
-                let mut status = collect_status(&bus, &registry, &counters, started).await;
-                status.lake_rows = lake_rows();
-                status.events_in_per_s = (published - last_pub) as f64 / dt;
-                last_pub = published;
+                let mut status = collect_status(&bus, &registry, &cstats, &flow, started).await;
+                status.events_in_per_s = (records - last_records) as f64 / dt;
+                last_records = records;
                 last_t = Instant::now();
                 on_status(&status);
             }
         }
     }
-    on_line("stopping: draining producers, then consumers");
+    on_line("stopping: simulator, then the collector's backlog, then the flow's last batch");
     let _ = sim_stop_tx.send(true);
-    for t in producers {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    if let Some(t) = sim_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let _ = col_stop_tx.send(true);
+    if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(20), collector_task).await
+        && r.unpublished_at_stop > 0
+    {
+        on_line(&format!(
+            "collector: {} envelopes could not be published before the drain timeout",
+            r.unpublished_at_stop
+        ));
     }
     let _ = stop_tx.send(true);
     for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
     }
     heartbeat.abort();
     let _ = node.unregister().await;
-    let mut status = collect_status(&bus, &registry, &counters, started).await;
-    status.lake_rows = lake_rows();
+    let status = collect_status(&bus, &registry, &cstats, &flow, started).await;
     let _ = bus.flush().await;
     drop(bus);
     if let Some(mut s) = server {
         s.stop().await?;
-        on_line("nats-server stopped (store kept for the next `lt up`)");
+        on_line("nats-server stopped (store and lake kept for the next `lt up`)");
     }
     Ok(UpSummary {
         status,
         nats_url: url,
+        udp,
     })
+}
+
+fn node_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!("lt-up-{host}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The lake `lt up`'s default flow writes: `<data_dir>/lake`.
+pub fn lake_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("lake")
+}
+
+#[cfg(feature = "flow")]
+fn start_flow(
+    cfg: &UpConfig,
+    url: &str,
+    counters: Arc<FlowCounters>,
+    stop: watch::Receiver<bool>,
+    on_line: &mut impl FnMut(&str),
+) -> Result<tokio::task::JoinHandle<()>, UpError> {
+    let lake = lake_dir(&cfg.data_dir);
+    let mut vars = std::collections::BTreeMap::new();
+    vars.insert("SQLFLOW_NATS_URL".to_owned(), url.to_owned());
+    vars.insert("SQLFLOW_LAKE_DIR".to_owned(), lake.display().to_string());
+    let file = crate::flow::config::PipelineFile::from_str(
+        "config/pipelines/battery-to-lake.yml (built in)",
+        crate::flow::EXAMPLE_PIPELINE,
+        &vars,
+    )
+    .map_err(|e| UpError::Setup {
+        what: e.file.clone(),
+        reason: e.message,
+    })?;
+    on_line(&format!(
+        "flow `battery-to-lake`: lt.evt.battery.> → SQL → DuckLake {} table battery_samples (exactly once)",
+        lake.display()
+    ));
+    let stats = Arc::new(crate::flow::runner::RunStats::default());
+    let (done_tx, mut done_rx) = watch::channel(false);
+    // Mirror the flow's counters into ours once a second.
+    {
+        let stats = stats.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            loop {
+                counters
+                    .rows
+                    .store(stats.rows_out.load(Ordering::Relaxed), Ordering::Relaxed);
+                counters
+                    .lag
+                    .store(stats.lag.load(Ordering::Relaxed), Ordering::Relaxed);
+                counters
+                    .errors
+                    .store(stats.errors.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = done_rx.wait_for(|d| *d) => break,
+                }
+            }
+            counters
+                .rows
+                .store(stats.rows_out.load(Ordering::Relaxed), Ordering::Relaxed);
+        });
+    }
+    Ok(tokio::spawn(async move {
+        if let Err(e) = Box::pin(crate::flow::runner::run_pipeline(file, stats, stop)).await {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "flow battery-to-lake stopped");
+        }
+        let _ = done_tx.send(true);
+    }))
+}
+
+#[cfg(feature = "flow")]
+fn start_query(
+    cfg: &UpConfig,
+    bus: &Bus,
+    stop: watch::Receiver<bool>,
+    on_line: &mut impl FnMut(&str),
+) -> Result<tokio::task::JoinHandle<()>, UpError> {
+    let lake = crate::lake::LakeConfig::local(&lake_dir(&cfg.data_dir));
+    let service =
+        crate::query::QueryService::new(bus.clone(), lake, crate::query::QueryServiceConfig::default());
+    on_line(&format!(
+        "query service on `{}`: try `lt query \"SELECT count(*) FROM lake.battery_samples\"`",
+        crate::query::QUERY_SUBJECT
+    ));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = service.run(stop).await {
+            tracing::error!(error = %e, "query service stopped");
+        }
+    }))
+}
+
+#[cfg(feature = "obs")]
+async fn start_ops(
+    addr: SocketAddr,
+    cstats: Arc<CollectorStats>,
+    flow: Arc<FlowCounters>,
+    flow_on: bool,
+    stop: watch::Receiver<bool>,
+) -> Result<(), UpError> {
+    use crate::obs::{self, Health};
+    let setup = |reason: String| UpError::Setup {
+        what: format!("metrics/health endpoint {addr}"),
+        reason,
+    };
+    let handle = obs::prometheus().map_err(|e| setup(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        setup(format!(
+            "{e} (another `lt up` or lt-flow running? use --metrics-addr)"
+        ))
+    })?;
+    let probe: obs::HealthProbe = Arc::new(move || {
+        let c = cstats.snapshot();
+        let details = serde_json::json!({
+            "nats_connected": c.connected,
+            "collector_backlog": c.backlog,
+            "lake_rows": flow.rows.load(Ordering::Relaxed),
+            "flow_lag": flow.lag.load(Ordering::Relaxed),
+            "flow": flow_on,
+        });
+        if c.connected {
+            Health::ok(details)
+        } else {
+            Health::not_ready(details)
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = obs::serve(listener, handle, probe, stop).await {
+            tracing::error!(error = %e, "ops endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 fn discovery_config(t: &Topology) -> DiscoveryConfig {
@@ -361,17 +510,16 @@ fn discovery_config(t: &Topology) -> DiscoveryConfig {
     d
 }
 
-async fn collect_status(bus: &Bus, registry: &Registry, c: &Counters, started: Instant) -> UpStatus {
+async fn collect_status(
+    bus: &Bus,
+    registry: &Registry,
+    c: &CollectorStats,
+    flow: &FlowCounters,
+    started: Instant,
+) -> UpStatus {
     let js = bus.jetstream();
     let stream_messages = match js.get_stream("LT_EVENTS").await {
         Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    };
-    let lag = match js
-        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(TAIL, "LT_EVENTS")
-        .await
-    {
-        Ok(mut cons) => cons.info().await.map(|i| i.num_pending).unwrap_or(0),
         Err(_) => 0,
     };
     let dead_letters = match js.get_stream("LT_DLQ").await {
@@ -379,112 +527,18 @@ async fn collect_status(bus: &Bus, registry: &Registry, c: &Counters, started: I
         Err(_) => 0,
     };
     let nodes = registry.nodes().await.map(|n| n.len()).unwrap_or(0);
+    let s = c.snapshot();
     UpStatus {
         uptime_s: started.elapsed().as_secs_f64(),
         events_in_per_s: 0.0,
-        published: c.published.load(Ordering::Relaxed),
-        consumed: c.consumed.load(Ordering::Relaxed),
+        datagrams: s.datagrams,
+        published: s.published,
+        backlog: s.backlog,
         stream_messages,
-        lag,
+        lake_rows: flow.rows.load(Ordering::Relaxed),
+        lag: flow.lag.load(Ordering::Relaxed),
         dead_letters,
         nodes,
-        errors: c.errors.load(Ordering::Relaxed),
-        lake_rows: 0,
-    }
-}
-
-async fn tail_loop(
-    bus: Bus,
-    spec: ConsumerSpec,
-    counters: Arc<Counters>,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), BusError> {
-    let mut consumer = Consumer::bind(&bus, spec).await?;
-    // `next_batch` is not cancelled on stop (that would strand a half-taken batch until
-    // ack_wait); the stop flag is checked between batches instead.
-    while !*stop.borrow() {
-        let batch = consumer.next_batch(1000, Duration::from_millis(250)).await?;
-        for m in &batch.messages {
-            if m.envelope().is_err() {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        batch.ack_all().await?;
-        counters.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    }
-    // Drain what the producers stored before they stopped.
-    loop {
-        let batch = consumer.next_batch(1000, Duration::from_millis(300)).await?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        batch.ack_all().await?;
-        counters.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    }
-}
-
-async fn sim_loop(bus: Bus, cfg: UpConfig, counters: Arc<Counters>, stop: watch::Receiver<bool>) {
-    let publisher = Publisher::new(bus, PublisherConfig::new(Qos::AtLeastOnce));
-    let mut window = publisher.window();
-    let mut sim = BatterySim::new(cfg.devices.max(1), cfg.channels.max(1), 7);
-    let run = crate::envelope::now_nanos();
-    let ticks_per_s = 10u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(1000 / ticks_per_s));
-    let mut budget = 0f64;
-    let mut pending: Vec<crate::proto::battery::v1::ChannelSample> = Vec::new();
-    while !*stop.borrow() {
-        tick.tick().await;
-        budget += cfg.rate as f64 / ticks_per_s as f64;
-        while budget >= 1.0 {
-            if pending.is_empty() {
-                pending = sim.step(1_000_000_000);
-                pending.reverse();
-            }
-            let Some(s) = pending.pop() else { break };
-            budget -= 1.0;
-            let source = s.device_id.clone();
-            let env = EnvelopeBuilder::new("battery.sample", source.clone())
-                .event_id(format!("{source}/{}/{run}/{}", s.channel, s.seq))
-                .event_timestamp(s.ts_device)
-                .partition_key(format!("{source}/{}", s.channel))
-                .payload(
-                    s.encode_to_vec(),
-                    "application/x-protobuf; messageType=langtian.battery.v1.ChannelSample",
-                )
-                .build();
-            let msg = match env {
-                Ok(e) => OutgoingMessage::from_envelope("lt.evt", &e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "demo envelope rejected");
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            match window.send(msg).await {
-                Ok(Some(_)) => {
-                    counters.published.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "demo publish failed");
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        // Keep the status honest: count acked messages promptly at low rates too.
-        if window.in_flight() > 0 && budget < 1.0 {
-            match window.drain().await {
-                Ok(r) => {
-                    counters.published.fetch_add(r.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "demo publish failed");
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-    if let Ok(r) = window.drain().await {
-        counters.published.fetch_add(r.len() as u64, Ordering::Relaxed);
+        errors: s.malformed + s.dropped + s.kernel_drops + flow.errors.load(Ordering::Relaxed),
     }
 }

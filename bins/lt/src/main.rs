@@ -17,6 +17,9 @@ use langtian_core::discovery::{DiscoveryConfig, NodeEvent, Registry};
 use langtian_core::envelope::{Envelope, EnvelopeBuilder};
 use langtian_core::platform::{UpConfig, run_up};
 
+mod query_cmd;
+mod sim_cmd;
+
 /// Langtian: NATS-centred event platform — operator CLI.
 ///
 /// Start the platform with `lt up`, then try `lt sub 'lt.evt.>'`, `lt nodes --watch` or
@@ -34,11 +37,11 @@ struct Cli {
 }
 
 #[derive(Debug, Args)]
-struct ConnArgs {
+pub(crate) struct ConnArgs {
     /// NATS server URL(s), comma-separated. `lt up` starts its own server on port 14222 unless
     /// this is set explicitly.
     #[arg(long, global = true, env = "LT_NATS_URL")]
-    nats_url: Option<String>,
+    pub(crate) nats_url: Option<String>,
     /// Credentials file (user JWT + NKey seed).
     #[arg(long, global = true, env = "LT_NATS_CREDS")]
     creds: Option<PathBuf>,
@@ -74,7 +77,7 @@ impl ConnArgs {
         o.tls.required = self.tls_ca.is_some();
         o
     }
-    async fn connect(&self) -> Result<Bus, String> {
+    pub(crate) async fn connect(&self) -> Result<Bus, String> {
         Bus::connect(&self.options()).await.map_err(|e| {
             format!(
                 "{e}\nhint: start the platform with `lt up`, or point --nats-url / LT_NATS_URL at a server"
@@ -86,8 +89,15 @@ impl ConnArgs {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the platform: embedded nats-server, provisioning, node registry, dead-letter
-    /// forwarder and the battery demo producer, with a live status line. Ctrl-C stops cleanly.
+    /// forwarder, UDP collector, battery simulator, the flow into a local DuckLake and the query
+    /// service, with a live status line. Ctrl-C drains and stops cleanly; a second `lt up`
+    /// resumes with the same store and lake.
     Up(UpArgs),
+    /// Read-only SQL on the lake (through the running `lt up`, or the lake file with --local).
+    Query(query_cmd::QueryArgs),
+    /// Data simulators: battery cyclers over UDP, market ticks to NATS.
+    #[command(subcommand)]
+    Sim(sim_cmd::SimCmd),
     /// Publish a message (raw or as an envelope) with QoS 0, 1 or 2.
     Pub(PubArgs),
     /// Subscribe and print messages (core subscription, or a durable consumer with acks).
@@ -155,10 +165,10 @@ impl FlowFileArgs {
 
 #[derive(Debug, Args)]
 struct UpArgs {
-    /// Data directory (nats-server store; later the lake).
+    /// Data directory: nats-server store (<dir>/nats) and the lake (<dir>/lake).
     #[arg(long, default_value = ".langtian")]
     data_dir: PathBuf,
-    /// Client port of the embedded nats-server.
+    /// Client port of the embedded nats-server (ignored with --nats-url).
     #[arg(long, default_value_t = 14222)]
     nats_port: u16,
     /// Monitoring port of the embedded nats-server.
@@ -167,21 +177,28 @@ struct UpArgs {
     /// Topology file (streams, consumers, KV) instead of the built-in config/topology.yaml.
     #[arg(long)]
     topology: Option<PathBuf>,
-    /// Do not run the battery demo producer.
+    /// UDP address of the collector.
+    #[arg(long, default_value = "127.0.0.1:14250")]
+    udp: std::net::SocketAddr,
+    /// Listen only: do not run the battery simulator.
     #[arg(long)]
     no_sim: bool,
-    /// Do not run the default flow (battery samples → DuckLake under <data-dir>/lake).
+    /// Do not run the default flow (battery samples → DuckLake under <data-dir>/lake) and the
+    /// query service.
     #[arg(long)]
     no_flow: bool,
-    /// Demo events per second.
+    /// Simulated samples per second.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    /// Demo devices.
+    /// Simulated cyclers.
     #[arg(long, default_value_t = 4)]
     devices: usize,
-    /// Demo channels per device.
+    /// Channels per cycler.
     #[arg(long, default_value_t = 16)]
     channels: u32,
+    /// Address of /metrics and /healthz; `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_addr: String,
     /// Stop after this long (e.g. `30s`); default: run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -298,6 +315,8 @@ async fn main() -> ExitCode {
         .init();
     let result = match &cli.cmd {
         Cmd::Up(a) => Box::pin(cmd_up(&cli.conn, a)).await,
+        Cmd::Query(a) => query_cmd::cmd_query(&cli.conn, a).await,
+        Cmd::Sim(c) => sim_cmd::cmd_sim(&cli.conn, c).await,
         Cmd::Pub(a) => cmd_pub(&cli.conn, a).await,
         Cmd::Sub(a) => cmd_sub(&cli.conn, a).await,
         Cmd::Nodes(a) => cmd_nodes(&cli.conn, a).await,
@@ -314,7 +333,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn ctrl_c_or(limit: Option<Duration>) {
+pub(crate) async fn ctrl_c_or(limit: Option<Duration>) {
     match limit {
         Some(d) => {
             tokio::select! {
@@ -348,11 +367,17 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
         nats_port: a.nats_port,
         nats_http_port: a.nats_http_port,
         topology: a.topology.clone(),
+        udp_listen: a.udp,
         sim: !a.no_sim,
         rate: a.rate,
         devices: a.devices,
         channels: a.channels,
         flow: !a.no_flow,
+        query: !a.no_flow,
+        ops_addr: match a.metrics_addr.as_str() {
+            "off" => None,
+            s => Some(s.parse().map_err(|e| format!("--metrics-addr `{s}`: {e}"))?),
+        },
     };
     let tty = std::io::stdout().is_terminal();
     println!("lt up: starting (Ctrl-C to stop)");

@@ -75,7 +75,9 @@ impl PublisherConfig {
     /// duplicate window must be at least this long.
     pub fn retry_horizon(&self) -> Duration {
         let pauses: Duration = (1..self.max_attempts).map(|a| self.backoff_after(a)).sum();
-        self.ack_timeout * self.max_attempts + pauses
+        self.ack_timeout
+            .saturating_mul(self.max_attempts)
+            .saturating_add(pauses)
     }
 }
 
@@ -191,7 +193,7 @@ impl Publisher {
         if self.cfg.qos == Qos::AtMostOnce {
             return self.publish_core(msg).await;
         }
-        self.publish_with_retry(msg, 0).await
+        self.publish_with_retry(&msg, 0).await
     }
 
     /// A bounded window of in-flight PubAcks for high-throughput QoS 1/2 publishing.
@@ -203,7 +205,16 @@ impl Publisher {
     }
 
     /// Validates size, assigns the message id and (QoS 2) checks the stream's duplicate window.
-    async fn prepare(&self, mut msg: OutgoingMessage) -> Result<OutgoingMessage, BusError> {
+    async fn prepare(&self, msg: OutgoingMessage) -> Result<OutgoingMessage, BusError> {
+        let msg = self.check_local(msg)?;
+        if self.cfg.qos == Qos::ExactlyOnce {
+            self.verify_duplicate_window(&msg.subject).await?;
+        }
+        Ok(msg)
+    }
+
+    /// The checks that need no server: size and message id (assigned for QoS 1).
+    fn check_local(&self, mut msg: OutgoingMessage) -> Result<OutgoingMessage, BusError> {
         let max = self.max_payload;
         let size = msg.wire_size();
         if max > 0 && size > max {
@@ -224,7 +235,6 @@ impl Publisher {
                 if msg.msg_id.as_deref().is_none_or(str::is_empty) {
                     return Err(BusError::MissingMessageId { subject: msg.subject });
                 }
-                self.verify_duplicate_window(&msg.subject).await?;
             }
         }
         Ok(msg)
@@ -344,22 +354,22 @@ impl Publisher {
     /// Publishes `msg` until acked; `already` attempts were made before.
     async fn publish_with_retry(
         &self,
-        msg: OutgoingMessage,
+        msg: &OutgoingMessage,
         already: u32,
     ) -> Result<PublishReceipt, BusError> {
         let mut attempts = already;
         loop {
             attempts += 1;
-            let result = match self.send(&msg).await {
-                Ok(fut) => self.await_ack(&msg, fut).await,
+            let result = match self.send(msg).await {
+                Ok(fut) => self.await_ack(msg, fut).await,
                 Err(e) => Err(e),
             };
             let result = match result {
-                Err(f) => Err(self.confirm_failure(&msg, f).await),
+                Err(f) => Err(self.confirm_failure(msg, f).await),
                 ok => ok,
             };
             match result {
-                Ok(ack) => return Ok(receipt(ack, attempts, msg.msg_id)),
+                Ok(ack) => return Ok(receipt(ack, attempts, msg.msg_id.clone())),
                 Err(PublishFailure::Fatal(e)) => return Err(e),
                 Err(PublishFailure::Retry) if attempts < self.cfg.max_attempts => {
                     tracing::warn!(subject = %msg.subject, msg_id = ?msg.msg_id, attempts, "no PubAck yet; retrying with the same message id");
@@ -367,8 +377,8 @@ impl Publisher {
                 }
                 Err(PublishFailure::Retry) => {
                     return Err(BusError::AckTimeout {
-                        subject: msg.subject,
-                        msg_id: msg.msg_id.unwrap_or_default(),
+                        subject: msg.subject.clone(),
+                        msg_id: msg.msg_id.clone().unwrap_or_default(),
                         attempts,
                     });
                 }
@@ -432,6 +442,11 @@ struct InFlight {
 /// the rest. Receipts come back in publish order. A message whose ack times out is re-sent with
 /// the same `Nats-Msg-Id`, so the server stores it once.
 ///
+/// A message handed to `send` is never lost silently: it is either confirmed by a receipt,
+/// rejected at once for a reason of its own (too large, no id for QoS 2), or still held by the
+/// window after an error — [`take_unconfirmed`](Self::take_unconfirmed) hands those back in
+/// order, e.g. to publish them again once the connection is back.
+///
 /// ```no_run
 /// # async fn demo(p: &langtian_core::bus::Publisher) -> Result<(), langtian_core::bus::BusError> {
 /// use langtian_core::bus::OutgoingMessage;
@@ -457,23 +472,32 @@ impl std::fmt::Debug for PublishWindow<'_> {
 
 impl PublishWindow<'_> {
     /// Queues `msg`; when the window is full, first completes the oldest and returns its receipt.
+    ///
+    /// On an error other than the message's own (size, missing id), `msg` and every other
+    /// unconfirmed message stay in the window (see [`take_unconfirmed`](Self::take_unconfirmed)).
     pub async fn send(&mut self, msg: OutgoingMessage) -> Result<Option<PublishReceipt>, BusError> {
         let p = self.publisher;
-        let msg = p.prepare(msg).await?;
+        let msg = p.check_local(msg)?;
         if p.cfg.qos == Qos::AtMostOnce {
             return p.publish_core(msg).await.map(Some);
         }
-        let done = if self.inflight.len() >= p.cfg.window.max(1) {
-            self.complete_oldest().await?
+        let subject = msg.subject.clone();
+        self.inflight.push_back(InFlight { msg, fut: None });
+        if p.cfg.qos == Qos::ExactlyOnce {
+            p.verify_duplicate_window(&subject).await?;
+        }
+        let done = if self.inflight.len() > p.cfg.window.max(1) {
+            self.confirm_oldest().await?
         } else {
             None
         };
-        let fut = match p.send(&msg).await {
-            Ok(f) => Some(f),
-            Err(PublishFailure::Retry) => None, // retried when this entry is completed
-            Err(PublishFailure::Fatal(e)) => return Err(e),
-        };
-        self.inflight.push_back(InFlight { msg, fut });
+        if let Some(last) = self.inflight.back_mut() {
+            match p.send(&last.msg).await {
+                Ok(f) => last.fut = Some(f),
+                Err(PublishFailure::Retry) => {} // retried when this entry is completed
+                Err(PublishFailure::Fatal(e)) => return Err(e),
+            }
+        }
         Ok(done)
     }
 
@@ -482,12 +506,21 @@ impl PublishWindow<'_> {
         self.inflight.len()
     }
 
-    async fn complete_oldest(&mut self) -> Result<Option<PublishReceipt>, BusError> {
-        let Some(entry) = self.inflight.pop_front() else {
+    /// Hands back every message not yet confirmed, oldest first, and empties the window.
+    /// Publishing them again is safe: they keep their `Nats-Msg-Id`, so the server stores each
+    /// once within the stream's duplicate window.
+    pub fn take_unconfirmed(&mut self) -> Vec<OutgoingMessage> {
+        self.inflight.drain(..).map(|e| e.msg).collect()
+    }
+
+    /// Waits for the oldest message's PubAck (re-sending it with the same id on timeout) and
+    /// returns its receipt; `None` when the window is empty. On error the message stays first.
+    pub async fn confirm_oldest(&mut self) -> Result<Option<PublishReceipt>, BusError> {
+        let Some(mut entry) = self.inflight.pop_front() else {
             return Ok(None);
         };
         let p = self.publisher;
-        let first = match entry.fut {
+        let first = match entry.fut.take() {
             Some(fut) => p.await_ack(&entry.msg, fut).await,
             None => Err(PublishFailure::Retry),
         };
@@ -495,19 +528,24 @@ impl PublishWindow<'_> {
             Err(f) => Err(p.confirm_failure(&entry.msg, f).await),
             ok => ok,
         };
-        match first {
-            Ok(ack) => Ok(Some(receipt(ack, 1, entry.msg.msg_id))),
+        let result = match first {
+            Ok(ack) => return Ok(Some(receipt(ack, 1, entry.msg.msg_id))),
             Err(PublishFailure::Fatal(e)) => Err(e),
+            Err(PublishFailure::Retry) if p.cfg.max_attempts <= 1 => Err(BusError::AckTimeout {
+                subject: entry.msg.subject.clone(),
+                msg_id: entry.msg.msg_id.clone().unwrap_or_default(),
+                attempts: 1,
+            }),
             Err(PublishFailure::Retry) => {
-                if p.cfg.max_attempts <= 1 {
-                    return Err(BusError::AckTimeout {
-                        subject: entry.msg.subject,
-                        msg_id: entry.msg.msg_id.unwrap_or_default(),
-                        attempts: 1,
-                    });
-                }
                 tokio::time::sleep(p.cfg.backoff_after(1)).await;
-                p.publish_with_retry(entry.msg, 1).await.map(Some)
+                p.publish_with_retry(&entry.msg, 1).await
+            }
+        };
+        match result {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                self.inflight.push_front(entry);
+                Err(e)
             }
         }
     }
@@ -516,7 +554,7 @@ impl PublishWindow<'_> {
     pub async fn drain(&mut self) -> Result<Vec<PublishReceipt>, BusError> {
         let mut out = Vec::with_capacity(self.inflight.len());
         while !self.inflight.is_empty() {
-            if let Some(r) = self.complete_oldest().await? {
+            if let Some(r) = self.confirm_oldest().await? {
                 out.push(r);
             }
         }

@@ -1,0 +1,94 @@
+//! Writing a query result for people and tools: a readable table, CSV, JSON lines or Parquet.
+//! Files are written by DuckDB's own `COPY … TO` from an in-memory copy of the result.
+
+use std::io::Write;
+use std::path::Path;
+
+use arrow::record_batch::RecordBatch;
+
+use super::QueryResult;
+use crate::lake::{columns_sql, open_duckdb, sql_str};
+
+/// Output formats of `lt query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// A boxed table (at most `max_table_rows` rows are drawn).
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// One JSON object per row.
+    Json,
+    /// Parquet (needs a file).
+    Parquet,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "table" => Ok(Self::Table),
+            "csv" => Ok(Self::Csv),
+            "json" | "jsonl" => Ok(Self::Json),
+            "parquet" => Ok(Self::Parquet),
+            o => Err(format!("unknown format `{o}` (table, csv, json or parquet)")),
+        }
+    }
+}
+
+/// Draws `result` as a table with at most `max_rows` rows, followed by a row count line.
+pub fn format_table(result: &QueryResult, max_rows: usize) -> Result<String, String> {
+    let mut shown: Vec<RecordBatch> = Vec::new();
+    let mut left = max_rows;
+    for b in &result.batches {
+        if left == 0 {
+            break;
+        }
+        let n = b.num_rows().min(left);
+        shown.push(b.slice(0, n));
+        left -= n;
+    }
+    if shown.is_empty() {
+        shown.push(RecordBatch::new_empty(result.schema.clone()));
+    }
+    let table = arrow::util::pretty::pretty_format_batches(&shown).map_err(|e| e.to_string())?;
+    let drawn: usize = shown.iter().map(RecordBatch::num_rows).sum();
+    let mut footer = format!("{} row{}", result.rows, if result.rows == 1 { "" } else { "s" });
+    if (drawn as u64) < result.rows {
+        footer.push_str(&format!(" ({drawn} shown; --max-rows or --format csv for all)"));
+    }
+    if let Some(t) = &result.truncated {
+        footer.push_str(&format!(" — cut by the {t} limit"));
+    }
+    Ok(format!("{table}\n{footer}"))
+}
+
+/// Writes `result` as CSV, JSON lines or Parquet to `file`, or to stdout when `file` is `None`
+/// (not for Parquet).
+pub fn write_file(result: &QueryResult, format: OutputFormat, file: Option<&Path>) -> Result<(), String> {
+    let fmt = match format {
+        OutputFormat::Csv => "FORMAT csv, HEADER",
+        OutputFormat::Json => "FORMAT json",
+        OutputFormat::Parquet => "FORMAT parquet",
+        OutputFormat::Table => return Err("a table is printed, not written; use format_table".into()),
+    };
+    let target = match (file, format) {
+        (Some(p), _) => p.display().to_string(),
+        (None, OutputFormat::Parquet) => return Err("--format parquet needs --output FILE".into()),
+        (None, _) => "/dev/stdout".to_owned(),
+    };
+    let conn = open_duckdb(None, &[]).map_err(|e| e.to_string())?;
+    let cols = columns_sql(&result.schema).map_err(|e| format!("cannot write this result as a file: {e}"))?;
+    conn.execute_batch(&format!("CREATE TABLE result ({cols})"))
+        .map_err(|e| e.to_string())?;
+    {
+        let mut app = conn.appender("result").map_err(|e| e.to_string())?;
+        for b in &result.batches {
+            app.append_record_batch(b.clone()).map_err(|e| e.to_string())?;
+        }
+        app.flush().map_err(|e| e.to_string())?;
+    }
+    let _ = std::io::stdout().flush();
+    conn.execute_batch(&format!("COPY result TO {} ({fmt})", sql_str(&target)))
+        .map_err(|e| format!("writing {target}: {e}"))?;
+    Ok(())
+}
