@@ -41,6 +41,13 @@ impl Forwarder<'_> {
         (rx.len() + self.again.len() + self.window.in_flight()) as u64
     }
 
+    fn update_held(&self) {
+        self.stats.held.store(
+            (self.again.len() + self.window.in_flight()) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
     /// After an error: take back what the window held, log (at most once a second) and pause.
     async fn recover(&mut self, e: BusError) -> Result<(), BusError> {
         if permanent(&e) {
@@ -123,7 +130,7 @@ pub(super) async fn forward(
         if deadline.is_none() && *stop.borrow() {
             deadline = Some(Instant::now() + cfg.drain_timeout);
         }
-        stats.backlog.store(f.backlog(&rx), Ordering::Relaxed);
+        f.update_held();
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
@@ -141,7 +148,10 @@ pub(super) async fn forward(
             continue;
         }
         match rx.try_recv() {
-            Ok(m) => f.send(m).await?,
+            Ok(m) => {
+                stats.dequeued.fetch_add(1, Ordering::Relaxed);
+                f.send(m).await?
+            }
             Err(mpsc::error::TryRecvError::Disconnected) => reader_done = true,
             Err(mpsc::error::TryRecvError::Empty) => {
                 if f.window.in_flight() > 0 {
@@ -154,7 +164,10 @@ pub(super) async fn forward(
                 // Idle: wait for the next envelope (the reader closes the channel on stop).
                 tokio::select! {
                     m = rx.recv() => match m {
-                        Some(m) => f.send(m).await?,
+                        Some(m) => {
+                            stats.dequeued.fetch_add(1, Ordering::Relaxed);
+                            f.send(m).await?
+                        }
                         None => reader_done = true,
                     },
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -166,7 +179,7 @@ pub(super) async fn forward(
         }
     }
     let left = f.backlog(&rx);
-    stats.backlog.store(left, Ordering::Relaxed);
+    f.update_held();
     if left > 0 {
         tracing::error!(
             left,

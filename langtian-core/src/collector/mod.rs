@@ -120,7 +120,11 @@ pub struct CollectorStats {
     malformed: AtomicU64,
     dropped: AtomicU64,
     publish_errors: AtomicU64,
-    backlog: AtomicU64,
+    /// Envelopes put into the buffer / taken out by the publisher.
+    queued: AtomicU64,
+    dequeued: AtomicU64,
+    /// Envelopes the publisher holds (queued again + awaiting PubAck).
+    held: AtomicU64,
     connected: AtomicBool,
     kernel_drops: AtomicU64,
 }
@@ -163,7 +167,7 @@ impl CollectorStats {
             malformed: l(&self.malformed),
             dropped: l(&self.dropped),
             publish_errors: l(&self.publish_errors),
-            backlog: l(&self.backlog),
+            backlog: l(&self.queued).saturating_sub(l(&self.dequeued)) + l(&self.held),
             connected: self.connected.load(Ordering::Relaxed),
             kernel_drops: l(&self.kernel_drops),
         }
@@ -278,6 +282,8 @@ impl Collector {
         let forwarded = forward::forward(bus, &cfg, rx, stats.clone(), stop)
             .instrument(span)
             .await;
+        // Normally the reader has ended (stop); after a fatal publish error it is stopped here.
+        reader.abort();
         let _ = reader.await;
         watcher.abort();
         let left = forwarded?;
@@ -336,7 +342,9 @@ async fn read_loop(
             .fetch_add(decoded.messages.len() as u64, Ordering::Relaxed);
         for m in decoded.messages {
             match tx.try_send(m) {
-                Ok(()) => {}
+                Ok(()) => {
+                    stats.queued.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                 }

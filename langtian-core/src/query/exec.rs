@@ -41,7 +41,7 @@ pub fn is_read_only(conn: &Connection, sql: &str) -> Result<(), QueryFailure> {
         } else {
             QueryFailure::new(
                 ErrorCode::NotReadOnly,
-                format!("only a single SELECT statement is accepted ({msg})"),
+                format!("only a single SELECT statement is accepted; DuckDB parsed something else ({msg})"),
             )
         });
     }

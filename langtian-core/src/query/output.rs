@@ -71,10 +71,17 @@ pub fn write_file(result: &QueryResult, format: OutputFormat, file: Option<&Path
         OutputFormat::Parquet => "FORMAT parquet",
         OutputFormat::Table => return Err("a table is printed, not written; use format_table".into()),
     };
-    let target = match (file, format) {
-        (Some(p), _) => p.display().to_string(),
+    // DuckDB writes files; for stdout it writes a temp file that is copied over (opening
+    // /dev/stdout would start at offset 0 when stdout is redirected to a file).
+    let tmp = match (file, format) {
+        (Some(_), _) => None,
         (None, OutputFormat::Parquet) => return Err("--format parquet needs --output FILE".into()),
-        (None, _) => "/dev/stdout".to_owned(),
+        (None, _) => Some(tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?),
+    };
+    let target = match (&tmp, file) {
+        (Some(t), _) => t.path().display().to_string(),
+        (None, Some(p)) => p.display().to_string(),
+        (None, None) => return Err("no output".into()),
     };
     let conn = open_duckdb(None, &[]).map_err(|e| e.to_string())?;
     let cols = columns_sql(&result.schema).map_err(|e| format!("cannot write this result as a file: {e}"))?;
@@ -87,8 +94,13 @@ pub fn write_file(result: &QueryResult, format: OutputFormat, file: Option<&Path
         }
         app.flush().map_err(|e| e.to_string())?;
     }
-    let _ = std::io::stdout().flush();
     conn.execute_batch(&format!("COPY result TO {} ({fmt})", sql_str(&target)))
         .map_err(|e| format!("writing {target}: {e}"))?;
+    if let Some(t) = tmp {
+        let mut f = std::fs::File::open(t.path()).map_err(|e| format!("reading {target}: {e}"))?;
+        let mut out = std::io::stdout().lock();
+        std::io::copy(&mut f, &mut out).map_err(|e| format!("writing stdout: {e}"))?;
+        out.flush().map_err(|e| format!("writing stdout: {e}"))?;
+    }
     Ok(())
 }

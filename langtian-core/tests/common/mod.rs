@@ -43,3 +43,23 @@ where
     }
     panic!("timed out after {timeout:?} waiting for: {what}");
 }
+
+/// Calls `f` until it returns `Ok` (e.g. a service that has not subscribed yet) or `timeout`
+/// passes; panics with the last error.
+pub async fn retry_until<T, E, F, Fut>(timeout: Duration, mut f: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("still failing after {timeout:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
