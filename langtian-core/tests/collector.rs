@@ -224,7 +224,7 @@ async fn malformed_datagrams_are_counted_and_good_records_published() {
     assert_eq!(s.datagrams, 6);
     assert_eq!(s.duplicates, 10, "{s:?}");
     assert_eq!(common::stream_len(&bus, "EV").await, 13);
-    let mut sub = bus.jetstream().get_stream("EV").await.unwrap();
+    let sub = bus.jetstream().get_stream("EV").await.unwrap();
     let last = sub
         .get_last_raw_message_by_subject("lt.evt.telemetry.s1")
         .await

@@ -29,7 +29,6 @@ async fn udp_to_lake_every_sample_once_with_p95_latency_under_2s() {
         .await
         .unwrap();
     let udp = collector.local_addr();
-    let cstats = collector.stats();
     let (col_stop, col_rx) = watch::channel(false);
     let col_task = tokio::spawn(collector.run(bus.clone(), col_rx));
 

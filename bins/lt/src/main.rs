@@ -273,6 +273,18 @@ enum BenchCmd {
     Bus(BenchBusArgs),
     /// The flow engine alone over an in-memory fixture (rows/s, peak RSS).
     Flow(BenchFlowArgs),
+    /// The UDP collector's zero-loss rate vs a bare windowed publish, and UDP → DuckLake end to end.
+    Ingest(BenchIngestArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchIngestArgs {
+    /// Seconds instead of minutes (smoke test).
+    #[arg(long)]
+    quick: bool,
+    /// Results directory.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -322,6 +334,7 @@ async fn main() -> ExitCode {
         Cmd::Nodes(a) => cmd_nodes(&cli.conn, a).await,
         Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
         Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await,
+        Cmd::Bench(BenchCmd::Ingest(a)) => cmd_bench_ingest(a).await,
         Cmd::Flow(f) => cmd_flow(f).await,
     };
     match result {
@@ -765,6 +778,23 @@ async fn cmd_bench_flow(a: &BenchFlowArgs) -> Result<(), String> {
     };
     print!("{}", summary(&records));
     let path = write_results(&a.out, "flow", &records).map_err(|e| e.to_string())?;
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+async fn cmd_bench_ingest(a: &BenchIngestArgs) -> Result<(), String> {
+    use langtian_core::bench::{IngestBenchConfig, bench_ingest};
+    let cfg = if a.quick {
+        IngestBenchConfig::quick()
+    } else {
+        IngestBenchConfig::full()
+    };
+    eprintln!("lt bench ingest ({}):", if a.quick { "quick" } else { "full" });
+    let records = bench_ingest(&cfg, |line| eprintln!("  {line}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let path = write_results(&a.out, "ingest", &records).map_err(|e| e.to_string())?;
+    println!("{}", summary(&records));
     println!("results: {}", path.display());
     Ok(())
 }

@@ -18,6 +18,7 @@ use prost::Message as _;
 use crate::bus::OutgoingMessage;
 use crate::envelope::{Envelope, EnvelopeBuilder, EnvelopeError};
 use crate::proto::battery::v1::ChannelSampleBatch;
+use crate::proto::envelope::v1 as pb;
 
 /// The content type of a battery sample payload.
 pub const BATTERY_SAMPLE_CONTENT_TYPE: &str =
@@ -270,23 +271,33 @@ impl Decoder {
                     .push(bad("voltage, current and temperature must be finite numbers"));
                 continue;
             }
+            if let Err(e) = crate::envelope::check_subject_part("source_system", &s.device_id, false) {
+                out.errors.push(bad(&e.to_string()));
+                continue;
+            }
             s.ts_received = received_ns;
             let ts = if s.ts_device > 0 { s.ts_device } else { received_ns };
-            let id = format!("{}/{}/{}/{}", s.device_id, s.channel, s.seq, s.ts_device);
-            let key = format!("{}/{}", s.device_id, s.channel);
-            let built = EnvelopeBuilder::new(BATTERY_SAMPLE_EVENT_TYPE, s.device_id.clone())
-                .event_id(id)
-                .event_timestamp(ts)
-                .partition_key(key)
-                .payload(s.encode_to_vec(), BATTERY_SAMPLE_CONTENT_TYPE)
-                .max_bytes(self.max_message_bytes)
-                .build();
-            match built {
-                Ok(env) => out
-                    .messages
-                    .push(OutgoingMessage::from_envelope(&self.prefix, &env)),
-                Err(e) => out.errors.push(bad(&e.to_string())),
+            let env = pb::Envelope {
+                event_id: format!("{}/{}/{}/{}", s.device_id, s.channel, s.seq, s.ts_device),
+                event_type: BATTERY_SAMPLE_EVENT_TYPE.to_owned(),
+                event_timestamp: ts,
+                schema_version: "1.0".to_owned(),
+                partition_key: Some(format!("{}/{}", s.device_id, s.channel)),
+                payload: Bytes::from(s.encode_to_vec()),
+                content_type: BATTERY_SAMPLE_CONTENT_TYPE.to_owned(),
+                source_system: std::mem::take(&mut s.device_id),
+            };
+            if env.encoded_len() > self.max_message_bytes {
+                out.errors.push(DecodeError::Sample {
+                    index,
+                    device: env.source_system,
+                    reason: format!("encoded envelope is over {} bytes", self.max_message_bytes),
+                });
+                continue;
             }
+            let env = Envelope::from_checked(env);
+            out.messages
+                .push(OutgoingMessage::from_envelope(&self.prefix, &env));
         }
         Ok(())
     }

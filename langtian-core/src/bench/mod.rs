@@ -17,6 +17,9 @@ use crate::bus::{
 };
 use crate::natsd::{NatsServer, NatsServerConfig, NatsdError};
 
+mod ingest;
+pub use ingest::{IngestBenchConfig, bench_ingest};
+
 /// Benchmark errors.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
