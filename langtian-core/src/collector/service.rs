@@ -95,16 +95,28 @@ pub async fn run_collector_service(
             }
         });
     }
-    let registration = match &opts.node_id {
-        Some(id) => match register(&bus, id, local, opts.ops_addr).await {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(error = %e, "not registered in node discovery (NATS unreachable?); collecting anyway");
-                None
+    // Register in the background once connected (and keep trying), so collecting never waits
+    // for NATS.
+    type Registered = (crate::discovery::NodeHandle, tokio::task::JoinHandle<()>);
+    let registered: std::sync::Arc<tokio::sync::Mutex<Option<Registered>>> = Default::default();
+    let registrar = opts.node_id.clone().map(|id| {
+        let (bus, slot, ops) = (bus.clone(), registered.clone(), opts.ops_addr);
+        tokio::spawn(async move {
+            loop {
+                if bus.client().connection_state() == async_nats::connection::State::Connected {
+                    match register(&bus, &id, local, ops).await {
+                        Ok(r) => {
+                            tracing::info!(node = %id, "registered in node discovery");
+                            *slot.lock().await = Some(r);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "node registration failed; retrying"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        },
-        None => None,
-    };
+        })
+    });
     let mut run = tokio::spawn(collector.run(bus.clone(), stop_rx));
     let mut tick = tokio::time::interval(opts.status_every.unwrap_or(Duration::from_secs(3600)));
     tick.tick().await;
@@ -121,7 +133,10 @@ pub async fn run_collector_service(
             }
         }
     };
-    if let Some((node, hb)) = registration {
+    if let Some(r) = registrar {
+        r.abort();
+    }
+    if let Some((node, hb)) = registered.lock().await.take() {
         hb.abort();
         let _ = node.unregister().await;
     }
@@ -135,7 +150,7 @@ async fn register(
     local: SocketAddr,
     ops: Option<SocketAddr>,
 ) -> Result<(crate::discovery::NodeHandle, tokio::task::JoinHandle<()>), crate::discovery::DiscoveryError> {
-    let registry = Registry::open(bus, DiscoveryConfig::default()).await?;
+    let registry = Registry::provision(bus, DiscoveryConfig::default()).await?;
     let mut info = NodeInfo::new(id.to_owned(), "collector");
     info.endpoints.insert("udp".into(), format!("udp://{local}"));
     if let Some(a) = ops {
