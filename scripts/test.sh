@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
-# each stage:  setup · fmt · clippy · buf lint · buf breaking · cargo test · bench smoke (bus, flow).
+# each stage:  setup · fmt · clippy · buf lint · buf breaking · cargo test · bench smoke (bus, flow, ingest).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -41,7 +41,8 @@ stage buf-breaking buf_breaking
 stage cargo-test   cargo test --workspace --no-fail-fast
 bench_smoke() {
   cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
-    cargo run --quiet -p lt -- bench flow --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke"
+    cargo run --quiet -p lt -- bench flow --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
+    cargo run --quiet -p lt -- bench ingest --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke"
 }
 stage bench-smoke  bench_smoke
 
