@@ -128,6 +128,19 @@ impl OutgoingMessage {
         }
     }
 
+    /// An envelope on `<prefix>.<event_type>.<source_system>` with `Nats-Msg-Id` = event id
+    /// and no other headers: routing is by subject and everything else is in the envelope.
+    /// For high-rate producers — building the five routing headers of
+    /// [`from_envelope`](Self::from_envelope) cost the collector ~20 % of its throughput.
+    pub fn from_envelope_lean(prefix: &str, env: &Envelope) -> Self {
+        Self {
+            subject: env.subject(prefix),
+            payload: env.encode(),
+            headers: None,
+            msg_id: Some(env.event_id().to_owned()),
+        }
+    }
+
     fn wire_size(&self) -> usize {
         let h: usize = self
             .headers

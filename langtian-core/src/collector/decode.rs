@@ -215,7 +215,7 @@ impl Decoder {
                     match Envelope::decode_with_limit(data, self.max_message_bytes) {
                         Ok(env) => out
                             .messages
-                            .push(OutgoingMessage::from_envelope(&self.prefix, &env)),
+                            .push(OutgoingMessage::from_envelope_lean(&self.prefix, &env)),
                         Err(env_err) => {
                             if let Err(bat_err) = self.battery(data, received_ns, &mut out) {
                                 out.errors.push(DecodeError::Unrecognised {
@@ -235,7 +235,7 @@ impl Decoder {
         match Envelope::decode_with_limit(data, self.max_message_bytes) {
             Ok(env) => out
                 .messages
-                .push(OutgoingMessage::from_envelope(&self.prefix, &env)),
+                .push(OutgoingMessage::from_envelope_lean(&self.prefix, &env)),
             Err(e) => out.errors.push(DecodeError::Envelope(e)),
         }
     }
@@ -297,7 +297,7 @@ impl Decoder {
             }
             let env = Envelope::from_checked(env);
             out.messages
-                .push(OutgoingMessage::from_envelope(&self.prefix, &env));
+                .push(OutgoingMessage::from_envelope_lean(&self.prefix, &env));
         }
         Ok(())
     }
@@ -361,7 +361,7 @@ impl Decoder {
             .max_bytes(self.max_message_bytes)
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(OutgoingMessage::from_envelope(&self.prefix, &env))
+        Ok(OutgoingMessage::from_envelope_lean(&self.prefix, &env))
     }
 }
 
@@ -398,6 +398,10 @@ mod tests {
         assert_eq!(a.messages.len(), 2);
         assert_eq!(a.messages[0].subject, "lt.evt.battery.sample.cyc-1");
         assert_eq!(a.messages[1].msg_id.as_deref(), Some("cyc-1/1/1/1001"));
+        assert!(
+            a.messages[0].headers.is_none(),
+            "lean: Nats-Msg-Id only (set from msg_id)"
+        );
         // The same datagram again gets the same ids (the server drops the copy).
         let ids = |d: &Decoded| d.messages.iter().map(|m| m.msg_id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&a), ids(&b));
