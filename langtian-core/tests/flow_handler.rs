@@ -197,7 +197,7 @@ fn the_example_pipeline_parses_and_invokes_over_a_fixture() {
     let lines = langtian_core::flow::sink::json_lines(&inv.batches).unwrap();
     assert_eq!(lines.len(), 2);
     assert!(lines[0].contains("\"step\":\"cc_charge\""), "{}", lines[0]);
-    assert!(lines[1].contains("\"step\":\"other\""), "{}", lines[1]);
+    assert!(lines[1].contains("\"step\":\"pause\""), "{}", lines[1]);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use langtian_core::lake::{Lake, LakeConfig, OffsetRecord};
 use langtian_core::query::{
-    ErrorCode, QueryError, QueryRequest, QueryService, QueryServiceConfig, query, query_local,
+    ErrorCode, QueryError, QueryRequest, QueryResult, QueryService, QueryServiceConfig, query, query_local,
 };
 use langtian_core::testkit::TestServer;
 use tokio::sync::watch;
@@ -115,13 +115,7 @@ async fn query_service_answers_reads_in_chunks_and_refuses_the_rest() {
     let c = query(&bus, &QueryRequest::new("SELECT count(*) AS n FROM lake.samples"))
         .await
         .unwrap();
-    let n = c.batches[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0);
-    assert_eq!(n, 100_010);
+    assert_eq!(first_i64(&c), 100_010);
 
     // 4. Limits, parameters.
     let mut req = QueryRequest::new("SELECT seq FROM lake.samples WHERE device = ? ORDER BY seq");
@@ -187,11 +181,15 @@ async fn query_service_answers_reads_in_chunks_and_refuses_the_rest() {
     .await
     .unwrap()
     .unwrap();
-    let n = r.batches[0]
+    assert_eq!(first_i64(&r), 100_010);
+}
+
+/// The first value of the first column (a count).
+fn first_i64(r: &QueryResult) -> i64 {
+    r.batches[0]
         .column(0)
         .as_any()
         .downcast_ref::<Int64Array>()
         .unwrap()
-        .value(0);
-    assert_eq!(n, 100_010);
+        .value(0)
 }

@@ -62,7 +62,7 @@ impl std::str::FromStr for DatagramFormat {
 /// `event_type` (default [`JsonDefaults::event_type`]); `source_system`, `source` or `device_id`
 /// (default: the sender's address, e.g. `udp-10-0-0-7`); `seq` (unsigned integer); `ts`
 /// (nanoseconds since the epoch, default: receipt time); `event_id`. The event id is `event_id`
-/// if given, else `<source>/<seq>/<ts>` when `seq` is given (deterministic, so a resent datagram
+/// if given, else `<source>/<seq>/<ts>` (`ts` 0 when absent) when `seq` is given (deterministic, so a resent datagram
 /// is de-duplicated by the server), else `<source>/<collector run>/<counter>`. The line itself
 /// is the payload (`application/json`).
 #[derive(Debug, Clone)]
@@ -154,7 +154,8 @@ pub struct Decoded {
 /// let mut d = Decoder::new(DatagramFormat::Auto, "lt.evt");
 /// let out = d.decode(br#"{"source":"s1","seq":7,"t":21.5}"#, "10.0.0.7".parse().unwrap(), 1);
 /// assert_eq!(out.messages[0].subject, "lt.evt.telemetry.s1");
-/// assert_eq!(out.messages[0].msg_id.as_deref(), Some("s1/7/1"));
+/// // No `ts` in the line: 0 stands in, so a re-sent line gets the same id.
+/// assert_eq!(out.messages[0].msg_id.as_deref(), Some("s1/7/0"));
 /// ```
 #[derive(Debug)]
 pub struct Decoder {

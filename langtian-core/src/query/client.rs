@@ -36,6 +36,22 @@ fn header<'a>(m: &'a async_nats::Message, k: &str) -> Option<&'a str> {
     m.headers.as_ref()?.get(k).map(|v| v.as_str())
 }
 
+/// Decodes one Arrow IPC chunk into `batches` (taking the schema from the first).
+fn read_chunk(
+    bytes: &[u8],
+    index: u64,
+    schema: &mut Option<SchemaRef>,
+    batches: &mut Vec<RecordBatch>,
+) -> Result<(), QueryError> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| QueryError::Protocol(format!("chunk {index} is not Arrow IPC: {e}")))?;
+    schema.get_or_insert_with(|| reader.schema());
+    for b in reader {
+        batches.push(b.map_err(|e| QueryError::Protocol(format!("chunk {index}: {e}")))?);
+    }
+    Ok(())
+}
+
 /// Runs `req` on the query service at `subject`.
 pub async fn query_on(bus: &Bus, subject: &str, req: &QueryRequest) -> Result<QueryResult, QueryError> {
     let client = bus.client();
@@ -86,13 +102,7 @@ pub async fn query_on(bus: &Bus, subject: &str, req: &QueryRequest) -> Result<Qu
             return Err(QueryError::Failed(failure));
         }
         if !m.payload.is_empty() {
-            let reader =
-                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(m.payload.clone()), None)
-                    .map_err(|e| QueryError::Protocol(format!("chunk {index} is not Arrow IPC: {e}")))?;
-            schema.get_or_insert_with(|| reader.schema());
-            for b in reader {
-                batches.push(b.map_err(|e| QueryError::Protocol(format!("chunk {index}: {e}")))?);
-            }
+            read_chunk(m.payload.as_ref(), index, &mut schema, &mut batches)?;
         }
         if header(&m, HEADER_LAST) == Some("1") {
             let rows = header(&m, HEADER_ROWS)
@@ -146,13 +156,8 @@ pub fn query_local(lake: crate::lake::LakeConfig, req: &QueryRequest) -> Result<
     .map_err(QueryError::Failed)?;
     let mut schema = None;
     let mut batches = Vec::new();
-    for (i, c) in chunks.into_iter().enumerate() {
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(c), None)
-            .map_err(|e| QueryError::Protocol(format!("chunk {i}: {e}")))?;
-        schema.get_or_insert_with(|| reader.schema());
-        for b in reader {
-            batches.push(b.map_err(|e| QueryError::Protocol(format!("chunk {i}: {e}")))?);
-        }
+    for (i, c) in chunks.iter().enumerate() {
+        read_chunk(c, i as u64, &mut schema, &mut batches)?;
     }
     Ok(QueryResult {
         schema: schema.ok_or_else(|| QueryError::Protocol("no schema".into()))?,
