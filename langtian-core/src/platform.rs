@@ -171,6 +171,14 @@ pub async fn run_up(
     mut on_status: impl FnMut(&UpStatus),
 ) -> Result<UpSummary, UpError> {
     let started = Instant::now();
+    // The metrics recorder first: handles created before it exists would record nowhere.
+    #[cfg(feature = "obs")]
+    if cfg.ops_addr.is_some() {
+        crate::obs::prometheus().map_err(|e| UpError::Setup {
+            what: "metrics recorder".into(),
+            reason: e.to_string(),
+        })?;
+    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| UpError::Setup {
         what: format!("data dir {}", cfg.data_dir.display()),
         reason: e.to_string(),

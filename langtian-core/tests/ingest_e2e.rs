@@ -86,6 +86,12 @@ async fn udp_to_lake_every_sample_once_with_p95_latency_under_2s() {
         async move { s.rows_out.load(Ordering::Relaxed) >= 30_000 }
     })
     .await;
+    // Stream sequences are 1..=30,000 (a fresh stream): wait until the watcher saw the last one.
+    common::wait_until(Duration::from_secs(10), "the last commit observed", || {
+        let c = commits.clone();
+        async move { c.lock().unwrap().last().is_some_and(|(s, _)| *s >= 30_000) }
+    })
+    .await;
     let _ = watch_stop.send(true);
     watcher.await.unwrap();
     let _ = col_stop.send(true);
