@@ -331,7 +331,10 @@ pub async fn bench_ingest(
         o.insert("events".into(), cfg.e2e_events.into());
         o.insert("flow_batch".into(), cfg.e2e_batch.into());
         o.insert("send_rate".into(), e2e.send_rate.into());
-        o.insert("collector_buffer".into(), (cfg.e2e_events + 10_000).into());
+        o.insert(
+            "collector_buffer".into(),
+            E2E_BUFFER.max(cfg.e2e_events + 10_000).into(),
+        );
         o.insert(
             "pipeline".into(),
             "config/pipelines/battery-to-lake.yml (lt up's)".into(),
@@ -381,6 +384,9 @@ pub async fn bench_ingest(
     ])
 }
 
+/// The end-to-end collector's buffer: the whole overload run and any failed step fit.
+const E2E_BUFFER: usize = 2_000_000;
+
 struct E2e {
     /// N events offered at the collector's maximum / time until all are in the lake.
     rate: f64,
@@ -404,7 +410,8 @@ async fn e2e(
     // Offered load may exceed what the whole pipeline drains (the flow shares the two cores):
     // the buffer holds the whole run so the lake's rate, not a drop, is what is measured.
     let mut ccfg = CollectorConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
-    ccfg.buffer_records = cfg.e2e_events + 10_000;
+    // The sustained steps that fail are bounded (2 × step_seconds at < 2× the collector's rate).
+    ccfg.buffer_records = E2E_BUFFER.max(cfg.e2e_events + 10_000);
     let collector = Collector::bind(ccfg).await.map_err(|e| err(e.to_string()))?;
     let addr = collector.local_addr();
     let cstats = collector.stats();
