@@ -155,11 +155,35 @@ pub struct UpSummary {
     pub udp: SocketAddr,
 }
 
+/// The default flow's counters, read where they are kept (no copies to go stale).
 #[derive(Debug, Default)]
 struct FlowCounters {
-    rows: AtomicU64,
-    lag: AtomicU64,
-    errors: AtomicU64,
+    #[cfg(feature = "flow")]
+    stats: Arc<crate::flow::runner::RunStats>,
+    /// 1 when the flow task stopped with an error.
+    failed: AtomicU64,
+}
+
+impl FlowCounters {
+    fn rows(&self) -> u64 {
+        #[cfg(feature = "flow")]
+        return self.stats.rows_out.load(Ordering::Relaxed);
+        #[cfg(not(feature = "flow"))]
+        0
+    }
+    fn lag(&self) -> u64 {
+        #[cfg(feature = "flow")]
+        return self.stats.lag.load(Ordering::Relaxed);
+        #[cfg(not(feature = "flow"))]
+        0
+    }
+    fn errors(&self) -> u64 {
+        let failed = self.failed.load(Ordering::Relaxed);
+        #[cfg(feature = "flow")]
+        return failed + self.stats.errors.load(Ordering::Relaxed);
+        #[cfg(not(feature = "flow"))]
+        failed
+    }
 }
 
 /// Runs the platform until `shutdown` resolves. `on_line` receives start-up messages,
@@ -409,39 +433,12 @@ fn start_flow(
         "flow `battery-to-lake`: lt.evt.battery.> → SQL → DuckLake {} table battery_samples (exactly once)",
         lake.display()
     ));
-    let stats = Arc::new(crate::flow::runner::RunStats::default());
-    let (done_tx, mut done_rx) = watch::channel(false);
-    // Mirror the flow's counters into ours once a second.
-    {
-        let stats = stats.clone();
-        let counters = counters.clone();
-        tokio::spawn(async move {
-            loop {
-                counters
-                    .rows
-                    .store(stats.rows_out.load(Ordering::Relaxed), Ordering::Relaxed);
-                counters
-                    .lag
-                    .store(stats.lag.load(Ordering::Relaxed), Ordering::Relaxed);
-                counters
-                    .errors
-                    .store(stats.errors.load(Ordering::Relaxed), Ordering::Relaxed);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = done_rx.wait_for(|d| *d) => break,
-                }
-            }
-            counters
-                .rows
-                .store(stats.rows_out.load(Ordering::Relaxed), Ordering::Relaxed);
-        });
-    }
+    let stats = counters.stats.clone();
     Ok(tokio::spawn(async move {
         if let Err(e) = Box::pin(crate::flow::runner::run_pipeline(file, stats, stop)).await {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
+            counters.failed.store(1, Ordering::Relaxed);
             tracing::error!(error = %e, "flow battery-to-lake stopped");
         }
-        let _ = done_tx.send(true);
     }))
 }
 
@@ -490,8 +487,8 @@ async fn start_ops(
         let details = serde_json::json!({
             "nats_connected": c.connected,
             "collector_backlog": c.backlog,
-            "lake_rows": flow.rows.load(Ordering::Relaxed),
-            "flow_lag": flow.lag.load(Ordering::Relaxed),
+            "lake_rows": flow.rows(),
+            "flow_lag": flow.lag(),
             "flow": flow_on,
         });
         if c.connected {
@@ -543,10 +540,10 @@ async fn collect_status(
         published: s.published,
         backlog: s.backlog,
         stream_messages,
-        lake_rows: flow.rows.load(Ordering::Relaxed),
-        lag: flow.lag.load(Ordering::Relaxed),
+        lake_rows: flow.rows(),
+        lag: flow.lag(),
         dead_letters,
         nodes,
-        errors: s.malformed + s.dropped + s.kernel_drops + flow.errors.load(Ordering::Relaxed),
+        errors: s.malformed + s.dropped + s.kernel_drops + flow.errors(),
     }
 }

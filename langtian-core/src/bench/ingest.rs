@@ -3,6 +3,7 @@
 //! collector → JetStream → flow → DuckLake, events per second with the lake checked.
 
 use std::net::SocketAddr;
+#[cfg(feature = "flow")]
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,9 @@ use async_nats::jetstream::message::PublishMessage;
 use tokio::sync::watch;
 
 use super::{BenchError, BenchRecord, Host, median};
-use crate::bus::{Bus, BusOptions, OutgoingMessage, StreamSpec, Topology, ensure_stream};
+#[cfg(feature = "flow")]
+use crate::bus::Topology;
+use crate::bus::{Bus, BusOptions, OutgoingMessage, StreamSpec, ensure_stream};
 use crate::collector::{Collector, CollectorConfig, CollectorStats, DatagramFormat, Decoder};
 use crate::natsd::{NatsServer, NatsServerConfig};
 use crate::sim::udp::{BatteryUdpConfig, DatagramSource, encode_datagram};
