@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use langtian_core::bus::{
-    Bus, BusError, Consumer, ConsumerSpec, DeadLetter, DeadLetterForwarder, DlqConfig, HandlerError,
+    AckMode, Bus, BusError, Consumer, ConsumerSpec, DeadLetter, DeadLetterForwarder, DlqConfig, HandlerError,
     OutgoingMessage, Publisher, PublisherConfig, Qos, Topology, ensure_consumer,
 };
 
@@ -109,6 +109,45 @@ async fn batch_api_acks_naks_and_redelivers() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn ack_all_consumer_acks_a_batch_with_its_last_message() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "CA", &["ca.>"]).await;
+    let mut all = spec("CA", "cum");
+    all.ack_policy = AckMode::All;
+    ensure_consumer(&bus, &all).await.unwrap();
+    publish_n(&bus, "ca.x", 10).await;
+
+    // Bound with an explicit spec: the server's policy wins.
+    let mut c = Consumer::bind(&bus, spec("CA", "cum")).await.unwrap();
+    assert_eq!(c.ack_mode(), AckMode::All);
+    let b = c.next_batch(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.len(), 10);
+    assert!(b.cumulative_ack);
+    // One ack of message 5 acknowledges 1..=5 on the server.
+    b.messages[4].ack_sync().await.unwrap();
+    let info = c.info().await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, 5);
+    assert_eq!(info.num_ack_pending, 5);
+    b.ack_all().await.unwrap();
+    let info = c.info().await.unwrap();
+    assert_eq!(info.ack_floor.stream_sequence, 10);
+    assert_eq!(info.num_ack_pending, 0);
+
+    // run() NAKs single messages, which AckAll would silently ack later: refused.
+    let err = c
+        .run(|_d| async { Ok(()) }, std::future::pending::<()>())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ack_policy"), "{err}");
+
+    // The policy of an existing consumer cannot change in place: a clear error.
+    let err = ensure_consumer(&bus, &spec("CA", "cum")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("ack policy") && text.contains("cum"), "{text}");
 }
 
 #[tokio::test]

@@ -124,6 +124,31 @@ async fn exactly_once_into_the_lake_and_redeliveries_are_dropped() {
         2000
     );
 
+    // The flow's consumer acks cumulatively (the default `ack_policy: all`): one ack per batch
+    // and everything is acknowledged once the last commit is acked.
+    let info = common::retry_until(Duration::from_secs(10), || async {
+        let mut c = bus
+            .jetstream()
+            .get_stream("LT_EVENTS")
+            .await
+            .unwrap()
+            .get_consumer::<langtian_core::async_nats::jetstream::consumer::pull::Config>("lake-writer")
+            .await
+            .unwrap();
+        let info = c.info().await.unwrap().clone();
+        if info.ack_floor.stream_sequence == 2000 {
+            Ok(info)
+        } else {
+            Err(format!("ack floor at {}", info.ack_floor.stream_sequence))
+        }
+    })
+    .await;
+    assert_eq!(
+        info.config.ack_policy,
+        langtian_core::async_nats::jetstream::consumer::AckPolicy::All
+    );
+    assert_eq!(info.num_ack_pending, 0);
+
     // Replay everything: delete the consumer; the runner recreates it (deliver all) and must not
     // write anything at or below the committed position again, then take the new ones.
     bus.jetstream()

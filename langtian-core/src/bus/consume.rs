@@ -57,6 +57,40 @@ pub struct ConsumerSpec {
     /// Replicas (0 = the stream's).
     #[serde(default)]
     pub replicas: usize,
+    /// How acks count: `explicit` (default: every message acked on its own) or `all` (acking a
+    /// message acks every earlier one — one ack per batch for consumers that commit in stream
+    /// order and never NAK single messages, like a flow's source). Fixed once the consumer exists.
+    #[serde(default)]
+    pub ack_policy: AckMode,
+}
+
+/// The JetStream ack policy of a consumer (see [`ConsumerSpec::ack_policy`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// Every message is acked on its own (NAK/TERM per message are safe).
+    #[default]
+    Explicit,
+    /// An ack acknowledges every earlier message too (JetStream `AckAll`).
+    All,
+}
+
+impl AckMode {
+    fn server(self) -> AckPolicy {
+        match self {
+            AckMode::Explicit => AckPolicy::Explicit,
+            AckMode::All => AckPolicy::All,
+        }
+    }
+
+    /// The mode of a server-side policy (`None` for the policies this crate never uses).
+    pub fn of_server(p: AckPolicy) -> Option<Self> {
+        match p {
+            AckPolicy::Explicit => Some(AckMode::Explicit),
+            AckPolicy::All => Some(AckMode::All),
+            _ => None,
+        }
+    }
 }
 
 fn d_ack_wait() -> Duration {
@@ -100,6 +134,7 @@ impl ConsumerSpec {
             heartbeat: d_heartbeat(),
             deliver_new: false,
             replicas: 0,
+            ack_policy: AckMode::Explicit,
         }
     }
 
@@ -143,7 +178,7 @@ impl ConsumerSpec {
         pull::Config {
             durable_name: Some(self.durable.clone()),
             name: Some(self.durable.clone()),
-            ack_policy: AckPolicy::Explicit,
+            ack_policy: self.ack_policy.server(),
             ack_wait: self.ack_wait,
             max_deliver: self.max_deliver,
             backoff: self.ack_wait_backoff.clone(),
@@ -307,6 +342,8 @@ impl Delivery {
 pub struct Batch {
     /// The deliveries, in stream order.
     pub messages: Vec<Delivery>,
+    /// The consumer acks cumulatively (`AckAll`): acking the last message acks the batch.
+    pub cumulative_ack: bool,
 }
 
 impl Batch {
@@ -326,13 +363,16 @@ impl Batch {
         ))
     }
     /// Acks every message; the last ack is confirmed by the server, and since acks on one
-    /// connection are processed in order, so are all before it.
+    /// connection are processed in order, so are all before it. On an `AckAll` consumer only the
+    /// last message is acked (the server acks everything before it).
     pub async fn ack_all(&self) -> Result<(), BusError> {
         let Some((last, rest)) = self.messages.split_last() else {
             return Ok(());
         };
-        for m in rest {
-            m.ack().await?;
+        if !self.cumulative_ack {
+            for m in rest {
+                m.ack().await?;
+            }
         }
         last.ack_sync().await
     }
@@ -343,7 +383,8 @@ impl Batch {
         }
         Ok(())
     }
-    /// NAKs every message with `delay`.
+    /// NAKs every message with `delay` (on an `AckAll` consumer, an ack of a later message
+    /// would still ack these).
     pub async fn nak_all(&self, delay: Option<Duration>) -> Result<(), BusError> {
         for m in &self.messages {
             m.nak(delay).await?;
@@ -404,6 +445,7 @@ pub struct Consumer {
     client: async_nats::Client,
     messages: Option<pull::Stream>,
     missed_heartbeats: u64,
+    ack_mode: AckMode,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -446,13 +488,25 @@ impl Consumer {
                     }
                 }
             })?;
+        // The server's policy decides how batches are acked, whatever the spec says.
+        let ack_mode = AckMode::of_server(inner.cached_info().config.ack_policy).ok_or_else(|| BusError::Consume {
+            stream: spec.stream.clone(),
+            consumer: spec.durable.clone(),
+            reason: "the consumer's ack policy is neither `explicit` nor `all`; Langtian consumers ack explicitly or cumulatively".into(),
+        })?;
         Ok(Self {
             spec,
             inner,
             client: bus.client().clone(),
             messages: None,
             missed_heartbeats: 0,
+            ack_mode,
         })
+    }
+
+    /// The ack policy of the consumer on the server.
+    pub fn ack_mode(&self) -> AckMode {
+        self.ack_mode
     }
 
     /// The spec this consumer was bound with.
@@ -530,6 +584,7 @@ impl Consumer {
     ) -> Result<Batch, BusError> {
         let mut batch = Batch {
             messages: Vec::with_capacity(max.min(4096)),
+            cumulative_ack: self.ack_mode == AckMode::All,
         };
         while batch.messages.len() < max {
             let client = self.client.clone();
@@ -618,6 +673,11 @@ impl Consumer {
         S: Future<Output = ()>,
     {
         use futures::FutureExt as _;
+        if self.ack_mode == AckMode::All {
+            return Err(self.consume_err(
+                "run() NAKs and terminates single messages, which an `ack_policy: all` consumer cannot do safely (a later ack would ack them); use `explicit`",
+            ));
+        }
         let mut stats = HandlerStats::default();
         tokio::pin!(shutdown);
         loop {

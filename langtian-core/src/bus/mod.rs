@@ -24,7 +24,9 @@ mod publish;
 mod topology;
 
 pub use connect::{Bus, BusOptions, TlsOptions};
-pub use consume::{Batch, Consumer, ConsumerSpec, Delivery, HandlerError, HandlerOutcome, HandlerStats};
+pub use consume::{
+    AckMode, Batch, Consumer, ConsumerSpec, Delivery, HandlerError, HandlerOutcome, HandlerStats,
+};
 pub use dlq::{DeadLetter, DeadLetterForwarder, DlqConfig, dlq_headers};
 pub use error::BusError;
 pub use publish::{OutgoingMessage, PublishReceipt, PublishWindow, Publisher, PublisherConfig, Qos};

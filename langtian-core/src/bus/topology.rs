@@ -313,10 +313,24 @@ pub async fn ensure_consumer(bus: &Bus, spec: &ConsumerSpec) -> Result<String, B
         }
         _ => api(format!("reading stream `{}`", spec.stream))(e.to_string()),
     })?;
-    let exists = stream
+    let existing = stream
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&spec.durable)
         .await
-        .is_ok();
+        .ok();
+    let exists = existing.is_some();
+    if let Some(c) = existing {
+        let have = c.cached_info().config.ack_policy;
+        let want = spec.server_config().ack_policy;
+        if have != want {
+            return Err(BusError::Provision {
+                what: format!("consumer `{}` on `{}`", spec.durable, spec.stream),
+                reason: format!(
+                    "it exists with ack policy {have:?} but the spec asks for {want:?}; JetStream cannot change a consumer's ack policy — delete the consumer (`nats consumer rm {} {}`) and provision again (a flow resumes from the lake's committed offsets)",
+                    spec.stream, spec.durable
+                ),
+            });
+        }
+    }
     stream
         .create_consumer(spec.server_config())
         .await

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::bus::AckMode;
 use serde::Deserialize;
 
 /// A pipeline file that cannot be used; the message names the file, the key path and the line.
@@ -273,6 +274,10 @@ pub struct NatsSource {
     /// Deliveries before the server dead-letters a message.
     #[serde(default = "d_max_deliver")]
     pub max_deliver: i64,
+    /// Ack policy of the consumer: `all` (default — the flow commits batches in stream order
+    /// and acks each with one message) or `explicit` (one ack per message).
+    #[serde(default = "d_ack_policy")]
+    pub ack_policy: AckMode,
     /// Pull settings.
     #[serde(default)]
     pub fetch: Fetch,
@@ -292,6 +297,9 @@ fn d_ack_wait() -> Duration {
 }
 fn d_max_deliver() -> i64 {
     5
+}
+fn d_ack_policy() -> AckMode {
+    AckMode::All
 }
 
 /// `source.jsonl`.

@@ -35,6 +35,8 @@ pub struct Pulled {
     pub lag: Option<u64>,
     /// True when the source has nothing more to give (end of a `jsonl` file).
     pub exhausted: bool,
+    /// The consumer acks cumulatively (`AckAll`): one ack of the last delivery acks the batch.
+    cumulative_ack: bool,
 }
 
 impl Pulled {
@@ -61,6 +63,7 @@ impl Pulled {
             deliveries: Arc::new(old_d),
             lag: None,
             exhausted: false,
+            cumulative_ack: self.cumulative_ack,
         }
     }
 
@@ -69,9 +72,15 @@ impl Pulled {
         &self.deliveries
     }
 
-    /// Acknowledges the batch after the sink committed it (JetStream: one ack per message;
-    /// `jsonl`: nothing).
+    /// Acknowledges the batch after the sink committed it (JetStream: one ack of the last
+    /// delivery on an `ack_policy: all` consumer, else one ack per message; `jsonl`: nothing).
     pub async fn ack(self) -> Result<(), SourceError> {
+        if self.cumulative_ack {
+            if let Some(last) = self.deliveries.last() {
+                last.ack().await?;
+            }
+            return Ok(());
+        }
         for d in self.deliveries.iter() {
             d.ack().await?;
         }
@@ -145,6 +154,7 @@ pub fn consumer_spec(n: &NatsSource, p: &Pipeline) -> ConsumerSpec {
         .max_ack_pending
         .unwrap_or((p.batch_size as i64 * 2).max(spec.fetch_batch as i64));
     spec.deliver_new = matches!(n.deliver_policy, DeliverPolicy::New);
+    spec.ack_policy = n.ack_policy;
     spec
 }
 
@@ -255,6 +265,7 @@ impl Source {
                     deliveries: Arc::new(b.messages),
                     lag,
                     exhausted: false,
+                    cumulative_ack: b.cumulative_ack,
                 })
             }
             Source::Jsonl { lines, .. } => {
@@ -278,6 +289,7 @@ impl Source {
                     deliveries: Arc::default(),
                     lag: Some(lag),
                     exhausted: lag == 0,
+                    cumulative_ack: false,
                 })
             }
         }
