@@ -5,6 +5,7 @@
 //! - [`envelope`]: the event envelope (validation, protobuf encode/decode, NATS headers).
 //! - [`bus`]: connecting to NATS, publishing with QoS 0/1/2, durable pull consumers with native
 //!   JetStream acks, dead letters from server advisories, declarative provisioning.
+//! - [`aggregate`] (feature `aggregate`): keyed latest state → 33 ms deltas + snapshots (KV).
 //! - [`collector`]: UDP datagrams → envelopes → JetStream, with a bounded outage buffer.
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
 //! - [`lake`] (feature `lake`): DuckLake attach, exactly-once batch writes, maintenance.
@@ -18,6 +19,8 @@
 //! - `testkit` (feature `testkit`): real nats-server processes and clusters for tests.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+#[cfg(feature = "aggregate")]
+pub mod aggregate;
 pub mod bench;
 pub mod bus;
 pub mod collector;

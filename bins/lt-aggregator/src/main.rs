@@ -1,0 +1,172 @@
+//! `lt-aggregator`: the aggregator as a service. Argument parsing only; the aggregator is
+//! `langtian_core::aggregate` (see docs/aggregator.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use langtian_core::aggregate::service::{AggregatorServiceOptions, run_aggregator_service, status_line};
+use langtian_core::aggregate::{AggregateError, AggregatorConfig, FeedConfig, ReorderPolicy};
+use langtian_core::bus::{Bus, BusOptions};
+
+/// Reads raw market ticks (`xy.src.tick.<venue>.<symbol>`, stream XY_SRC) and battery channel
+/// samples (`lt.evt.battery.>`, stream LT_EVENTS), keeps the latest state per instrument or
+/// channel (duplicates dropped, small re-orderings fixed by per-key sequence, gaps counted), and
+/// publishes every `--delta-interval` the changed keys per shard
+/// (`xy.md.tick.<venue>.<shard>`, `lt.md.delta.cells.<shard>`) and every `--snapshot-interval`
+/// a snapshot per group (`xy.md.snapshot.<venue>`, `lt.md.snapshot.cells`), also stored in the
+/// KV bucket `md_snapshots` under the same name. A restart continues from those snapshots.
+///
+/// Exit codes: 0 stopped cleanly, 10 configuration error, 1 other errors.
+#[derive(Debug, Parser)]
+#[command(name = "lt-aggregator", version)]
+struct Cli {
+    /// How often deltas are published (16ms–100ms).
+    #[arg(long, default_value = "33ms", value_parser = humantime::parse_duration)]
+    delta_interval: Duration,
+    /// How often snapshots are published and stored (2s–5s).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    snapshot_interval: Duration,
+    /// Shards per group (1–256); a shard is FNV-1a(key) mod shards.
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// How long a record ahead of a missing sequence waits for it.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    reorder_window: Duration,
+    /// Feeds to run: ticks, battery or both (comma-separated).
+    #[arg(long, default_value = "ticks,battery", value_delimiter = ',')]
+    feeds: Vec<String>,
+    /// Group name of the battery channels.
+    #[arg(long, default_value = "cells")]
+    battery_group: String,
+    /// KV bucket of the latest snapshot per group.
+    #[arg(long, default_value = "md_snapshots")]
+    kv_bucket: String,
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, default_value = "nats://127.0.0.1:14222", env = "LT_NATS_URL")]
+    nats_url: String,
+    /// Credentials file (user JWT + NKey seed).
+    #[arg(long, env = "LT_NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// Token authentication.
+    #[arg(long, env = "LT_NATS_TOKEN")]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for TLS.
+    #[arg(long, env = "LT_NATS_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Address of `/metrics` and `/healthz`; `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:9466")]
+    metrics_addr: String,
+    /// Seconds between status lines on stderr (0 = none).
+    #[arg(long, default_value_t = 10)]
+    status_every: u64,
+    /// Node id in KV discovery (`lt_nodes`); `off` not to register.
+    #[arg(long, default_value = "aggregator-1")]
+    node_id: String,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, default_value = "info", env = "LT_LOG")]
+    log: String,
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    eprintln!("lt-aggregator: stopping — publishing the last deltas and snapshots…");
+}
+
+fn config(cli: &Cli) -> Result<AggregatorConfig, String> {
+    let mut cfg = AggregatorConfig {
+        delta_interval: cli.delta_interval,
+        snapshot_interval: cli.snapshot_interval,
+        shards: cli.shards,
+        reorder: ReorderPolicy {
+            window: cli.reorder_window,
+            ..ReorderPolicy::default()
+        },
+        kv_bucket: cli.kv_bucket.clone(),
+        ticks: None,
+        battery: None,
+    };
+    for f in &cli.feeds {
+        match f.trim() {
+            "ticks" => cfg.ticks = Some(FeedConfig::ticks()),
+            "battery" => {
+                let mut b = FeedConfig::battery();
+                b.group = Some(cli.battery_group.clone());
+                cfg.battery = Some(b);
+            }
+            other => return Err(format!("--feeds: unknown feed `{other}` (ticks, battery)")),
+        }
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lt-aggregator: error: {e}");
+            return ExitCode::from(10);
+        }
+    };
+    let ops_addr = match cli.metrics_addr.as_str() {
+        "off" => None,
+        s => match s.parse() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("lt-aggregator: error: --metrics-addr `{s}`: {e}");
+                return ExitCode::from(10);
+            }
+        },
+    };
+    let mut opts = BusOptions::new(&cli.nats_url);
+    opts.name = Some("lt-aggregator".into());
+    opts.creds_file = cli.creds.clone();
+    opts.token = cli.token.clone();
+    opts.tls.ca_file = cli.tls_ca.clone();
+    opts.tls.required = cli.tls_ca.is_some();
+    let bus = match Bus::connect(&opts).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lt-aggregator: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sopts = AggregatorServiceOptions {
+        ops_addr,
+        status_every: (cli.status_every > 0).then(|| Duration::from_secs(cli.status_every)),
+        node_id: (cli.node_id != "off").then(|| cli.node_id.clone()),
+    };
+    match run_aggregator_service(bus, cfg, sopts, shutdown()).await {
+        Ok(stats) => {
+            eprintln!("lt-aggregator: stopped cleanly\n{}", status_line(&stats));
+            ExitCode::SUCCESS
+        }
+        Err(e @ AggregateError::Config { .. }) => {
+            eprintln!("lt-aggregator: error: {e}");
+            ExitCode::from(10)
+        }
+        Err(e) => {
+            eprintln!("lt-aggregator: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

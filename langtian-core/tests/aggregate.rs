@@ -1,0 +1,369 @@
+//! The aggregator against a real nats-server: deltas + snapshots replayed by a client equal the
+//! aggregator's state; a client rebuilds from KV + deltas at once; a restart continues from KV.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use langtian_core::aggregate::service::{AggregatorStats, run_aggregator};
+use langtian_core::aggregate::{AggregatorConfig, DeltaApplied, FeedConfig, MdRecord, Replica};
+use langtian_core::bus::{Bus, OutgoingMessage, Publisher, PublisherConfig, Qos, Topology};
+use langtian_core::envelope::EnvelopeBuilder;
+use langtian_core::proto::battery::v1::ChannelSample;
+use langtian_core::proto::md::v1::Tick;
+use langtian_core::sim::{TickSim, TickSimConfig};
+use prost::Message as _;
+use tokio::sync::watch;
+
+fn ticks_only() -> AggregatorConfig {
+    AggregatorConfig {
+        battery: None,
+        ..AggregatorConfig::default()
+    }
+}
+
+async fn start(
+    bus: &Bus,
+    cfg: AggregatorConfig,
+) -> (
+    Arc<AggregatorStats>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), langtian_core::aggregate::AggregateError>>,
+) {
+    let stats = Arc::new(AggregatorStats::default());
+    let (tx, rx) = watch::channel(false);
+    let h = tokio::spawn(run_aggregator(bus.clone(), cfg, stats.clone(), rx));
+    let s = stats.clone();
+    common::wait_until(Duration::from_secs(10), "aggregator feeds reading", || {
+        let s = s.clone();
+        async move { s.ticks.ready.load(Ordering::Relaxed) || s.battery.ready.load(Ordering::Relaxed) }
+    })
+    .await;
+    (stats, tx, h)
+}
+
+async fn publish_all(bus: &Bus, msgs: Vec<OutgoingMessage>) {
+    let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
+    let mut w = p.window();
+    for m in msgs {
+        w.send(m).await.unwrap();
+    }
+    w.drain().await.unwrap();
+}
+
+fn tick_messages(ticks: &[Tick]) -> Vec<OutgoingMessage> {
+    ticks
+        .iter()
+        .map(|t| OutgoingMessage::new(TickSim::subject("xy.src.tick", t), t.encode_to_vec()))
+        .collect()
+}
+
+/// The latest (highest-sequence) tick of every instrument, by `<venue>.<symbol>`.
+fn expected_latest(ticks: &[Tick]) -> BTreeMap<String, Tick> {
+    let mut m: BTreeMap<String, Tick> = BTreeMap::new();
+    for t in ticks {
+        let k = format!("{}.{}", t.venue, t.symbol);
+        if m.get(&k).is_none_or(|o| o.seq < t.seq) {
+            m.insert(k, t.clone());
+        }
+    }
+    m
+}
+
+fn without_arrival(t: &Tick) -> Tick {
+    Tick {
+        ts_arrival: 0,
+        ..t.clone()
+    }
+}
+
+async fn kv_snapshot<R: MdRecord>(
+    bus: &Bus,
+    key: &str,
+) -> Option<(langtian_core::aggregate::GroupSnapshot<R>, i64)> {
+    let kv = bus.jetstream().get_key_value("md_snapshots").await.unwrap();
+    let bytes = kv.get(key).await.unwrap()?;
+    let (_, s, ts) = R::decode_snapshot(&bytes).unwrap();
+    Some((s, ts))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_plus_deltas_equal_the_aggregator_state_despite_duplicates_and_reordering() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    Topology::default_topology().unwrap().apply(&bus).await.unwrap();
+    let (stats, stop, task) = start(&bus, ticks_only()).await;
+
+    // The client subscribes to every delta and snapshot of venue shfe before anything flows.
+    let mut deltas = bus.client().subscribe("xy.md.tick.shfe.>").await.unwrap();
+    let mut snaps = bus.client().subscribe("xy.md.snapshot.shfe").await.unwrap();
+    bus.client().flush().await.unwrap();
+
+    let mut sim = TickSim::new(TickSimConfig {
+        venues: 2,
+        symbols_per_venue: 20,
+        duplicate_rate: 0.05,
+        out_of_order_rate: 0.05,
+        seed: 11,
+    });
+    let mut sent = Vec::new();
+    // Five rounds of 2,000 ticks over ~4 s, so that snapshots (every 3 s) fall between deltas.
+    for _ in 0..5 {
+        let batch = sim.next_ticks(2_000);
+        publish_all(&bus, tick_messages(&batch)).await;
+        sent.extend(batch);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    common::wait_until(Duration::from_secs(10), "all 10,000 ticks ingested", || {
+        let s = stats.clone();
+        async move { s.ticks.ingested.load(Ordering::Relaxed) == 10_000 }
+    })
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+
+    // Replay: the first snapshot seen, then every delta after it.
+    let first_snapshot = tokio::time::timeout(Duration::from_secs(5), snaps.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, snap, _) = Tick::decode_snapshot(&first_snapshot.payload).unwrap();
+    let mut replica = Replica::from_snapshot(snap);
+    let mut applied = 0;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), deltas.next()).await {
+        let (group, d, _) = Tick::decode_delta(&m.payload).unwrap();
+        assert_eq!(group, "shfe");
+        assert_eq!(m.subject.as_str(), format!("xy.md.tick.shfe.{}", d.shard));
+        match replica.apply_delta(&d) {
+            DeltaApplied::Applied => applied += 1,
+            DeltaApplied::Stale => {}
+            gap @ DeltaApplied::Gap { .. } => panic!("no delta is lost on a local server: {gap:?}"),
+        }
+    }
+    assert!(applied > 0, "deltas after the first snapshot");
+
+    // The aggregator's final state (its last snapshot, stored in KV on shutdown) …
+    let (last, _) = kv_snapshot::<Tick>(&bus, "xy.md.snapshot.shfe").await.unwrap();
+    let last_records: Vec<Tick> = last.records.iter().map(without_arrival).collect();
+    let replayed: Vec<Tick> = replica.records().map(without_arrival).collect();
+    assert_eq!(replayed, last_records, "snapshot + deltas = aggregator state");
+    assert_eq!(replica.shard_versions(), &last.shard_versions[..]);
+    // … is the highest-sequence tick of every shfe instrument that was sent.
+    let want: Vec<Tick> = expected_latest(&sent)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("shfe."))
+        .map(|(_, t)| without_arrival(&t))
+        .collect();
+    assert_eq!(replayed.len(), 20);
+    assert_eq!(replayed, want);
+    let s = &stats.ticks;
+    assert!(
+        s.duplicates.load(Ordering::Relaxed) > 0,
+        "the feed's duplicates were dropped"
+    );
+    assert!(
+        s.reordered.load(Ordering::Relaxed) > 0,
+        "late ticks were re-ordered"
+    );
+    assert!(s.ticks_out.load(Ordering::Relaxed) > 0);
+    assert!(s.snapshots_out.load(Ordering::Relaxed) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_rebuilds_from_kv_and_deltas_within_a_second_and_restarts_continue() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    Topology::default_topology().unwrap().apply(&bus).await.unwrap();
+    let (stats, stop, task) = start(&bus, ticks_only()).await;
+    let sim = TickSim::new(TickSimConfig {
+        venues: 1,
+        symbols_per_venue: 30,
+        duplicate_rate: 0.0,
+        out_of_order_rate: 0.0,
+        seed: 5,
+    });
+    // A steady feed in the background.
+    let feeder = {
+        let bus = bus.clone();
+        let mut sim = sim.clone();
+        tokio::spawn(async move {
+            loop {
+                publish_all(&bus, tick_messages(&sim.next_ticks(100))).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    let kv = bus.jetstream().get_key_value("md_snapshots").await.unwrap();
+    common::wait_until(Duration::from_secs(10), "a stored snapshot", || {
+        let kv = kv.clone();
+        async move { kv.get("xy.md.snapshot.shfe").await.unwrap().is_some() }
+    })
+    .await;
+
+    // A (re)connecting client: subscribe, read the snapshot, apply the next delta.
+    let t0 = Instant::now();
+    let mut deltas = bus.client().subscribe("xy.md.tick.shfe.>").await.unwrap();
+    bus.client().flush().await.unwrap();
+    let (snap, _) = kv_snapshot::<Tick>(&bus, "xy.md.snapshot.shfe").await.unwrap();
+    let mut replica = Replica::from_snapshot(snap);
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(2), deltas.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, d, _) = Tick::decode_delta(&m.payload).unwrap();
+        match replica.apply_delta(&d) {
+            DeltaApplied::Applied => break,
+            DeltaApplied::Stale => continue,
+            gap => panic!("{gap:?}"),
+        }
+    }
+    let rebuilt = t0.elapsed();
+    assert_eq!(replica.len(), 30);
+    assert!(rebuilt < Duration::from_secs(1), "rebuilt in {rebuilt:?}");
+
+    // Restart: the new aggregator continues the shard versions from KV, so the client above keeps
+    // applying deltas without a gap.
+    feeder.abort();
+    let _ = feeder.await;
+    let total = common::stream_len(&bus, "XY_SRC").await;
+    common::wait_until(Duration::from_secs(10), "every tick ingested", || {
+        let s = stats.clone();
+        async move { s.ticks.ingested.load(Ordering::Relaxed) == total }
+    })
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    let (before, _) = kv_snapshot::<Tick>(&bus, "xy.md.snapshot.shfe").await.unwrap();
+    let mut after = bus.client().subscribe("xy.md.tick.shfe.>").await.unwrap();
+    bus.client().flush().await.unwrap();
+    let (stats2, stop2, task2) = start(&bus, ticks_only()).await;
+    assert_eq!(stats2.ticks.restored_groups.load(Ordering::Relaxed), 1);
+    // Every instrument ticks once more after what the stored snapshot holds.
+    let next: Vec<Tick> = before
+        .records
+        .iter()
+        .map(|t| Tick {
+            seq: t.seq + 1,
+            last: t.last + 1.0,
+            ..t.clone()
+        })
+        .collect();
+    publish_all(&bus, tick_messages(&next)).await;
+    let mut first_base: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    while seen.len() < 30 || seen.values().any(|s| *s == 0) {
+        let m = tokio::time::timeout(Duration::from_secs(5), after.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, d, _) = Tick::decode_delta(&m.payload).unwrap();
+        first_base.entry(d.shard).or_insert(d.base_version);
+        for t in d.records {
+            let done = next.iter().any(|n| n.symbol == t.symbol && n.seq == t.seq);
+            seen.insert(t.symbol.clone(), if done { t.seq } else { 0 });
+        }
+    }
+    for (shard, base) in first_base {
+        assert_eq!(
+            base, before.shard_versions[shard as usize],
+            "shard {shard}: versions continue after the restart"
+        );
+    }
+    let _ = stop2.send(true);
+    task2.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn battery_samples_become_channel_deltas_and_gaps_are_counted() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    Topology::default_topology().unwrap().apply(&bus).await.unwrap();
+    let cfg = AggregatorConfig {
+        ticks: None,
+        battery: Some(FeedConfig {
+            start: langtian_core::aggregate::FeedStart::New,
+            ..FeedConfig::battery()
+        }),
+        ..AggregatorConfig::default()
+    };
+    let (stats, stop, task) = start(&bus, cfg).await;
+    let mut deltas = bus.client().subscribe("lt.md.delta.cells.>").await.unwrap();
+    bus.client().flush().await.unwrap();
+    let sample = |ch: u32, seq: u64| {
+        let s = ChannelSample {
+            device_id: "cycler-1".into(),
+            channel: ch,
+            seq,
+            voltage: 3.0 + seq as f64 / 100.0,
+            ..Default::default()
+        };
+        let env = EnvelopeBuilder::new("battery", "test")
+            .event_id(format!("cycler-1/{ch}/{seq}"))
+            .payload(s.encode_to_vec(), "application/x-protobuf")
+            .build()
+            .unwrap();
+        OutgoingMessage::from_envelope("lt.evt", &env)
+    };
+    // Channel 0: 1..=10 without 5..=7 (a gap of 3); channel 1: 1..=10 plus a bad message.
+    let mut msgs: Vec<OutgoingMessage> = (1..=10u64)
+        .filter(|s| !(5..=7).contains(s))
+        .map(|s| sample(0, s))
+        .collect();
+    msgs.extend((1..=10u64).map(|s| sample(1, s)));
+    msgs.push(OutgoingMessage::new(
+        "lt.evt.battery.test",
+        &b"not an envelope"[..],
+    ));
+    publish_all(&bus, msgs).await;
+    let mut latest: BTreeMap<u32, u64> = BTreeMap::new();
+    while latest.get(&0) != Some(&10) || latest.get(&1) != Some(&10) {
+        let m = tokio::time::timeout(Duration::from_secs(5), deltas.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let (group, d, _) = ChannelSample::decode_delta(&m.payload).unwrap();
+        assert_eq!(group, "cells");
+        for s in d.records {
+            latest.insert(s.channel, s.seq);
+        }
+    }
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    let b = &stats.battery;
+    assert_eq!(b.gap.load(Ordering::Relaxed), 3);
+    assert_eq!(b.decode_errors.load(Ordering::Relaxed), 1);
+    assert_eq!(b.keys.load(Ordering::Relaxed), 2);
+    let (snap, _) = kv_snapshot::<ChannelSample>(&bus, "lt.md.snapshot.cells")
+        .await
+        .unwrap();
+    let seqs: Vec<(u32, u64)> = snap.records.iter().map(|s| (s.channel, s.seq)).collect();
+    assert_eq!(seqs, vec![(0, 10), (1, 10)]);
+}
+
+#[test]
+fn settings_out_of_range_are_named() {
+    let mut c = AggregatorConfig {
+        delta_interval: Duration::from_millis(5),
+        ..AggregatorConfig::default()
+    };
+    assert!(c.validate().unwrap_err().to_string().contains("delta_interval"));
+    c.delta_interval = Duration::from_millis(33);
+    c.snapshot_interval = Duration::from_secs(10);
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("snapshot_interval")
+    );
+    c.snapshot_interval = Duration::from_secs(3);
+    c.shards = 0;
+    assert!(c.validate().unwrap_err().to_string().contains("shards"));
+    c.shards = 4;
+    assert!(c.validate().is_ok());
+}
