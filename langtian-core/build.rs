@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "langtian/envelope/v1/envelope.proto",
         "langtian/battery/v1/battery.proto",
         "langtian/md/v1/md.proto",
+        "langtian/gateway/v1/gateway.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", proto_root.join(f).display());

@@ -8,6 +8,7 @@
 //! - [`aggregate`] (feature `aggregate`): keyed latest state → 33 ms deltas + snapshots (KV).
 //! - [`collector`]: UDP datagrams → envelopes → JetStream, with a bounded outage buffer.
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
+//! - [`gateway`] (feature `gateway`): the browser WebSocket gateway (JWT, ACL, batching, degradation).
 //! - [`lake`] (feature `lake`): DuckLake attach, exactly-once batch writes, maintenance.
 //! - [`flow`] (feature `flow`): the sql-flow-compatible stream processor.
 //! - [`obs`] (feature `obs`): Prometheus recorder, `/metrics` and `/healthz`.
@@ -28,6 +29,8 @@ pub mod discovery;
 pub mod envelope;
 #[cfg(feature = "flow")]
 pub mod flow;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 #[cfg(feature = "lake")]
 pub mod lake;
 pub mod natsd;

@@ -25,5 +25,13 @@ pub mod md {
     }
 }
 
+/// `langtian.gateway.v1`
+pub mod gateway {
+    /// Version 1 of the WebSocket frames between clients and lt-gateway.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/langtian.gateway.v1.rs"));
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every contract, for decoding by message type at run time.
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/langtian_descriptors.bin"));
