@@ -199,6 +199,18 @@ struct UpArgs {
     /// Address of /metrics and /healthz; `off` to disable.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: String,
+    /// Do not run the live path (tick simulator, aggregator, WebSocket gateway).
+    #[arg(long)]
+    no_live: bool,
+    /// Simulated market ticks per second (0: none; the seeds' load is 4000).
+    #[arg(long, default_value_t = 500.0)]
+    tick_rate: f64,
+    /// Address of the WebSocket gateway and the web UI.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    gateway_addr: std::net::SocketAddr,
+    /// The built web UI to serve (when it holds an index.html).
+    #[arg(long, default_value = "ui/dist")]
+    ui_dir: PathBuf,
     /// Stop after this long (e.g. `30s`); default: run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -391,6 +403,10 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
             "off" => None,
             s => Some(s.parse().map_err(|e| format!("--metrics-addr `{s}`: {e}"))?),
         },
+        live: !a.no_live,
+        tick_rate: a.tick_rate.max(0.0),
+        gateway_addr: a.gateway_addr,
+        ui_dir: Some(a.ui_dir.clone()),
     };
     let tty = std::io::stdout().is_terminal();
     println!("lt up: starting (Ctrl-C to stop)");

@@ -33,10 +33,12 @@ struct Ports {
     udp: String,
     metrics: String,
     metrics_port: u16,
+    gateway: String,
+    gateway_port: u16,
 }
 
 fn ports() -> Ports {
-    let p = langtian_core::natsd::free_ports(3).unwrap();
+    let p = langtian_core::natsd::free_ports(4).unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -47,6 +49,8 @@ fn ports() -> Ports {
         udp: udp.to_string(),
         metrics: format!("127.0.0.1:{}", p[2]),
         metrics_port: p[2],
+        gateway: format!("127.0.0.1:{}", p[3]),
+        gateway_port: p[3],
     }
 }
 
@@ -63,6 +67,8 @@ fn up_args<'a>(data: &'a str, p: &'a Ports, duration: &'a str) -> Vec<&'a str> {
         &p.udp,
         "--metrics-addr",
         &p.metrics,
+        "--gateway-addr",
+        &p.gateway,
         "--duration",
         duration,
         "--rate",
@@ -118,6 +124,23 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     }
     assert!(seen.contains("collector listening on udp://"), "{seen}");
     assert!(seen.contains("query service on `lt.query.v1`"), "{seen}");
+    assert!(
+        seen.contains(&format!("gateway: ws://{}/ws", p.gateway)),
+        "{seen}"
+    );
+    let token = seen
+        .lines()
+        .find_map(|l| l.split("?token=").nth(1))
+        .unwrap_or_else(|| panic!("no UI URL with a token: {seen}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // The live path: a WebSocket client with the printed token gets tick deltas and the battery
+    // channels' snapshot through the gateway, and is refused what the token does not allow.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(live_check(&p.gateway, &token));
 
     // lt query through the running platform (the lake file is held by lt up).
     let q = lt(&[
@@ -148,8 +171,23 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
         text(&bad)
     );
 
-    // The ops endpoint.
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The ops endpoints.
+    let (code, gw_metrics) = rt
+        .block_on(langtian_core::natsd::http_get(p.gateway_port, "/metrics"))
+        .unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "ws_active",
+        "ws_msgs_rate",
+        "ticks_out",
+        "snapshots_out",
+        "src_ingest_rate",
+    ] {
+        assert!(
+            gw_metrics.contains(name),
+            "{name} missing from the gateway's /metrics"
+        );
+    }
     let (code, metrics) = rt
         .block_on(langtian_core::natsd::http_get(p.metrics_port, "/metrics"))
         .unwrap();
@@ -212,4 +250,72 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     ]);
     let out = text(&q);
     assert!(out.contains("| step") && out.contains("cc_charge"), "{out}");
+}
+
+async fn live_check(gateway: &str, token: &str) {
+    use futures::{SinkExt, StreamExt};
+    use langtian_core::proto::gateway::v1 as pb;
+    use prost::Message as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gateway}/ws?token={token}"))
+        .await
+        .unwrap();
+    let send =
+        |k: pb::client_frame::Kind| Message::Binary(pb::ClientFrame { kind: Some(k) }.encode_to_vec().into());
+    ws.send(send(pb::client_frame::Kind::Subscribe(pb::Subscribe {
+        id: 1,
+        subject: "xy.md.tick.>".into(),
+        priority: false,
+    })))
+    .await
+    .unwrap();
+    ws.send(send(pb::client_frame::Kind::Subscribe(pb::Subscribe {
+        id: 2,
+        subject: "lt.evt.>".into(),
+        priority: false,
+    })))
+    .await
+    .unwrap();
+    let (mut ticks, mut denied, mut channels) = (0usize, false, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut next_ask = Instant::now();
+    while Instant::now() < deadline && (ticks == 0 || !denied || channels == 0) {
+        if channels == 0 && Instant::now() >= next_ask {
+            next_ask = Instant::now() + Duration::from_millis(500);
+            ws.send(send(pb::client_frame::Kind::GetSnapshot(pb::GetSnapshot {
+                request_id: 9,
+                key: "lt.md.snapshot.cells".into(),
+            })))
+            .await
+            .unwrap();
+        }
+        let Ok(Some(Ok(Message::Binary(b)))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await
+        else {
+            continue;
+        };
+        match pb::ServerFrame::decode(b.as_ref()).unwrap().kind.unwrap() {
+            pb::server_frame::Kind::Batch(batch) => {
+                for m in batch.messages {
+                    let d = langtian_core::proto::md::v1::Delta::decode(m.payload.as_ref()).unwrap();
+                    ticks += d.ticks.len();
+                }
+            }
+            pb::server_frame::Kind::Error(e) if e.id == 2 && e.code == pb::ErrorCode::Forbidden as i32 => {
+                denied = true;
+            }
+            pb::server_frame::Kind::Snapshot(s) => {
+                let snap =
+                    langtian_core::proto::battery::v1::ChannelSnapshot::decode(s.payload.as_ref()).unwrap();
+                channels = snap.samples.len();
+            }
+            _ => {}
+        }
+    }
+    assert!(ticks > 0, "tick deltas through the gateway");
+    assert!(denied, "lt.evt.> is not in the UI token");
+    assert_eq!(
+        channels,
+        4 * 16,
+        "every simulated channel in the battery snapshot"
+    );
 }

@@ -42,6 +42,9 @@ impl Keyed for Tick {
     fn seq(&self) -> u64 {
         self.seq
     }
+    fn ts(&self) -> i64 {
+        self.ts_exchange
+    }
 }
 
 impl Keyed for ChannelSample {
@@ -50,6 +53,9 @@ impl Keyed for ChannelSample {
     }
     fn seq(&self) -> u64 {
         self.seq
+    }
+    fn ts(&self) -> i64 {
+        self.ts_device
     }
 }
 

@@ -10,6 +10,11 @@ pub trait Keyed: Clone {
     fn key(&self) -> String;
     /// The source's per-key sequence number.
     fn seq(&self) -> u64;
+    /// The source's timestamp (0 when it has none): a record behind in sequence but newer in
+    /// time than the key's latest means the source restarted its sequence.
+    fn ts(&self) -> i64 {
+        0
+    }
 }
 
 /// What happened to one record offered to [`GroupState::offer`].
@@ -21,7 +26,8 @@ pub enum Offer {
     Held,
     /// Already applied or already held: dropped.
     Duplicate,
-    /// Far behind the key's position: taken as a restarted source, applied, position reset.
+    /// Behind the key's position but newer in time (or far behind): a restarted source; applied,
+    /// position reset.
     SourceReset,
 }
 
@@ -199,7 +205,8 @@ impl<R: Keyed> GroupState<R> {
             return Offer::Applied;
         }
         if seq < ks.next {
-            if ks.next - seq >= self.policy.reset_distance {
+            let newer = ks.latest.as_ref().is_some_and(|l| r.ts() > l.ts() && l.ts() > 0);
+            if newer || ks.next - seq >= self.policy.reset_distance {
                 ks.held.clear();
                 apply(ks, r, &mut self.counts);
                 self.counts.source_resets += 1;
@@ -336,6 +343,7 @@ mod tests {
     struct Rec {
         key: String,
         seq: u64,
+        ts: i64,
     }
     impl Keyed for Rec {
         fn key(&self) -> String {
@@ -344,9 +352,33 @@ mod tests {
         fn seq(&self) -> u64 {
             self.seq
         }
+        fn ts(&self) -> i64 {
+            self.ts
+        }
     }
     fn rec(key: &str, seq: u64) -> Rec {
-        Rec { key: key.into(), seq }
+        Rec {
+            key: key.into(),
+            seq,
+            ts: 0,
+        }
+    }
+
+    #[test]
+    fn a_sequence_restarted_with_newer_timestamps_is_followed() {
+        let t0 = Instant::now();
+        let mut g = GroupState::new(1, ReorderPolicy::default());
+        let at = |seq, ts| Rec {
+            key: "a".into(),
+            seq,
+            ts,
+        };
+        g.offer(at(500, 1_000), t0);
+        assert_eq!(g.offer(at(499, 900), t0), Offer::Duplicate, "late and older");
+        assert_eq!(g.offer(at(500, 1_000), t0), Offer::Duplicate, "a copy");
+        assert_eq!(g.offer(at(1, 2_000), t0), Offer::SourceReset, "restarted feed");
+        assert_eq!(g.offer(at(2, 2_001), t0), Offer::Applied);
+        assert_eq!(g.counts().source_resets, 1);
     }
 
     #[test]

@@ -5,8 +5,13 @@
 //! heartbeats, the dead-letter forwarder, the UDP collector, the battery simulator sending
 //! datagrams to it, the default flow (battery samples → DuckLake under `<data_dir>/lake`,
 //! exactly once), the query service on `lt.query.v1` (so `lt query` reads the lake this
-//! process writes) and `/metrics` + `/healthz`. Ctrl-C stops the simulator, lets the collector
-//! publish its backlog, lets the flow commit its last batch, then stops the rest.
+//! process writes), `/metrics` + `/healthz`, and the live path ([`live`]): the market-tick
+//! simulator, the aggregator and the WebSocket gateway serving the UI. Ctrl-C stops the
+//! simulators, lets the collector publish its backlog, lets the flow commit its last batch, then
+//! stops the rest.
+
+#[cfg(all(feature = "aggregate", feature = "gateway"))]
+pub mod live;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,6 +82,14 @@ pub struct UpConfig {
     pub query: bool,
     /// Where to serve `/metrics` and `/healthz` (`None`: not served).
     pub ops_addr: Option<SocketAddr>,
+    /// Run the live path: aggregator, gateway, and (with `sim`) the tick simulator.
+    pub live: bool,
+    /// Simulated market ticks per second (0: none).
+    pub tick_rate: f64,
+    /// Address of the WebSocket gateway and the UI.
+    pub gateway_addr: SocketAddr,
+    /// The built UI (served when it holds an `index.html`).
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl Default for UpConfig {
@@ -95,6 +108,10 @@ impl Default for UpConfig {
             flow: true,
             query: true,
             ops_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            live: true,
+            tick_rate: 500.0,
+            gateway_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ui_dir: Some(PathBuf::from("ui/dist")),
         }
     }
 }
@@ -124,13 +141,17 @@ pub struct UpStatus {
     pub nodes: usize,
     /// Malformed records + buffer drops + kernel drops + flow errors.
     pub errors: u64,
+    /// Keys (instruments + channels) the aggregator holds.
+    pub live_keys: u64,
+    /// WebSocket clients of the gateway.
+    pub ws_clients: u64,
 }
 
 impl UpStatus {
     /// One terminal line.
     pub fn line(&self) -> String {
         format!(
-            "up {:>5.0}s | in {:>7.0} ev/s | published {:>9} | backlog {:>6} | lake rows {:>9} | lag {:>6} | dlq {:>4} | nodes {} | errors {}",
+            "up {:>5.0}s | in {:>7.0} ev/s | published {:>9} | backlog {:>6} | lake rows {:>9} | lag {:>6} | dlq {:>4} | live keys {:>5} | ws {} | nodes {} | errors {}",
             self.uptime_s,
             self.events_in_per_s,
             self.published,
@@ -138,6 +159,8 @@ impl UpStatus {
             self.lake_rows,
             self.lag,
             self.dead_letters,
+            self.live_keys,
+            self.ws_clients,
             self.nodes,
             self.errors
         )
@@ -316,6 +339,24 @@ pub async fn run_up(
         ));
     }
 
+    #[cfg(all(feature = "aggregate", feature = "gateway"))]
+    let live = if cfg.live {
+        Some(live::start_live(&cfg, &bus, stop_rx.clone(), &mut on_line).await?)
+    } else {
+        None
+    };
+    #[cfg(all(feature = "aggregate", feature = "gateway"))]
+    let live_stats = live.as_ref().map(|l| (l.aggregator.clone(), l.gateway.clone()));
+    #[cfg(all(feature = "aggregate", feature = "gateway"))]
+    let live_counts = move |s: &mut UpStatus| {
+        if let Some((agg, gw)) = &live_stats {
+            s.live_keys = agg.ticks.keys.load(Ordering::Relaxed) + agg.battery.keys.load(Ordering::Relaxed);
+            s.ws_clients = gw.active.load(Ordering::Relaxed);
+        }
+    };
+    #[cfg(not(all(feature = "aggregate", feature = "gateway")))]
+    let live_counts = |_: &mut UpStatus| {};
+
     let (sim_stop_tx, sim_stop_rx) = watch::channel(false);
     let mut sim_task = None;
     if cfg.sim {
@@ -349,6 +390,7 @@ pub async fn run_up(
                 let dt = last_t.elapsed().as_secs_f64().max(1e-3);
                 let mut status = collect_status(&bus, &registry, &cstats, &flow, started).await;
                 status.events_in_per_s = (records - last_records) as f64 / dt;
+                live_counts(&mut status);
                 last_records = records;
                 last_t = Instant::now();
                 on_status(&status);
@@ -359,6 +401,14 @@ pub async fn run_up(
     let _ = sim_stop_tx.send(true);
     if let Some(t) = sim_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    #[cfg(all(feature = "aggregate", feature = "gateway"))]
+    if let Some(l) = live {
+        let _ = l.sim_stop.send(true);
+        if let Some(t) = l.sim_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        tasks.extend(l.tasks);
     }
     let _ = col_stop_tx.send(true);
     if let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_secs(20), collector_task).await
@@ -375,7 +425,8 @@ pub async fn run_up(
     }
     heartbeat.abort();
     let _ = node.unregister().await;
-    let status = collect_status(&bus, &registry, &cstats, &flow, started).await;
+    let mut status = collect_status(&bus, &registry, &cstats, &flow, started).await;
+    live_counts(&mut status);
     let _ = bus.flush().await;
     drop(bus);
     if let Some(mut s) = server {
@@ -545,5 +596,7 @@ async fn collect_status(
         dead_letters,
         nodes,
         errors: s.malformed + s.dropped + s.kernel_drops + flow.errors(),
+        live_keys: 0,
+        ws_clients: 0,
     }
 }

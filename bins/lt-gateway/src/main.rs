@@ -1,0 +1,208 @@
+//! `lt-gateway`: the browser WebSocket gateway as a service. Argument parsing only; the gateway
+//! is `langtian_core::gateway` (see docs/gateway.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use langtian_core::bus::{Bus, BusOptions};
+use langtian_core::gateway::auth::{Claims, JwtConfig, sign_hs256};
+use langtian_core::gateway::{Gateway, GatewayConfig, GatewayError, GatewayStats};
+
+/// Serves browsers (and any WebSocket client) NATS subjects over one WebSocket per client:
+/// clients authenticate with a JWT whose `subs` claim lists the subject patterns they may
+/// subscribe to; messages are forwarded in binary `langtian.gateway.v1` batches every
+/// `--batch-interval`; a client that falls behind is degraded in three levels (sampled,
+/// trimmed, paused) and recovers on its own. Also serves `/healthz`, `/metrics`,
+/// `/admin/feature-flags` (admin tokens only, every change audited to stream LT_AUDIT) and the
+/// web UI's files.
+///
+/// Exit codes: 0 stopped cleanly, 10 configuration error, 1 other errors.
+#[derive(Debug, Parser)]
+#[command(name = "lt-gateway", version)]
+struct Cli {
+    /// HTTP/WebSocket address.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "LT_GATEWAY_LISTEN")]
+    listen: SocketAddr,
+    /// JWT algorithm: HS256/384/512 (with --jwt-secret-file), RS*/PS*/ES256/ES384/EdDSA (with --jwt-public-key).
+    #[arg(long, default_value = "HS256")]
+    jwt_alg: String,
+    /// File holding the HS* shared secret (at least 16 bytes).
+    #[arg(long, env = "LT_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Public key (PEM) for RS*/PS*/ES*/EdDSA tokens.
+    #[arg(long, env = "LT_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long)]
+    jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long)]
+    jwt_audience: Option<String>,
+    /// Allowed browser origin (repeatable; `*` for any). Default: same origin only.
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+    /// Directory of the built web UI (served at /).
+    #[arg(long)]
+    ui_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, serves https/wss.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Interval between batches at level 0.
+    #[arg(long, default_value = "16ms", value_parser = humantime::parse_duration)]
+    batch_interval: Duration,
+    /// Interval between batches from level 1 on.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    sample_interval: Duration,
+    /// Subscriptions per connection.
+    #[arg(long, default_value_t = 256)]
+    max_subscriptions: usize,
+    /// Kernel send buffer per connection in bytes (default: the kernel's autotuning).
+    #[arg(long)]
+    send_buffer: Option<usize>,
+    /// Print a development token for these subject patterns (comma-separated) signed with the
+    /// HS* secret, then exit. Add --dev-token-admin for an admin token.
+    #[arg(long, value_delimiter = ',')]
+    dev_token: Option<Vec<String>>,
+    /// With --dev-token: an admin token.
+    #[arg(long)]
+    dev_token_admin: bool,
+    /// With --dev-token: lifetime.
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    dev_token_ttl: Duration,
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, default_value = "nats://127.0.0.1:14222", env = "LT_NATS_URL")]
+    nats_url: String,
+    /// Credentials file (user JWT + NKey seed).
+    #[arg(long, env = "LT_NATS_CREDS")]
+    creds: Option<PathBuf>,
+    /// Token authentication to NATS.
+    #[arg(long, env = "LT_NATS_TOKEN")]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for TLS to NATS.
+    #[arg(long, env = "LT_NATS_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, default_value = "info", env = "LT_LOG")]
+    log: String,
+}
+
+async fn shutdown(tx: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    eprintln!("lt-gateway: stopping");
+    let _ = tx.send(true);
+}
+
+fn jwt(cli: &Cli) -> Result<JwtConfig, String> {
+    let algorithm: langtian_core::gateway::auth::Algorithm = cli
+        .jwt_alg
+        .parse()
+        .map_err(|_| format!("--jwt-alg `{}` is not a JWT algorithm", cli.jwt_alg))?;
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let key = match (&cli.jwt_secret_file, &cli.jwt_public_key) {
+        (Some(f), None) => {
+            let mut k = read(f)?;
+            while k.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                k.pop();
+            }
+            k
+        }
+        (None, Some(f)) => read(f)?,
+        (None, None) => return Err("give --jwt-secret-file (HS*) or --jwt-public-key (RS*/ES*/EdDSA)".into()),
+        (Some(_), Some(_)) => return Err("give only one of --jwt-secret-file and --jwt-public-key".into()),
+    };
+    let mut cfg = JwtConfig::hs256(key);
+    cfg.algorithm = algorithm;
+    cfg.issuer = cli.jwt_issuer.clone();
+    cfg.audience = cli.jwt_audience.clone();
+    Ok(cfg)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let jwt = match jwt(&cli) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("lt-gateway: error: {e}");
+            return ExitCode::from(10);
+        }
+    };
+    if let Some(subs) = &cli.dev_token {
+        let mut c = Claims::new("dev", subs.clone(), cli.dev_token_ttl);
+        c.admin = cli.dev_token_admin;
+        return match sign_hs256(&jwt.key, &c) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("lt-gateway: error: {e}");
+                ExitCode::from(10)
+            }
+        };
+    }
+    let mut cfg = GatewayConfig::new(cli.listen, jwt);
+    cfg.allowed_origins = cli.allowed_origins.clone();
+    cfg.static_dir = cli.ui_dir.clone();
+    cfg.tls = cli.tls_cert.clone().zip(cli.tls_key.clone());
+    cfg.degrade.batch_interval = cli.batch_interval;
+    cfg.degrade.sample_interval = cli.sample_interval;
+    cfg.max_subscriptions = cli.max_subscriptions;
+    cfg.send_buffer_bytes = cli.send_buffer;
+    let gw = match Gateway::bind(cfg).await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("lt-gateway: error: {e}");
+            return ExitCode::from(10);
+        }
+    };
+    let mut opts = BusOptions::new(&cli.nats_url);
+    opts.name = Some("lt-gateway".into());
+    opts.creds_file = cli.creds.clone();
+    opts.token = cli.token.clone();
+    opts.tls.ca_file = cli.tls_ca.clone();
+    opts.tls.required = cli.tls_ca.is_some();
+    let bus = match Bus::connect(&opts).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lt-gateway: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("lt-gateway: UI {} · WebSocket {}", gw.http_url(), gw.ws_url());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(shutdown(tx));
+    match gw.run(bus, Arc::new(GatewayStats::default()), rx).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ GatewayError::Config { .. }) => {
+            eprintln!("lt-gateway: error: {e}");
+            ExitCode::from(10)
+        }
+        Err(e) => {
+            eprintln!("lt-gateway: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
