@@ -287,6 +287,25 @@ enum BenchCmd {
     Flow(BenchFlowArgs),
     /// The UDP collector's zero-loss rate vs a bare windowed publish, and UDP → DuckLake end to end.
     Ingest(BenchIngestArgs),
+    /// Ticks → JetStream → aggregator → gateway → WebSocket clients: latency at 4k and 40k ticks/s.
+    Live(BenchLiveArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchLiveArgs {
+    /// Seconds instead of minutes (smoke test).
+    #[arg(long)]
+    quick: bool,
+    /// Tick rates to measure at the default 33 ms deltas (comma-separated); default: 4000 and
+    /// 40000, then 4000 with 16 ms deltas.
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<f64>>,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 5)]
+    clients: usize,
+    /// Results directory.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +366,7 @@ async fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
         Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await,
         Cmd::Bench(BenchCmd::Ingest(a)) => cmd_bench_ingest(a).await,
+        Cmd::Bench(BenchCmd::Live(a)) => cmd_bench_live(a).await,
         Cmd::Flow(f) => cmd_flow(f).await,
     };
     match result {
@@ -794,6 +814,27 @@ async fn cmd_bench_flow(a: &BenchFlowArgs) -> Result<(), String> {
     };
     print!("{}", summary(&records));
     let path = write_results(&a.out, "flow", &records).map_err(|e| e.to_string())?;
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+async fn cmd_bench_live(a: &BenchLiveArgs) -> Result<(), String> {
+    use langtian_core::bench::{LiveBenchConfig, bench_live};
+    let mut cfg = if a.quick {
+        LiveBenchConfig::quick()
+    } else {
+        LiveBenchConfig::full()
+    };
+    if let Some(r) = &a.rates {
+        cfg.steps = r.iter().map(|r| (*r, Duration::from_millis(33))).collect();
+    }
+    cfg.clients = a.clients.max(1);
+    eprintln!("lt bench live ({}):", if a.quick { "quick" } else { "full" });
+    let records = bench_live(&cfg, |line| eprintln!("  {line}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let path = write_results(&a.out, "live", &records).map_err(|e| e.to_string())?;
+    println!("{}", summary(&records));
     println!("results: {}", path.display());
     Ok(())
 }

@@ -18,7 +18,11 @@ use crate::bus::{
 use crate::natsd::{NatsServer, NatsServerConfig, NatsdError};
 
 mod ingest;
+#[cfg(all(feature = "aggregate", feature = "gateway"))]
+mod live;
 pub use ingest::{IngestBenchConfig, bench_ingest};
+#[cfg(all(feature = "aggregate", feature = "gateway"))]
+pub use live::{LiveBenchConfig, bench_live};
 
 /// Benchmark errors.
 #[derive(Debug, thiserror::Error)]

@@ -38,6 +38,8 @@ struct Conn {
     outbox: Mutex<Outbox>,
     control: Mutex<Vec<Bytes>>,
     wake: Notify,
+    /// Notified when the outbox goes from empty to non-empty.
+    data: Notify,
     /// When the current socket write started, and its size.
     in_flight: Mutex<Option<(Instant, usize)>>,
     level: AtomicU8,
@@ -92,6 +94,7 @@ pub(super) async fn serve(socket: WebSocket, claims: Claims, peer: String, share
         outbox: Mutex::new(Outbox::default()),
         control: Mutex::new(Vec::new()),
         wake: Notify::new(),
+        data: Notify::new(),
         in_flight: Mutex::new(None),
         level: AtomicU8::new(0),
         paused: Mutex::new(BTreeSet::new()),
@@ -309,12 +312,18 @@ async fn subscribe(
                 lock(&c.paused).insert(id);
                 continue;
             }
-            lock(&c.outbox).push(Pending {
+            let mut outbox = lock(&c.outbox);
+            outbox.push(Pending {
                 sub_id: id,
                 subject: m.subject.to_string(),
                 payload: m.payload,
                 ts_received: now_nanos(),
             });
+            let first = outbox.len() == 1;
+            drop(outbox);
+            if first {
+                c.data.notify_one();
+            }
         }
     });
     subs.insert(id, Sub { task });
@@ -337,12 +346,34 @@ async fn send(sink: &mut Sink, conn: &Conn, frame: Bytes) -> bool {
 }
 
 async fn write_loop(mut sink: Sink, conn: Arc<Conn>, shared: Arc<Shared>) {
+    use tokio::time::Instant as TInstant;
     let policy = &shared.cfg.degrade;
-    let mut next_batch = tokio::time::Instant::now() + policy.batch_interval;
     let mut seq = 0u64;
+    // A batch goes out `linger` after its first message, but never sooner than the batch
+    // interval after the previous one: at most one batch per interval, and a burst (the
+    // aggregator's deltas of one tick) is not held for a whole interval.
+    let mut last_flush = TInstant::now();
+    let mut deadline: Option<TInstant> = None;
+    let interval_now = |conn: &Conn| {
+        if conn.level.load(Ordering::Relaxed) >= 1 {
+            policy.sample_interval
+        } else {
+            policy.batch_interval
+        }
+    };
     loop {
         let due = tokio::select! {
-            () = tokio::time::sleep_until(next_batch) => true,
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+            () = conn.data.notified(), if deadline.is_none() => {
+                let at = (last_flush + interval_now(&conn)).max(TInstant::now() + policy.linger);
+                deadline = Some(at);
+                false
+            }
             () = conn.wake.notified() => false,
         };
         let control = std::mem::take(&mut *lock(&conn.control));
@@ -365,13 +396,10 @@ async fn write_loop(mut sink: Sink, conn: Arc<Conn>, shared: Arc<Shared>) {
         if !due {
             continue;
         }
+        last_flush = TInstant::now();
+        deadline = None;
         let level = conn.level.load(Ordering::Relaxed);
-        let interval = if level >= 1 {
-            policy.sample_interval
-        } else {
-            policy.batch_interval
-        };
-        next_batch = tokio::time::Instant::now() + interval;
+        let interval = interval_now(&conn);
         let (msgs, resync) = lock(&conn.outbox).take();
         if !resync.is_empty() {
             let f = encode_server(Out::Status(pb::Status {
@@ -413,6 +441,10 @@ async fn write_loop(mut sink: Sink, conn: Arc<Conn>, shared: Arc<Shared>) {
         }
         shared.stats.forwarded.fetch_add(n, Ordering::Relaxed);
         shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+        // Messages that arrived while this batch was written wait for the next one.
+        if !lock(&conn.outbox).is_empty() {
+            deadline = Some((last_flush + interval_now(&conn)).max(TInstant::now() + policy.linger));
+        }
     }
 }
 

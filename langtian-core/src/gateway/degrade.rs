@@ -25,6 +25,8 @@ pub struct DegradePolicy {
     pub batch_interval: Duration,
     /// Batch interval from level 1 on.
     pub sample_interval: Duration,
+    /// How long a batch waits after its first message for more (bursts go out together).
+    pub linger: Duration,
     /// Queued bytes that raise the level to 1, 2, 3.
     pub high_bytes: [usize; 3],
     /// Queued bytes below which a level may be left (level 1, 2, 3).
@@ -49,6 +51,7 @@ impl Default for DegradePolicy {
         Self {
             batch_interval: Duration::from_millis(16),
             sample_interval: Duration::from_millis(250),
+            linger: Duration::from_millis(2),
             high_bytes: [256 << 10, 1 << 20, 4 << 20],
             low_bytes: [64 << 10, 256 << 10, 1 << 20],
             stall: [
@@ -81,6 +84,9 @@ impl DegradePolicy {
         let ms = self.batch_interval.as_millis();
         if !(1..=1000).contains(&ms) {
             return Err(format!("batch_interval {ms} ms is outside 1–1000 ms"));
+        }
+        if self.linger > self.batch_interval {
+            return Err("linger must not exceed batch_interval".into());
         }
         if self.sample_interval < self.batch_interval {
             return Err("sample_interval must be at least batch_interval".into());

@@ -1,0 +1,364 @@
+//! `lt bench live`: market ticks → JetStream (`XY_SRC`) → aggregator (33 ms deltas) → gateway
+//! (16 ms batches) → N WebSocket clients, at the seed's load (4k ticks/s) and a stress load
+//! (40k ticks/s). Latency is taken per delivered tick from its `ts_exchange` (stamped by the
+//! simulator right before publishing) to the client's receipt; the raw limit beside it is a bare
+//! core-NATS publish → subscribe of the same ticks in the same run.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::sync::watch;
+
+use super::{BenchError, BenchRecord, Host};
+use crate::aggregate::AggregatorConfig;
+use crate::aggregate::service::{AggregatorStats, run_aggregator};
+use crate::bus::{Bus, BusOptions, Topology};
+use crate::envelope::now_nanos;
+use crate::gateway::auth::{Claims, JwtConfig, sign_hs256};
+use crate::gateway::{Gateway, GatewayConfig, GatewayStats};
+use crate::natsd::{NatsServer, NatsServerConfig};
+use crate::proto::gateway::v1 as pb;
+use crate::proto::md::v1::{Delta, Tick};
+use crate::sim::ticks::{TickRun, publish_ticks};
+use crate::sim::{TickSim, TickSimConfig};
+
+/// Settings of `lt bench live`.
+#[derive(Debug, Clone)]
+pub struct LiveBenchConfig {
+    /// Steps: (ticks per second, the aggregator's delta interval).
+    pub steps: Vec<(f64, Duration)>,
+    /// Seconds measured per rate (after the warm-up).
+    pub seconds: f64,
+    /// Seconds of warm-up per rate (not measured).
+    pub warmup: f64,
+    /// WebSocket clients.
+    pub clients: usize,
+}
+
+impl LiveBenchConfig {
+    /// `--quick`: a few seconds, for smoke tests.
+    pub fn quick() -> Self {
+        let d33 = Duration::from_millis(33);
+        Self {
+            // The seed's load and the stress load at the default 33 ms, then the seed's load
+            // with the shortest delta interval the aggregator allows (16 ms).
+            steps: vec![
+                (4_000.0, d33),
+                (40_000.0, d33),
+                (4_000.0, Duration::from_millis(16)),
+            ],
+            seconds: 2.0,
+            warmup: 1.0,
+            clients: 5,
+        }
+    }
+    /// The full run.
+    pub fn full() -> Self {
+        Self {
+            seconds: 20.0,
+            warmup: 3.0,
+            ..Self::quick()
+        }
+    }
+}
+
+const NONE: usize = usize::MAX;
+const SECRET: &[u8] = b"lt-bench-live-secret-0123";
+
+/// Latency samples (µs) per measured step, shared by the clients.
+#[derive(Debug, Default)]
+struct Samples {
+    step: AtomicUsize,
+    by_step: Mutex<Vec<Vec<u32>>>,
+    /// The part from publish to the aggregator's receipt (`ts_arrival - ts_exchange`).
+    ingest_by_step: Mutex<Vec<Vec<u32>>>,
+}
+
+impl Samples {
+    fn record(&self, lat_ns: i64, ingest_ns: i64) {
+        let step = self.step.load(Ordering::Relaxed);
+        if step == NONE {
+            return;
+        }
+        for (m, ns) in [(&self.by_step, lat_ns), (&self.ingest_by_step, ingest_ns)] {
+            let us = u32::try_from((ns / 1000).max(0)).unwrap_or(u32::MAX);
+            let mut v = m.lock().unwrap_or_else(|p| p.into_inner());
+            if v.len() <= step {
+                v.resize_with(step + 1, Vec::new);
+            }
+            v[step].push(us);
+        }
+    }
+    fn take(&self, step: usize) -> (Vec<u32>, Vec<u32>) {
+        let take = |m: &Mutex<Vec<Vec<u32>>>| {
+            let mut v = m.lock().unwrap_or_else(|p| p.into_inner());
+            v.get_mut(step).map(std::mem::take).unwrap_or_default()
+        };
+        (take(&self.by_step), take(&self.ingest_by_step))
+    }
+}
+
+/// p50, p95, p99 in milliseconds.
+fn percentiles(mut v: Vec<u32>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_unstable();
+    let at = |q: f64| f64::from(v[((v.len() - 1) as f64 * q).round() as usize]) / 1000.0;
+    (at(0.50), at(0.95), at(0.99))
+}
+
+async fn client(url: String, samples: Arc<Samples>, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sub = pb::ClientFrame {
+        kind: Some(pb::client_frame::Kind::Subscribe(pb::Subscribe {
+            id: 1,
+            subject: "xy.md.tick.>".into(),
+            priority: true,
+        })),
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        sub.encode_to_vec().into(),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    loop {
+        let m = tokio::select! {
+            m = ws.next() => m,
+            _ = stop.changed() => return Ok(()),
+        };
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) = m else {
+            if m.is_none() {
+                return Err("the gateway closed the connection".into());
+            }
+            continue;
+        };
+        let now = now_nanos();
+        let Ok(frame) = pb::ServerFrame::decode(b.as_ref()) else {
+            continue;
+        };
+        if let Some(pb::server_frame::Kind::Batch(batch)) = frame.kind {
+            for f in batch.messages {
+                if let Ok(d) = Delta::decode(f.payload.as_ref()) {
+                    for t in d.ticks {
+                        samples.record(now - t.ts_exchange, t.ts_arrival - t.ts_exchange);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bare limit: core publish of the same ticks → a bare subscriber, latency from `ts_exchange`.
+async fn bare_latency(bus: &Bus, rate: f64, seconds: f64) -> Result<Vec<u32>, BenchError> {
+    let err = |e: String| BenchError::Baseline(e);
+    let mut sub = bus
+        .client()
+        .subscribe("bench.bare.>")
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    bus.client().flush().await.map_err(|e| err(e.to_string()))?;
+    let n = (rate * seconds) as usize;
+    let reader = tokio::spawn(async move {
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+                Ok(Some(m)) => {
+                    let now = now_nanos();
+                    if let Ok(t) = Tick::decode(m.payload.as_ref()) {
+                        v.push(u32::try_from(((now - t.ts_exchange) / 1000).max(0)).unwrap_or(u32::MAX));
+                    }
+                }
+                _ => break,
+            }
+        }
+        v
+    });
+    let mut sim = TickSim::new(TickSimConfig {
+        seed: 99,
+        ..TickSimConfig::default()
+    });
+    let start = Instant::now();
+    let mut sent = 0usize;
+    while sent < n {
+        let due = ((start.elapsed().as_secs_f64() * rate) as usize).min(n);
+        if due > sent {
+            for t in sim.next_ticks(due - sent) {
+                let subject = TickSim::subject("bench.bare", &t);
+                bus.client()
+                    .publish(subject, t.encode_to_vec().into())
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            sent = due;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    reader.await.map_err(|e| err(e.to_string()))
+}
+
+/// Runs the benchmark; `progress` receives one line per step.
+pub async fn bench_live(
+    cfg: &LiveBenchConfig,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<BenchRecord>, BenchError> {
+    let err = |e: String| BenchError::Baseline(e);
+    let dir = tempfile::Builder::new()
+        .prefix("lt-bench-live-")
+        .tempdir()
+        .map_err(|e| err(e.to_string()))?;
+    let server = NatsServer::start(NatsServerConfig::new(dir.path().join("nats"))).await?;
+    let bus = Bus::connect(&BusOptions::new(&server.client_url())).await?;
+    Topology::default_topology()?.apply(&bus).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gcfg = GatewayConfig::new(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        JwtConfig::hs256(SECRET.to_vec()),
+    );
+    let batch_ms = gcfg.degrade.batch_interval.as_millis();
+    let gw = Gateway::bind(gcfg).await.map_err(|e| err(e.to_string()))?;
+    let ws_url = gw.ws_url();
+    let gw_stats = Arc::new(GatewayStats::default());
+    let gw_task = tokio::spawn(gw.run(bus.clone(), gw_stats.clone(), stop_rx.clone()));
+    let token = sign_hs256(
+        SECRET,
+        &Claims::new("bench", vec!["xy.md.>".into()], Duration::from_secs(3600)),
+    )
+    .map_err(err)?;
+    let samples = Arc::new(Samples {
+        step: AtomicUsize::new(NONE),
+        ..Samples::default()
+    });
+    // Wait for the gateway to accept, then connect the clients.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(gw_task_addr(&ws_url))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return Err(err("the gateway did not start".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut clients = Vec::new();
+    for _ in 0..cfg.clients {
+        clients.push(tokio::spawn(client(
+            format!("{ws_url}?token={token}"),
+            samples.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw_stats.active.load(Ordering::Relaxed) < cfg.clients as u64 {
+        if Instant::now() > deadline {
+            return Err(err("the WebSocket clients did not connect".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut records = Vec::new();
+    let mut sim = TickSim::new(TickSimConfig::default());
+    for (step, (rate, delta_interval)) in cfg.steps.iter().copied().enumerate() {
+        // A fresh aggregator per step (it restores from its KV snapshots, as after a restart).
+        let agg_cfg = AggregatorConfig {
+            battery: None,
+            delta_interval,
+            ..AggregatorConfig::default()
+        };
+        let agg_stats = Arc::new(AggregatorStats::default());
+        let (agg_stop_tx, agg_stop_rx) = watch::channel(false);
+        let agg = tokio::spawn(run_aggregator(
+            bus.clone(),
+            agg_cfg.clone(),
+            agg_stats.clone(),
+            agg_stop_rx,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agg_stats.ticks.ready.load(Ordering::Relaxed) {
+            if Instant::now() > deadline || agg.is_finished() {
+                return Err(err("the aggregator did not start".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let bare = bare_latency(&bus, rate, cfg.seconds.min(5.0)).await?;
+        let (b50, b95, b99) = percentiles(bare);
+        let run = TickRun {
+            rate,
+            count: Some((rate * (cfg.warmup + cfg.seconds)) as u64),
+            // Steady load: the seed's bursts would make the two rates incomparable.
+            burst_factor: 1.0,
+            ..TickRun::default()
+        };
+        let (pub_stop_tx, pub_stop_rx) = watch::channel(false);
+        let ingested0 = agg_stats.ticks.ingested.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        let warm = Duration::from_secs_f64(cfg.warmup);
+        let s = samples.clone();
+        let marker = tokio::spawn(async move {
+            tokio::time::sleep(warm).await;
+            s.step.store(step, Ordering::Relaxed);
+        });
+        let report = publish_ticks(&bus, &mut sim, &run, pub_stop_rx, |_| {}).await?;
+        drop(pub_stop_tx);
+        let _ = marker.await;
+        // Let the last deltas arrive, then stop measuring.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        samples.step.store(NONE, Ordering::Relaxed);
+        let elapsed = t0.elapsed().as_secs_f64();
+        let published_rate = report.published as f64 / elapsed;
+        let ingested = agg_stats.ticks.ingested.load(Ordering::Relaxed) - ingested0;
+        let (got, ingest) = samples.take(step);
+        let delivered = got.len() as f64 / cfg.clients as f64 / cfg.seconds;
+        let (p50, p95, p99) = percentiles(got);
+        let (i50, _, i99) = percentiles(ingest);
+        let _ = agg_stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), agg).await;
+        let dms = delta_interval.as_millis();
+        progress(&format!(
+            "{rate:>6.0} ticks/s, deltas every {dms} ms (published {published_rate:.0}/s, aggregator took {ingested}): tick → WebSocket client p50 {p50:.1} ms · p95 {p95:.1} ms · p99 {p99:.1} ms over {} clients ({delivered:.0} ticks/s each after conflation); of which publish → JetStream → aggregator p50 {i50:.1} · p99 {i99:.1} ms · bare core NATS p50 {b50:.2} · p99 {b99:.2} ms",
+            cfg.clients
+        ));
+        let target = if rate <= 4_000.0 { 30.0 } else { 180.0 };
+        records.push(BenchRecord {
+            bench: "live".into(),
+            case: format!("tick_to_ws_p99_{}k_{dms}ms", (rate / 1000.0).round()),
+            unit: "ms".into(),
+            ours: p99,
+            baseline: Some(b99),
+            baseline_what: "bare core NATS publish → subscribe of the same ticks, p99".into(),
+            ratio: Some(p99 / b99),
+            target,
+            meets: p99 <= target,
+            params: serde_json::json!({
+                "rate": rate, "seconds": cfg.seconds, "clients": cfg.clients,
+                "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+                "bare_p50_ms": b50, "bare_p95_ms": b95, "bare_p99_ms": b99,
+                "publish_to_aggregator_p50_ms": i50, "publish_to_aggregator_p99_ms": i99,
+                "delta_interval_ms": agg_cfg.delta_interval.as_millis(),
+                "batch_interval_ms": batch_ms,
+                "delivered_ticks_per_s_per_client": delivered,
+                "target_note": if rate <= 4_000.0 { "issue 5: p99 ≤ 30 ms at 4k/s" } else { "seed 002: p99 < 180 ms end to end" },
+            }),
+            host: Host::now(),
+        });
+    }
+    let _ = stop_tx.send(true);
+    for c in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), gw_task).await;
+    Ok(records)
+}
+
+fn gw_task_addr(ws_url: &str) -> String {
+    ws_url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .to_owned()
+}
