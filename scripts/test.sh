@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
-# each stage:  setup · fmt · clippy · buf lint · buf breaking · cargo test · bench smoke (bus, flow, ingest).
+# each stage:  setup · fmt · clippy · buf lint · buf breaking · cargo test · bench smoke (bus, flow, ingest, live).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -42,7 +42,8 @@ stage cargo-test   cargo test --workspace --no-fail-fast
 bench_smoke() {
   cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     cargo run --quiet -p lt -- bench flow --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
-    cargo run --quiet -p lt -- bench ingest --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke"
+    cargo run --quiet -p lt -- bench ingest --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
+    cargo run --quiet -p lt -- bench live --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke"
 }
 stage bench-smoke  bench_smoke
 

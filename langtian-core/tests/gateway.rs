@@ -632,3 +632,109 @@ async fn serves_tls_when_a_certificate_is_configured() {
     let _ = tokio::time::timeout(Duration::from_secs(3), plain.read_to_end(&mut buf)).await;
     assert!(!String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
 }
+
+/// A browser-like client joining through the gateway while the aggregator runs: subscribe to the
+/// deltas, read the snapshot from KV (GetSnapshot), apply the deltas that follow — current within
+/// 1 s, and every later delta applies without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_rebuilds_from_snapshot_and_deltas_within_a_second() {
+    use langtian_core::aggregate::service::{AggregatorStats, run_aggregator};
+    use langtian_core::aggregate::{AggregatorConfig, DeltaApplied, MdRecord, Replica};
+    use langtian_core::proto::md::v1::Tick;
+    use langtian_core::sim::ticks::{TickRun, publish_ticks};
+    use langtian_core::sim::{TickSim, TickSimConfig};
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    langtian_core::bus::Topology::default_topology()
+        .unwrap()
+        .apply(&bus)
+        .await
+        .unwrap();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let agg_stats = Arc::new(AggregatorStats::default());
+    let cfg = AggregatorConfig {
+        battery: None,
+        ..AggregatorConfig::default()
+    };
+    tokio::spawn(run_aggregator(
+        bus.clone(),
+        cfg,
+        agg_stats.clone(),
+        stop_rx.clone(),
+    ));
+    let feed = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let mut sim = TickSim::new(TickSimConfig {
+                venues: 1,
+                symbols_per_venue: 40,
+                ..TickSimConfig::default()
+            });
+            let run = TickRun {
+                rate: 2_000.0,
+                ..TickRun::default()
+            };
+            let _ = publish_ticks(&bus, &mut sim, &run, stop_rx, |_| {}).await;
+        })
+    };
+    let kv = bus.jetstream().get_key_value("md_snapshots").await.unwrap();
+    common::wait_until(Duration::from_secs(10), "a stored snapshot", || {
+        let kv = kv.clone();
+        async move { kv.get("xy.md.snapshot.shfe").await.unwrap().is_some() }
+    })
+    .await;
+    let gw = gateway(&bus, |_| {}).await;
+
+    let t0 = Instant::now();
+    let mut ws = connect(&gw, &token(&["xy.md.>"], Duration::from_secs(600), false)).await;
+    send(&mut ws, sub(1, "xy.md.tick.shfe.>", false)).await;
+    send(
+        &mut ws,
+        In::GetSnapshot(pb::GetSnapshot {
+            request_id: 1,
+            key: "xy.md.snapshot.shfe".into(),
+        }),
+    )
+    .await;
+    let mut buffered = Vec::new();
+    let mut replica: Option<Replica<Tick>> = None;
+    let mut rebuilt = None;
+    let mut applied_after = 0;
+    while applied_after < 20 {
+        match recv(&mut ws).await {
+            Out::Batch(b) => {
+                for m in b.messages {
+                    let (_, d, _) = Tick::decode_delta(&m.payload).unwrap();
+                    match replica.as_mut() {
+                        None => buffered.push(d),
+                        Some(r) => match r.apply_delta(&d) {
+                            DeltaApplied::Applied => {
+                                rebuilt.get_or_insert(t0.elapsed());
+                                applied_after += 1;
+                            }
+                            DeltaApplied::Stale => {}
+                            gap => panic!("gap after the rebuild: {gap:?}"),
+                        },
+                    }
+                }
+            }
+            Out::Snapshot(s) => {
+                let (_, snap, _) = Tick::decode_snapshot(&s.payload).unwrap();
+                let mut r = Replica::from_snapshot(snap);
+                for d in buffered.drain(..) {
+                    assert!(
+                        !matches!(r.apply_delta(&d), DeltaApplied::Gap { .. }),
+                        "buffered deltas fit the snapshot"
+                    );
+                }
+                replica = Some(r);
+            }
+            _ => {}
+        }
+    }
+    let rebuilt = rebuilt.unwrap();
+    assert!(rebuilt < Duration::from_secs(1), "rebuilt in {rebuilt:?}");
+    assert_eq!(replica.unwrap().len(), 40);
+    let _ = stop_tx.send(true);
+    let _ = feed.await;
+}

@@ -68,36 +68,42 @@ impl LiveBenchConfig {
 const NONE: usize = usize::MAX;
 const SECRET: &[u8] = b"lt-bench-live-secret-0123";
 
-/// Latency samples (µs) per measured step, shared by the clients.
+/// The parts of a tick's way, in order: publish → aggregator receipt, aggregator receipt → delta
+/// sent, delta sent → gateway receipt, gateway receipt → batch sent, batch sent → client receipt;
+/// and the whole way (index 5).
+const PARTS: [&str; 6] = [
+    "publish→aggregator",
+    "aggregator wait",
+    "aggregator→gateway",
+    "gateway wait",
+    "gateway→client",
+    "total",
+];
+
+/// Latency samples (µs) per measured step and part, shared by the clients.
 #[derive(Debug, Default)]
 struct Samples {
     step: AtomicUsize,
-    by_step: Mutex<Vec<Vec<u32>>>,
-    /// The part from publish to the aggregator's receipt (`ts_arrival - ts_exchange`).
-    ingest_by_step: Mutex<Vec<Vec<u32>>>,
+    by_step: Mutex<Vec<[Vec<u32>; 6]>>,
 }
 
 impl Samples {
-    fn record(&self, lat_ns: i64, ingest_ns: i64) {
+    fn record(&self, parts_ns: [i64; 6]) {
         let step = self.step.load(Ordering::Relaxed);
         if step == NONE {
             return;
         }
-        for (m, ns) in [(&self.by_step, lat_ns), (&self.ingest_by_step, ingest_ns)] {
-            let us = u32::try_from((ns / 1000).max(0)).unwrap_or(u32::MAX);
-            let mut v = m.lock().unwrap_or_else(|p| p.into_inner());
-            if v.len() <= step {
-                v.resize_with(step + 1, Vec::new);
-            }
-            v[step].push(us);
+        let mut v = self.by_step.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() <= step {
+            v.resize_with(step + 1, Default::default);
+        }
+        for (i, ns) in parts_ns.iter().enumerate() {
+            v[step][i].push(u32::try_from((ns / 1000).max(0)).unwrap_or(u32::MAX));
         }
     }
-    fn take(&self, step: usize) -> (Vec<u32>, Vec<u32>) {
-        let take = |m: &Mutex<Vec<Vec<u32>>>| {
-            let mut v = m.lock().unwrap_or_else(|p| p.into_inner());
-            v.get_mut(step).map(std::mem::take).unwrap_or_default()
-        };
-        (take(&self.by_step), take(&self.ingest_by_step))
+    fn take(&self, step: usize) -> [Vec<u32>; 6] {
+        let mut v = self.by_step.lock().unwrap_or_else(|p| p.into_inner());
+        v.get_mut(step).map(std::mem::take).unwrap_or_default()
     }
 }
 
@@ -146,7 +152,14 @@ async fn client(url: String, samples: Arc<Samples>, mut stop: watch::Receiver<bo
             for f in batch.messages {
                 if let Ok(d) = Delta::decode(f.payload.as_ref()) {
                     for t in d.ticks {
-                        samples.record(now - t.ts_exchange, t.ts_arrival - t.ts_exchange);
+                        samples.record([
+                            t.ts_arrival - t.ts_exchange,
+                            d.ts - t.ts_arrival,
+                            f.ts_received - d.ts,
+                            batch.ts - f.ts_received,
+                            now - batch.ts,
+                            now - t.ts_exchange,
+                        ]);
                     }
                 }
             }
@@ -313,16 +326,29 @@ pub async fn bench_live(
         let elapsed = t0.elapsed().as_secs_f64();
         let published_rate = report.published as f64 / elapsed;
         let ingested = agg_stats.ticks.ingested.load(Ordering::Relaxed) - ingested0;
-        let (got, ingest) = samples.take(step);
+        let mut parts = samples.take(step);
+        let got = std::mem::take(&mut parts[5]);
         let delivered = got.len() as f64 / cfg.clients as f64 / cfg.seconds;
         let (p50, p95, p99) = percentiles(got);
-        let (i50, _, i99) = percentiles(ingest);
+        let breakdown: Vec<(String, f64, f64)> = parts[..5]
+            .iter()
+            .zip(PARTS)
+            .map(|(v, name)| {
+                let (a, _, c) = percentiles(v.clone());
+                (name.to_owned(), a, c)
+            })
+            .collect();
+        let parts_text: Vec<String> = breakdown
+            .iter()
+            .map(|(n, a, c)| format!("{n} {a:.1}/{c:.1}"))
+            .collect();
         let _ = agg_stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), agg).await;
         let dms = delta_interval.as_millis();
         progress(&format!(
-            "{rate:>6.0} ticks/s, deltas every {dms} ms (published {published_rate:.0}/s, aggregator took {ingested}): tick → WebSocket client p50 {p50:.1} ms · p95 {p95:.1} ms · p99 {p99:.1} ms over {} clients ({delivered:.0} ticks/s each after conflation); of which publish → JetStream → aggregator p50 {i50:.1} · p99 {i99:.1} ms · bare core NATS p50 {b50:.2} · p99 {b99:.2} ms",
-            cfg.clients
+            "{rate:>6.0} ticks/s, deltas every {dms} ms (published {published_rate:.0}/s, aggregator took {ingested}): tick → WebSocket client p50 {p50:.1} ms · p95 {p95:.1} ms · p99 {p99:.1} ms over {} clients ({delivered:.0} ticks/s each after conflation) · bare core NATS p50 {b50:.2} · p99 {b99:.2} ms\n      parts p50/p99 ms: {}",
+            cfg.clients,
+            parts_text.join(" · ")
         ));
         let target = if rate <= 4_000.0 { 30.0 } else { 180.0 };
         records.push(BenchRecord {
@@ -339,7 +365,7 @@ pub async fn bench_live(
                 "rate": rate, "seconds": cfg.seconds, "clients": cfg.clients,
                 "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
                 "bare_p50_ms": b50, "bare_p95_ms": b95, "bare_p99_ms": b99,
-                "publish_to_aggregator_p50_ms": i50, "publish_to_aggregator_p99_ms": i99,
+                "parts_p50_p99_ms": breakdown.iter().map(|(n, a, c)| serde_json::json!({"part": n, "p50": a, "p99": c})).collect::<Vec<_>>(),
                 "delta_interval_ms": agg_cfg.delta_interval.as_millis(),
                 "batch_interval_ms": batch_ms,
                 "delivered_ticks_per_s_per_client": delivered,

@@ -350,8 +350,9 @@ async fn write_loop(mut sink: Sink, conn: Arc<Conn>, shared: Arc<Shared>) {
     let policy = &shared.cfg.degrade;
     let mut seq = 0u64;
     // A batch goes out `linger` after its first message, but never sooner than the batch
-    // interval after the previous one: at most one batch per interval, and a burst (the
-    // aggregator's deltas of one tick) is not held for a whole interval.
+    // interval (less the linger) after the previous one: about one batch per interval at most,
+    // a burst (the aggregator's deltas of one tick) is not held for a whole interval, and a
+    // source that publishes every interval keeps its phase (timers round up to the next ms).
     let mut last_flush = TInstant::now();
     let mut deadline: Option<TInstant> = None;
     let interval_now = |conn: &Conn| {
@@ -370,7 +371,7 @@ async fn write_loop(mut sink: Sink, conn: Arc<Conn>, shared: Arc<Shared>) {
                 }
             } => true,
             () = conn.data.notified(), if deadline.is_none() => {
-                let at = (last_flush + interval_now(&conn)).max(TInstant::now() + policy.linger);
+                let at = (last_flush + interval_now(&conn).saturating_sub(policy.linger)).max(TInstant::now() + policy.linger);
                 deadline = Some(at);
                 false
             }
@@ -396,11 +397,15 @@ async fn write_loop(mut sink: Sink, conn: Arc<Conn>, shared: Arc<Shared>) {
         if !due {
             continue;
         }
-        last_flush = TInstant::now();
         deadline = None;
         let level = conn.level.load(Ordering::Relaxed);
         let interval = interval_now(&conn);
         let (msgs, resync) = lock(&conn.outbox).take();
+        if msgs.is_empty() && resync.is_empty() {
+            // A stale wake-up: nothing was sent, so the interval does not restart.
+            continue;
+        }
+        last_flush = TInstant::now();
         if !resync.is_empty() {
             let f = encode_server(Out::Status(pb::Status {
                 level: u32::from(level),
@@ -443,7 +448,10 @@ async fn write_loop(mut sink: Sink, conn: Arc<Conn>, shared: Arc<Shared>) {
         shared.stats.batches.fetch_add(1, Ordering::Relaxed);
         // Messages that arrived while this batch was written wait for the next one.
         if !lock(&conn.outbox).is_empty() {
-            deadline = Some((last_flush + interval_now(&conn)).max(TInstant::now() + policy.linger));
+            deadline = Some(
+                (last_flush + interval_now(&conn).saturating_sub(policy.linger))
+                    .max(TInstant::now() + policy.linger),
+            );
         }
     }
 }
