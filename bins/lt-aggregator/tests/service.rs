@@ -1,0 +1,109 @@
+//! The `lt-aggregator` binary against a real nats-server: ticks in, deltas out, snapshot in KV,
+//! registered in discovery, /healthz ready, SIGTERM stops it cleanly (exit 0); a setting out of
+//! range exits 10 naming it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use langtian_core::bus::{Bus, BusOptions, Topology};
+use langtian_core::proto::md::v1::{Delta, Tick};
+use langtian_core::testkit::TestServer;
+use prost::Message as _;
+
+struct Guard(Option<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_serves_health_and_stops_on_sigterm() {
+    let srv = TestServer::start().await.unwrap();
+    let bus = Bus::connect(&BusOptions::new(&srv.url())).await.unwrap();
+    Topology::default_topology().unwrap().apply(&bus).await.unwrap();
+    let port = langtian_core::natsd::free_port().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_lt-aggregator"))
+        .args([
+            "--nats-url",
+            &srv.url(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--node-id",
+            "agg-test",
+            "--status-every",
+            "1",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
+        assert!(Instant::now() < deadline, "not ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut deltas = bus.client().subscribe("xy.md.tick.shfe.>").await.unwrap();
+    bus.client().flush().await.unwrap();
+    let tick = Tick {
+        venue: "shfe".into(),
+        symbol: "rb2501".into(),
+        seq: 1,
+        last: 3500.0,
+        ts_exchange: langtian_core::envelope::now_nanos(),
+        ..Default::default()
+    };
+    bus.jetstream()
+        .publish("xy.src.tick.shfe.rb2501", tick.encode_to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), deltas.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let d = Delta::decode(m.payload.as_ref()).unwrap();
+    assert_eq!(d.ticks.len(), 1);
+    assert_eq!(d.ticks[0].last, 3500.0);
+    let (code, metrics) = langtian_core::natsd::http_get(port, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    for name in ["src_ingest_total", "ticks_out", "src_gap", "reorder_count"] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    let child = guard.0.take().unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("stopped cleanly"), "{err}");
+    // The last snapshot was stored on the way out.
+    let kv = bus.jetstream().get_key_value("md_snapshots").await.unwrap();
+    assert!(kv.get("xy.md.snapshot.shfe").await.unwrap().is_some());
+}
+
+#[test]
+fn settings_out_of_range_exit_10() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lt-aggregator"))
+        .args(["--delta-interval", "5ms", "--metrics-addr", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("delta_interval"));
+    let out = Command::new(env!("CARGO_BIN_EXE_lt-aggregator"))
+        .args(["--feeds", "ticks,options", "--metrics-addr", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("options"));
+}

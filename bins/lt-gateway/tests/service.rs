@@ -1,0 +1,107 @@
+//! The `lt-gateway` binary: a development token from the secret file, /healthz against a real
+//! nats-server, a WebSocket subscription with that token; bad settings exit 10.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use langtian_core::proto::gateway::v1 as pb;
+use langtian_core::testkit::TestServer;
+use prost::Message as _;
+
+struct Guard(Option<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_websocket_clients_with_a_dev_token() {
+    let srv = TestServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-secret-of-enough-length\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+        .args(["--jwt-secret-file", secret, "--dev-token", "xy.md.>"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    let port = langtian_core::natsd::free_port().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+        .args([
+            "--jwt-secret-file",
+            secret,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats-url",
+            &srv.url(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = Guard(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
+        assert!(Instant::now() < deadline, "not ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token={token}"))
+        .await
+        .unwrap();
+    let f = pb::ClientFrame {
+        kind: Some(pb::client_frame::Kind::Subscribe(pb::Subscribe {
+            id: 1,
+            subject: "xy.md.tick.>".into(),
+            priority: false,
+        })),
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        f.encode_to_vec().into(),
+    ))
+    .await
+    .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let frame = pb::ServerFrame::decode(m.into_data().as_ref()).unwrap();
+    assert!(
+        matches!(frame.kind, Some(pb::server_frame::Kind::Subscribed(_))),
+        "{frame:?}"
+    );
+    let (code, page) = langtian_core::natsd::http_get(port, "/").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("Langtian gateway"), "the no-UI page");
+}
+
+#[test]
+fn bad_settings_exit_10() {
+    for args in [
+        vec!["--metrics-addr-does-not-exist"],
+        vec![],
+        vec!["--jwt-secret-file", "/nonexistent/secret"],
+        vec!["--jwt-secret-file", "/etc/hostname", "--jwt-alg", "RS256"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let code = out.status.code();
+        assert!(
+            code == Some(10) || code == Some(2),
+            "{args:?}: {code:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
