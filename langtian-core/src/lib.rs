@@ -6,6 +6,7 @@
 //! - [`bus`]: connecting to NATS, publishing with QoS 0/1/2, durable pull consumers with native
 //!   JetStream acks, dead letters from server advisories, declarative provisioning.
 //! - [`aggregate`] (feature `aggregate`): keyed latest state → 33 ms deltas + snapshots (KV).
+//! - `cli` (feature `cli`): the flags, stop signal and ops address shared by the service binaries.
 //! - [`collector`]: UDP datagrams → envelopes → JetStream, with a bounded outage buffer.
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
 //! - [`gateway`] (feature `gateway`): the browser WebSocket gateway (JWT, ACL, batching, degradation).
@@ -24,6 +25,8 @@
 pub mod aggregate;
 pub mod bench;
 pub mod bus;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod collector;
 pub mod discovery;
 pub mod envelope;

@@ -1,14 +1,14 @@
 //! `lt-aggregator`: the aggregator as a service. Argument parsing only; the aggregator is
 //! `langtian_core::aggregate` (see docs/aggregator.md).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use langtian_core::aggregate::service::{AggregatorServiceOptions, run_aggregator_service, status_line};
 use langtian_core::aggregate::{AggregateError, AggregatorConfig, FeedConfig, ReorderPolicy};
-use langtian_core::bus::{Bus, BusOptions};
+use langtian_core::bus::Bus;
+use langtian_core::cli::{self, NatsArgs};
 
 /// Reads raw market ticks (`xy.src.tick.<venue>.<symbol>`, stream XY_SRC) and battery channel
 /// samples (`lt.evt.battery.>`, stream LT_EVENTS), keeps the latest state per instrument or
@@ -43,18 +43,8 @@ struct Cli {
     /// KV bucket of the latest snapshot per group.
     #[arg(long, default_value = "md_snapshots")]
     kv_bucket: String,
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, default_value = "nats://127.0.0.1:14222", env = "LT_NATS_URL")]
-    nats_url: String,
-    /// Credentials file (user JWT + NKey seed).
-    #[arg(long, env = "LT_NATS_CREDS")]
-    creds: Option<PathBuf>,
-    /// Token authentication.
-    #[arg(long, env = "LT_NATS_TOKEN")]
-    token: Option<String>,
-    /// CA certificate (PEM) to trust for TLS.
-    #[arg(long, env = "LT_NATS_TLS_CA")]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Address of `/metrics` and `/healthz`; `off` to disable.
     #[arg(long, default_value = "127.0.0.1:9466")]
     metrics_addr: String,
@@ -67,22 +57,6 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info", env = "LT_LOG")]
     log: String,
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    eprintln!("lt-aggregator: stopping — publishing the last deltas and snapshots…");
 }
 
 fn config(cli: &Cli) -> Result<AggregatorConfig, String> {
@@ -127,23 +101,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(10);
         }
     };
-    let ops_addr = match cli.metrics_addr.as_str() {
-        "off" => None,
-        s => match s.parse() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("lt-aggregator: error: --metrics-addr `{s}`: {e}");
-                return ExitCode::from(10);
-            }
-        },
+    let ops_addr = match cli::ops_addr(&cli.metrics_addr) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lt-aggregator: error: {e}");
+            return ExitCode::from(10);
+        }
     };
-    let mut opts = BusOptions::new(&cli.nats_url);
-    opts.name = Some("lt-aggregator".into());
-    opts.creds_file = cli.creds.clone();
-    opts.token = cli.token.clone();
-    opts.tls.ca_file = cli.tls_ca.clone();
-    opts.tls.required = cli.tls_ca.is_some();
-    let bus = match Bus::connect(&opts).await {
+    let bus = match Bus::connect(&cli.nats.options("lt-aggregator")).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("lt-aggregator: error: {e}");
@@ -152,10 +117,11 @@ async fn main() -> ExitCode {
     };
     let sopts = AggregatorServiceOptions {
         ops_addr,
-        status_every: (cli.status_every > 0).then(|| Duration::from_secs(cli.status_every)),
-        node_id: (cli.node_id != "off").then(|| cli.node_id.clone()),
+        status_every: cli::every(cli.status_every),
+        node_id: cli::node_id(&cli.node_id),
     };
-    match run_aggregator_service(bus, cfg, sopts, shutdown()).await {
+    let stop = cli::stop_signal("lt-aggregator", "publishing the last deltas and snapshots…");
+    match run_aggregator_service(bus, cfg, sopts, stop).await {
         Ok(stats) => {
             eprintln!("lt-aggregator: stopped cleanly\n{}", status_line(&stats));
             ExitCode::SUCCESS

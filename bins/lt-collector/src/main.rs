@@ -2,12 +2,12 @@
 //! `langtian_core::collector` (see docs/collector.md).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use langtian_core::bus::{BusOptions, Qos};
+use langtian_core::bus::Qos;
+use langtian_core::cli::{self, NatsArgs};
 use langtian_core::collector::service::{CollectorServiceOptions, run_collector_service, status_line};
 use langtian_core::collector::{CollectorConfig, DatagramFormat, JsonDefaults};
 
@@ -49,18 +49,8 @@ struct Cli {
     /// On shutdown, how long to keep publishing the backlog.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, default_value = "nats://127.0.0.1:14222", env = "LT_NATS_URL")]
-    nats_url: String,
-    /// Credentials file (user JWT + NKey seed).
-    #[arg(long, env = "LT_NATS_CREDS")]
-    creds: Option<PathBuf>,
-    /// Token authentication.
-    #[arg(long, env = "LT_NATS_TOKEN")]
-    token: Option<String>,
-    /// CA certificate (PEM) to trust for TLS.
-    #[arg(long, env = "LT_NATS_TLS_CA")]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Address of `/metrics` and `/healthz`; `off` to disable.
     #[arg(long, default_value = "127.0.0.1:9465")]
     metrics_addr: String,
@@ -73,22 +63,6 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info", env = "LT_LOG")]
     log: String,
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    eprintln!("lt-collector: stopping — publishing the backlog…");
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -113,27 +87,21 @@ async fn main() -> ExitCode {
         event_type: cli.json_event_type.clone(),
     };
     cfg.drain_timeout = cli.drain_timeout;
-    let mut bus = BusOptions::new(&cli.nats_url);
-    bus.creds_file = cli.creds.clone();
-    bus.token = cli.token.clone();
-    bus.tls.ca_file = cli.tls_ca.clone();
-    bus.tls.required = cli.tls_ca.is_some();
-    let ops_addr = match cli.metrics_addr.as_str() {
-        "off" => None,
-        s => match s.parse() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("lt-collector: error: --metrics-addr `{s}`: {e}");
-                return ExitCode::from(10);
-            }
-        },
+    let bus = cli.nats.options("lt-collector");
+    let ops_addr = match cli::ops_addr(&cli.metrics_addr) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lt-collector: error: {e}");
+            return ExitCode::from(10);
+        }
     };
     let opts = CollectorServiceOptions {
         ops_addr,
-        status_every: (cli.status_every > 0).then(|| Duration::from_secs(cli.status_every)),
-        node_id: (cli.node_id != "off").then(|| cli.node_id.clone()),
+        status_every: cli::every(cli.status_every),
+        node_id: cli::node_id(&cli.node_id),
     };
-    match run_collector_service(cfg, bus, opts, shutdown()).await {
+    let stop = cli::stop_signal("lt-collector", "publishing the backlog…");
+    match run_collector_service(cfg, bus, opts, stop).await {
         Ok(r) if r.unpublished_at_stop > 0 => {
             eprintln!(
                 "lt-collector: stopped with {} envelopes unpublished\n{}",

@@ -2,10 +2,8 @@
 //! drain on SIGTERM. The same engine runs under `lt flow run`; see docs/flow.md.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use langtian_core::flow::config::PipelineFile;
@@ -63,19 +61,16 @@ async fn main() -> ExitCode {
         println!("{}: ok", cli.file.display());
         return ExitCode::SUCCESS;
     }
-    let ops_addr: Option<SocketAddr> = match cli.metrics_addr.as_str() {
-        "off" | "" => None,
-        a => match a.parse() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("lt-flow: error: --metrics-addr `{a}`: {e} (use host:port or `off`)");
-                return ExitCode::from(10);
-            }
-        },
+    let ops_addr = match langtian_core::cli::ops_addr(&cli.metrics_addr) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lt-flow: error: {e} (use host:port or `off`)");
+            return ExitCode::from(10);
+        }
     };
     let opts = ServiceOptions {
         ops_addr,
-        status_every: (cli.status_every > 0).then(|| Duration::from_secs(cli.status_every)),
+        status_every: langtian_core::cli::every(cli.status_every),
     };
     match run_service(file, &opts).await {
         Ok(stats) => {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use langtian_core::bus::{Bus, BusOptions};
+use langtian_core::bus::Bus;
+use langtian_core::cli::{self, NatsArgs};
 use langtian_core::gateway::auth::{Claims, JwtConfig, sign_hs256};
 use langtian_core::gateway::{Gateway, GatewayConfig, GatewayError, GatewayStats};
 
@@ -76,38 +77,11 @@ struct Cli {
     /// With --dev-token: lifetime.
     #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
     dev_token_ttl: Duration,
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, default_value = "nats://127.0.0.1:14222", env = "LT_NATS_URL")]
-    nats_url: String,
-    /// Credentials file (user JWT + NKey seed).
-    #[arg(long, env = "LT_NATS_CREDS")]
-    creds: Option<PathBuf>,
-    /// Token authentication to NATS.
-    #[arg(long, env = "LT_NATS_TOKEN")]
-    token: Option<String>,
-    /// CA certificate (PEM) to trust for TLS to NATS.
-    #[arg(long, env = "LT_NATS_TLS_CA")]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info", env = "LT_LOG")]
     log: String,
-}
-
-async fn shutdown(tx: tokio::sync::watch::Sender<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    eprintln!("lt-gateway: stopping");
-    let _ = tx.send(true);
 }
 
 fn jwt(cli: &Cli) -> Result<JwtConfig, String> {
@@ -178,13 +152,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(10);
         }
     };
-    let mut opts = BusOptions::new(&cli.nats_url);
-    opts.name = Some("lt-gateway".into());
-    opts.creds_file = cli.creds.clone();
-    opts.token = cli.token.clone();
-    opts.tls.ca_file = cli.tls_ca.clone();
-    opts.tls.required = cli.tls_ca.is_some();
-    let bus = match Bus::connect(&opts).await {
+    let bus = match Bus::connect(&cli.nats.options("lt-gateway")).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("lt-gateway: error: {e}");
@@ -193,7 +161,10 @@ async fn main() -> ExitCode {
     };
     eprintln!("lt-gateway: UI {} · WebSocket {}", gw.http_url(), gw.ws_url());
     let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(shutdown(tx));
+    tokio::spawn(async move {
+        cli::stop_signal("lt-gateway", "closing connections…").await;
+        let _ = tx.send(true);
+    });
     match gw.run(bus, Arc::new(GatewayStats::default()), rx).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ GatewayError::Config { .. }) => {
