@@ -494,10 +494,12 @@ impl PublishWindow<'_> {
         if p.cfg.qos == Qos::AtMostOnce {
             return p.publish_core(msg).await.map(Some);
         }
-        let subject = msg.subject.clone();
-        self.inflight.push_back(InFlight { msg, fut: None });
         if p.cfg.qos == Qos::ExactlyOnce {
+            let subject = msg.subject.clone();
+            self.inflight.push_back(InFlight { msg, fut: None });
             p.verify_duplicate_window(&subject).await?;
+        } else {
+            self.inflight.push_back(InFlight { msg, fut: None });
         }
         let done = if self.inflight.len() > p.cfg.window.max(1) {
             self.confirm_oldest().await?
