@@ -684,6 +684,22 @@ async fn a_websocket_client_rebuilds_from_snapshot_and_deltas_within_a_second() 
     })
     .await;
     let gw = gateway(&bus, |_| {}).await;
+    // Wait until the copy in KV is behind the live deltas (a delta builds on a newer version):
+    // the gateway must still hand out a snapshot the deltas continue without a gap.
+    let (_, stale, _) =
+        Tick::decode_snapshot(&kv.get("xy.md.snapshot.shfe").await.unwrap().unwrap()).unwrap();
+    let mut watch = bus.client().subscribe("xy.md.tick.shfe.>").await.unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, d, _) = Tick::decode_delta(&m.payload).unwrap();
+        if d.base_version > stale.shard_versions[d.shard as usize] {
+            break;
+        }
+    }
+    drop(watch);
 
     let t0 = Instant::now();
     let mut ws = connect(&gw, &token(&["xy.md.>"], Duration::from_secs(600), false)).await;

@@ -151,6 +151,17 @@ pub(super) async fn run_feed<R: MdRecord>(
         what: format!("reading `{}` ({})", feed.stream, feed.filter),
         reason: e.to_string(),
     })?;
+    // Fresh snapshots on request: a joining client gets the state as of the last delta, so the
+    // deltas it has buffered since subscribing apply without a gap (KV's copy can be seconds old).
+    let request_subject = feed.snapshot_request_subject("*");
+    let mut requests = bus
+        .client()
+        .subscribe(request_subject.clone())
+        .await
+        .map_err(|e| AggregateError::Nats {
+            what: format!("subscribing to `{request_subject}`"),
+            reason: e.to_string(),
+        })?;
     stats.ready.store(true, Ordering::Relaxed);
 
     let max_payload = bus.client().server_info().max_payload;
@@ -184,6 +195,19 @@ pub(super) async fn run_feed<R: MdRecord>(
                 }
                 publish_counts(name, stats, &groups);
                 rate.observe(stats.ingested.load(Ordering::Relaxed), now);
+            }
+            Some(req) = requests.next() => {
+                let group = req.subject.as_str().rsplit('.').next().unwrap_or_default().to_owned();
+                let body = match groups.get(&group) {
+                    Some(g) => Bytes::from(R::encode_snapshot(&group, &g.current(), now_nanos())),
+                    None => Bytes::new(),
+                };
+                if let Some(reply) = req.reply {
+                    if let Err(e) = bus.client().publish(reply, body).await {
+                        tracing::debug!(%group, error = %e, "answering a snapshot request failed");
+                    }
+                    stats.snapshot_requests.fetch_add(1, Ordering::Relaxed);
+                }
             }
             m = messages.next() => match m {
                 Some(Ok(m)) => {

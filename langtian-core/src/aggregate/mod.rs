@@ -120,6 +120,12 @@ impl FeedConfig {
     pub fn snapshot_subject(&self, group: &str) -> String {
         format!("{}.md.snapshot.{group}", self.prefix)
     }
+
+    /// Where the aggregator answers requests for a fresh snapshot of `group`
+    /// (`<prefix>.md.req.snapshot.<group>`; an empty reply: no such group).
+    pub fn snapshot_request_subject(&self, group: &str) -> String {
+        format!("{}.md.req.snapshot.{group}", self.prefix)
+    }
 }
 
 /// A setting out of range, or a service failure.

@@ -35,6 +35,8 @@ pub struct FeedStats {
     pub snapshots_out: AtomicU64,
     /// Snapshots that could not be published or stored (`snapshot_errors`).
     pub snapshot_errors: AtomicU64,
+    /// Fresh snapshots served on request.
+    pub snapshot_requests: AtomicU64,
     /// Keys with a value, over all groups (`md_keys`).
     pub keys: AtomicU64,
     /// Groups restored from KV at start.

@@ -283,6 +283,13 @@ impl<R: Keyed> GroupState<R> {
     /// deltas published so far).
     pub fn snapshot(&mut self) -> GroupSnapshot<R> {
         self.snapshot_version += 1;
+        self.current()
+    }
+
+    /// The whole state now, under the last snapshot number (for on-demand requests). Records
+    /// changed since the last delta are included with their newer values; the next delta repeats
+    /// them, which a replica applies idempotently.
+    pub fn current(&self) -> GroupSnapshot<R> {
         let mut records: Vec<(&String, &R)> = self
             .keys
             .iter()

@@ -213,6 +213,28 @@ async fn on_frame(
             }
             let (conn, shared) = (conn.clone(), shared.clone());
             tokio::spawn(async move {
+                // A fresh snapshot from the aggregator first (consistent with the live deltas);
+                // the copy in KV (up to a snapshot interval old) when no aggregator answers.
+                if let Some(subject) = fresh_snapshot_subject(&g.key) {
+                    let t0 = Instant::now();
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        shared.bus.client().request(subject, bytes::Bytes::new()),
+                    )
+                    .await;
+                    metrics::histogram!("nats_req_latency", "op" => "snapshot_request")
+                        .record(t0.elapsed().as_secs_f64());
+                    if let Ok(Ok(m)) = r
+                        && !m.payload.is_empty()
+                    {
+                        return conn.control(Out::Snapshot(pb::SnapshotReply {
+                            request_id: g.request_id,
+                            key: g.key,
+                            payload: m.payload,
+                            revision: 0,
+                        }));
+                    }
+                }
                 let t0 = Instant::now();
                 let r = tokio::time::timeout(Duration::from_secs(2), shared.snapshots.entry(&g.key)).await;
                 metrics::histogram!("nats_req_latency", "op" => "kv_get").record(t0.elapsed().as_secs_f64());
@@ -239,6 +261,13 @@ async fn on_frame(
             });
         }
     }
+}
+
+/// `<p>.md.snapshot.<group>` → `<p>.md.req.snapshot.<group>`, where the aggregator answers.
+fn fresh_snapshot_subject(key: &str) -> Option<String> {
+    let (prefix, group) = key.split_once(".md.snapshot.")?;
+    (!prefix.is_empty() && !group.is_empty() && !group.contains('.'))
+        .then(|| format!("{prefix}.md.req.snapshot.{group}"))
 }
 
 fn deny(shared: &Shared, claims: &Claims, subject: &str, what: &'static str) {
