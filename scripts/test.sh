@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
-# each stage:  setup · fmt · clippy · buf lint · buf breaking · cargo test · bench smoke (bus, flow, ingest, live).
+# each stage:  setup · fmt · clippy · buf lint · buf breaking · ui test (vitest) · cargo test ·
+# bench smoke (bus, flow, ingest, live).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -38,6 +39,10 @@ stage fmt          cargo fmt --all --check
 stage clippy       cargo clippy --workspace --all-targets -- -D warnings
 stage buf-lint     "${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/buf" lint proto
 stage buf-breaking buf_breaking
+ui_test() {
+  (cd "$ROOT/ui" && LANGTIAN_BUF="${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/buf" npm test --silent)
+}
+stage ui-test      ui_test
 stage cargo-test   cargo test --workspace --no-fail-fast
 bench_smoke() {
   cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&

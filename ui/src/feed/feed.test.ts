@@ -1,0 +1,89 @@
+import { describe, expect, it, vi } from 'vitest'
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
+import { backoffDelay } from './backoff'
+import { Batcher, FlushTimer } from './batcher'
+import { RefCounts } from './refcount'
+import { Replica } from './replica'
+import { DeltaSchema, TickSchema, type Tick } from '../gen/langtian/md/v1/md_pb'
+import { ClientFrameSchema } from '../gen/langtian/gateway/v1/gateway_pb'
+
+const tick = (symbol: string, seq: number): Tick => create(TickSchema, { venue: 'shfe', symbol, seq: BigInt(seq) })
+const keyOf = (t: Tick) => `${t.venue}.${t.symbol}`
+
+describe('backoff', () => {
+  it('doubles from the base up to the cap, with jitter inside [1-j, 1] of the delay', () => {
+    const noJitter = { baseMs: 250, capMs: 10_000, jitter: 0 }
+    expect([0, 1, 2, 3, 4, 5, 6].map((a) => backoffDelay(a, noJitter))).toEqual([250, 500, 1000, 2000, 4000, 8000, 10_000])
+    expect(backoffDelay(50, noJitter)).toBe(10_000)
+    const half = { baseMs: 1000, capMs: 10_000, jitter: 0.5 }
+    expect(backoffDelay(0, half, () => 0)).toBe(500)
+    expect(backoffDelay(0, half, () => 1)).toBe(1000)
+  })
+})
+
+describe('batching and de-duplication', () => {
+  it('keeps the latest value per key in first-seen order', () => {
+    const b = new Batcher<number>()
+    b.add('a', 1)
+    b.add('b', 2)
+    b.add('a', 3)
+    expect(b.size).toBe(2)
+    expect(b.flush()).toEqual([
+      ['a', 3],
+      ['b', 2],
+    ])
+    expect(b.deduplicated).toBe(1)
+    expect(b.flush()).toEqual([])
+  })
+
+  it('flushes once per interval while there is work', () => {
+    vi.useFakeTimers()
+    const flush = vi.fn()
+    const t = new FlushTimer(16, flush)
+    t.poke()
+    t.poke()
+    vi.advanceTimersByTime(15)
+    expect(flush).not.toHaveBeenCalled()
+    vi.advanceTimersByTime(1)
+    expect(flush).toHaveBeenCalledTimes(1)
+    vi.advanceTimersByTime(100)
+    expect(flush).toHaveBeenCalledTimes(1)
+    vi.useRealTimers()
+  })
+})
+
+describe('per-topic reference counts', () => {
+  it('subscribes upstream once and unsubscribes when the last port leaves', () => {
+    const r = new RefCounts<string>()
+    expect(r.acquire('xy.md.tick.>', 'tab1')).toBe(true)
+    expect(r.acquire('xy.md.tick.>', 'tab2')).toBe(false)
+    expect(r.acquire('lt.md.delta.>', 'tab2')).toBe(true)
+    expect(r.release('xy.md.tick.>', 'tab1')).toBe(false)
+    expect(r.releaseAll('tab2').sort()).toEqual(['lt.md.delta.>', 'xy.md.tick.>'])
+    expect(r.topics()).toEqual([])
+  })
+})
+
+describe('snapshot + deltas with gap detection', () => {
+  it('applies the chain, skips what the snapshot holds, and reports a gap', () => {
+    const r = new Replica({ version: 1n, records: [tick('a', 1)], shardVersions: [7n, 3n] }, keyOf)
+    expect(r.apply({ shard: 0, version: 7n, baseVersion: 6n, records: [tick('a', 0)] }).kind).toBe('stale')
+    expect(r.apply({ shard: 0, version: 8n, baseVersion: 7n, records: [tick('a', 2), tick('b', 1)] }).kind).toBe('applied')
+    // A gateway-merged delta (base below the shard's version) still applies.
+    expect(r.apply({ shard: 1, version: 6n, baseVersion: 2n, records: [tick('c', 4)] }).kind).toBe('applied')
+    expect(r.get('shfe.a')?.seq).toBe(2n)
+    expect(r.size).toBe(3)
+    expect(r.apply({ shard: 0, version: 10n, baseVersion: 9n, records: [] })).toEqual({ kind: 'gap', shard: 0, have: 8n, base: 9n })
+    expect(r.apply({ shard: 9, version: 1n, baseVersion: 0n, records: [] }).kind).toBe('gap')
+    expect(r.versions()).toEqual([8n, 6n])
+  })
+
+  it('decodes the generated wire types (the same schema as the gateway)', () => {
+    const d = create(DeltaSchema, { group: 'shfe', shard: 2, version: 5n, baseVersion: 4n, ticks: [tick('a', 9)] })
+    const back = fromBinary(DeltaSchema, toBinary(DeltaSchema, d))
+    expect(back.ticks[0]?.seq).toBe(9n)
+    const sub = create(ClientFrameSchema, { kind: { case: 'subscribe', value: { id: 1, subject: 'xy.md.tick.>', priority: false } } })
+    const bytes = toBinary(ClientFrameSchema, sub)
+    expect(fromBinary(ClientFrameSchema, bytes).kind.case).toBe('subscribe')
+  })
+})
