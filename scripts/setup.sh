@@ -16,7 +16,7 @@
 #     (PyPI duckdb-extension-*==1.5.5), laid out as <dir>/v1.5.5/linux_amd64/*.duckdb_extension
 #   - s3s-fs 0.14.1 (crates.io, cargo install --locked), an S3-compatible server for tests
 #   - the web UI's npm packages (ui/package-lock.json: exact versions + integrity hashes), built
-#     to ui/dist
+#     to ui/dist; Debian's chromium for the browser tests (apt-get, when missing)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -132,6 +132,17 @@ if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
 fi
 mkdir -p "$DEPS/bin"
 ln -sf "$S3S_ROOT/bin/s3s-fs" "$DEPS/bin/s3s-fs"
+
+# --- Chromium for the UI's browser tests (Debian's package; test tools cannot download browsers) ---
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing Debian's chromium (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+      || die "apt-get install chromium failed"
+  else
+    die "/usr/bin/chromium is missing: run 'sudo apt-get install chromium' (the UI's browser tests need it)"
+  fi
+fi
 
 # --- the web UI (ui/): exact versions with integrity hashes from package-lock.json (npm ci), ------
 # TypeScript types generated from proto/ (buf + protoc-gen-es), type-checked and built to ui/dist,

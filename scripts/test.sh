@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
 # each stage:  setup · fmt · clippy · buf lint · buf breaking · ui test (vitest) · cargo test ·
-# bench smoke (bus, flow, ingest, live).
+# ui e2e (Chromium) · bench smoke (bus, flow, ingest, live).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -44,6 +44,13 @@ ui_test() {
 }
 stage ui-test      ui_test
 stage cargo-test   cargo test --workspace --no-fail-fast
+ui_e2e() {
+  # The lt binary cargo test just built, driven by playwright-core in Debian's Chromium.
+  local target="${LANGTIAN_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/langtian/target}}"
+  cargo build --quiet -p lt
+  (cd "$ROOT/ui" && LT_BIN="$target/debug/lt" npm run --silent e2e)
+}
+stage ui-e2e       ui_e2e
 bench_smoke() {
   cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     cargo run --quiet -p lt -- bench flow --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
