@@ -47,7 +47,7 @@ stage cargo-test   cargo test --workspace --no-fail-fast
 ui_e2e() {
   # The lt binary cargo test just built, driven by playwright-core in Debian's Chromium.
   local target="${LANGTIAN_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/langtian/target}}"
-  cargo build --quiet -p lt
+  cargo build --quiet -p lt -p lt-gateway
   (cd "$ROOT/ui" && LT_BIN="$target/debug/lt" npm run --silent e2e)
 }
 stage ui-e2e       ui_e2e

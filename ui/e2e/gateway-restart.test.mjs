@@ -1,0 +1,114 @@
+// A gateway restart in a real browser: three tabs on lt-gateway (a process of its own next to
+// `lt up`), the gateway is killed and started again on the same port; every tab's view must be
+// connected and receiving deltas again within 3 s of the restart (seed 002: recover ≤ 3 s).
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer, connect } from 'node:net'
+import { tmpdir, homedir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { chromium } from 'playwright-core'
+
+const ui = join(dirname(fileURLToPath(import.meta.url)), '..')
+const targetDir = process.env.LANGTIAN_TARGET_DIR ?? process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'langtian', 'target')
+const ltBin = process.env.LT_BIN ?? join(targetDir, 'debug', 'lt')
+const gwBin = process.env.LT_GATEWAY_BIN ?? join(dirname(ltBin), 'lt-gateway')
+const artifacts = join(ui, 'e2e-artifacts')
+mkdirSync(artifacts, { recursive: true })
+
+const freePort = () =>
+  new Promise((resolve, reject) => {
+    const s = createServer()
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+    s.on('error', reject)
+  })
+
+async function until(what, cond, timeoutMs = 20_000) {
+  const t0 = Date.now()
+  for (;;) {
+    const v = await cond()
+    if (v) return v
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+const listening = (port) =>
+  new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.on('error', () => resolve(false))
+  })
+
+const children = []
+after(() => children.forEach((c) => c.kill('SIGKILL')))
+
+test('views recover within 3 s after the gateway restarts', async () => {
+  const [nats, http, upGw, gw] = [await freePort(), await freePort(), await freePort(), await freePort()]
+  const dir = mkdtempSync(join(tmpdir(), 'lt-ui-restart-'))
+  const up = spawn(ltBin, [
+    'up', '--data-dir', dir, '--nats-port', String(nats), '--nats-http-port', String(http),
+    '--udp', '127.0.0.1:0', '--metrics-addr', 'off', '--gateway-addr', `127.0.0.1:${upGw}`,
+    '--tick-rate', '1000', '--no-flow',
+  ], { stdio: ['ignore', 'pipe', 'inherit'] })
+  children.push(up)
+  let out = ''
+  up.stdout.on('data', (d) => (out += d))
+  await until('lt up serving', () => out.includes('UI: http://'))
+  const secret = join(dir, 'secret.txt')
+  writeFileSync(secret, readFileSync(join(dir, 'gateway.secret')))
+  const token = execFileSync(gwBin, ['--jwt-secret-file', secret, '--dev-token', 'xy.md.>']).toString().trim()
+  const startGateway = () => {
+    const g = spawn(gwBin, [
+      '--jwt-secret-file', secret, '--listen', `127.0.0.1:${gw}`, '--ui-dir', join(ui, 'dist'),
+      '--nats-url', `nats://127.0.0.1:${nats}`, '--log', 'warn',
+    ], { stdio: ['ignore', 'ignore', 'inherit'] })
+    children.push(g)
+    return g
+  }
+  let gateway = startGateway()
+  await until('the gateway listening', () => listening(gw))
+
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] })
+  try {
+    const context = await browser.newContext()
+    const pages = []
+    for (let i = 0; i < 3; i++) {
+      const p = await context.newPage()
+      await p.goto(`http://127.0.0.1:${gw}/?token=${token}`)
+      pages.push(p)
+    }
+    const feed = () => Promise.all(pages.map((p) => p.evaluate(() => window.__feed)))
+    await until('every tab live', async () => (await feed()).every((f) => f?.state === 'connected' && f.rows >= 150))
+
+    gateway.kill('SIGKILL')
+    await new Promise((r) => gateway.on('exit', r))
+    await until('every tab notices', async () => (await feed()).every((f) => f.state === 'reconnecting'))
+    const before = (await feed()).map((f) => f.applied)
+    gateway = startGateway()
+    const t0 = Date.now()
+    await until(
+      'every tab connected and receiving deltas again',
+      async () => (await feed()).every((f, i) => f.state === 'connected' && f.applied > before[i]),
+      10_000,
+    )
+    const recovered = Date.now() - t0
+    console.log(`views recovered ${recovered} ms after the gateway restarted`)
+    assert.ok(recovered < 3000, `recovered in ${recovered} ms`)
+    const health = await (await fetch(`http://127.0.0.1:${gw}/healthz`)).json()
+    assert.equal(health.ws_active, 1, 'still one WebSocket for the three tabs')
+    await pages[0].screenshot({ path: join(artifacts, 'after-restart.png') })
+  } finally {
+    await browser.close()
+    gateway.kill('SIGTERM')
+    up.kill('SIGINT')
+    await new Promise((r) => up.on('exit', r))
+  }
+})
