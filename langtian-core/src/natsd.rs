@@ -180,23 +180,39 @@ impl NatsServer {
             Some(b) => b.clone(),
             None => find_nats_server()?,
         };
-        // Pick both ports while holding both probe sockets, so they cannot coincide.
-        let ports = free_ports(2)?;
-        if cfg.port == 0 {
-            cfg.port = ports[0];
-        }
-        if cfg.http_port == 0 {
-            cfg.http_port = ports[1];
-        }
         std::fs::create_dir_all(&cfg.store_dir)
             .map_err(io(format!("creating {}", cfg.store_dir.display())))?;
-        let mut server = Self {
-            cfg,
-            binary,
-            child: None,
-        };
-        server.spawn().await?;
-        Ok(server)
+        let (pick_port, pick_http) = (cfg.port == 0, cfg.http_port == 0);
+        // A free port is only free until someone else binds it: when we picked the ports and the
+        // server lost that race ("address already in use"), pick again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Pick both ports while holding both probe sockets, so they cannot coincide.
+            let ports = free_ports(2)?;
+            if pick_port {
+                cfg.port = ports[0];
+            }
+            if pick_http {
+                cfg.http_port = ports[1];
+            }
+            let mut server = Self {
+                cfg: cfg.clone(),
+                binary: binary.clone(),
+                child: None,
+            };
+            match server.spawn().await {
+                Ok(()) => return Ok(server),
+                Err(NatsdError::Exited { log_tail, .. })
+                    if (pick_port || pick_http)
+                        && attempt < 5
+                        && log_tail.contains("address already in use") =>
+                {
+                    tracing::debug!(attempt, "nats-server lost a port race; picking other ports");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn spawn(&mut self) -> Result<(), NatsdError> {
