@@ -4,39 +4,12 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer, connect } from 'node:net'
-import { tmpdir, homedir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-
-const ui = join(dirname(fileURLToPath(import.meta.url)), '..')
-const targetDir = process.env.LANGTIAN_TARGET_DIR ?? process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'langtian', 'target')
-const ltBin = process.env.LT_BIN ?? join(targetDir, 'debug', 'lt')
-const gwBin = process.env.LT_GATEWAY_BIN ?? join(dirname(ltBin), 'lt-gateway')
-const artifacts = join(ui, 'e2e-artifacts')
-mkdirSync(artifacts, { recursive: true })
-
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const s = createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-    s.on('error', reject)
-  })
-
-async function until(what, cond, timeoutMs = 20_000) {
-  const t0 = Date.now()
-  for (;;) {
-    const v = await cond()
-    if (v) return v
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
+import { artifacts, chromiumPath, freePort, gwBin, ltBin, ui, until } from './helpers.mjs'
 
 const listening = (port) =>
   new Promise((resolve) => {
@@ -76,7 +49,7 @@ test('views recover within 3 s after the gateway restarts', async () => {
   let gateway = startGateway()
   await until('the gateway listening', () => listening(gw))
 
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] })
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox'] })
   try {
     const context = await browser.newContext()
     const pages = []

@@ -6,39 +6,11 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, mkdirSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { tmpdir, homedir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-
-const ui = join(dirname(fileURLToPath(import.meta.url)), '..')
-const targetDir = process.env.LANGTIAN_TARGET_DIR ?? process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'langtian', 'target')
-const ltBin = process.env.LT_BIN ?? join(targetDir, 'debug', 'lt')
-const artifacts = join(ui, 'e2e-artifacts')
-mkdirSync(artifacts, { recursive: true })
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-    s.on('error', reject)
-  })
-}
-
-async function until(what, cond, timeoutMs = 20_000) {
-  const t0 = Date.now()
-  for (;;) {
-    const v = await cond()
-    if (v) return v
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
+import { artifacts, chromiumPath, freePort, ltBin, ui, until } from './helpers.mjs'
 
 let up
 after(() => up?.kill('SIGKILL'))
@@ -56,7 +28,7 @@ test('five tabs share one WebSocket through one SharedWorker and all show live t
   const url = await until('the UI URL from lt up', () => out.match(/UI: (http:\/\/\S+)/)?.[1])
   assert.ok(!out.includes('UI not built'), 'lt up serves ui/dist')
 
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] })
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox'] })
   try {
     const context = await browser.newContext() // one context = one SharedWorker
     const pages = []
