@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
 # each stage:  setup · fmt · clippy · buf lint · buf breaking · ui test (vitest) · cargo test ·
-# ui e2e (Chromium) · bench smoke (bus, flow, ingest, live).
+# ui e2e (Chromium) · bench smoke (bus, flow, ingest, live, ui in the browser).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -55,7 +55,9 @@ bench_smoke() {
   cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     cargo run --quiet -p lt -- bench flow --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     cargo run --quiet -p lt -- bench ingest --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
-    cargo run --quiet -p lt -- bench live --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke"
+    cargo run --quiet -p lt -- bench live --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
+    (cd "$ROOT/ui" && LT_BIN="${LANGTIAN_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/langtian/target}}/debug/lt" \
+      npm run --silent bench -- --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke")
 }
 stage bench-smoke  bench_smoke
 

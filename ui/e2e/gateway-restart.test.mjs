@@ -9,7 +9,7 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-import { artifacts, chromiumPath, freePort, gwBin, ltBin, ui, until } from './helpers.mjs'
+import { artifacts, chromiumPath, feeds, freePort, gwBin, ltBin, ui, until } from './helpers.mjs'
 
 const listening = (port) =>
   new Promise((resolve) => {
@@ -58,18 +58,18 @@ test('views recover within 3 s after the gateway restarts', async () => {
       await p.goto(`http://127.0.0.1:${gw}/?token=${token}`)
       pages.push(p)
     }
-    const feed = () => Promise.all(pages.map((p) => p.evaluate(() => window.__feed)))
-    await until('every tab live', async () => (await feed()).every((f) => f?.state === 'connected' && f.rows >= 150))
+    const feed = () => feeds(pages)
+    await until('every tab live', async () => (await feed()).every((f) => f?.state === "connected" && f.ticks >= 150))
 
     gateway.kill('SIGKILL')
     await new Promise((r) => gateway.on('exit', r))
     await until('every tab notices', async () => (await feed()).every((f) => f.state === 'reconnecting'))
-    const before = (await feed()).map((f) => f.applied)
+    const before = (await feed()).map((f) => f.tickBatches)
     gateway = startGateway()
     const t0 = Date.now()
     await until(
       'every tab connected and receiving deltas again',
-      async () => (await feed()).every((f, i) => f.state === 'connected' && f.applied > before[i]),
+      async () => (await feed()).every((f, i) => f.state === 'connected' && f.tickBatches > before[i]),
       10_000,
     )
     const recovered = Date.now() - t0

@@ -1,7 +1,8 @@
-// Shared by the browser tests: paths of the binaries and artefacts, free ports, polling.
-import { mkdirSync } from 'node:fs'
+// Shared by the browser tests: paths of the binaries and artefacts, free ports, polling, `lt up`.
+import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { homedir } from 'node:os'
+import { homedir, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -32,4 +33,44 @@ export async function until(what, cond, timeoutMs = 20_000) {
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 50))
   }
+}
+
+/**
+ * Starts `lt up` on free ports serving ui/dist; resolves when it prints the UI URL.
+ * Returns { proc, url, nats, gw, dir, stop() }.
+ */
+export async function startUp(prefix, extra = []) {
+  const [nats, http, gw] = [await freePort(), await freePort(), await freePort()]
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  const proc = spawn(ltBin, [
+    'up', '--data-dir', dir, '--nats-port', String(nats), '--nats-http-port', String(http),
+    '--udp', '127.0.0.1:0', '--metrics-addr', 'off', '--gateway-addr', `127.0.0.1:${gw}`,
+    '--ui-dir', join(ui, 'dist'), ...extra,
+  ], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  proc.stdout.on('data', (d) => (out += d))
+  const url = await until('the UI URL from lt up', () => {
+    if (proc.exitCode !== null) throw new Error(`lt up exited with ${proc.exitCode} before serving the UI`)
+    return out.match(/UI: (http:\/\/\S+)/)?.[1]
+  }, 60_000)
+  if (out.includes('UI not built')) throw new Error('lt up does not serve ui/dist (run npm run build)')
+  return {
+    proc, url, nats, gw, dir,
+    output: () => out,
+    async stop() {
+      if (proc.exitCode !== null) return
+      proc.kill('SIGINT')
+      await new Promise((r) => proc.on('exit', r))
+    },
+  }
+}
+
+/** The gateway's /healthz as JSON. */
+export async function health(gw) {
+  return (await fetch(`http://127.0.0.1:${gw}/healthz`)).json()
+}
+
+/** The feed state of every page (window.__feed(), see src/App.tsx). */
+export function feeds(pages) {
+  return Promise.all(pages.map((p) => p.evaluate(() => window.__feed?.())))
 }

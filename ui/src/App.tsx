@@ -1,102 +1,146 @@
-import { useEffect, useMemo, useState } from 'react'
-import { connectFeed, tokenFromLocation } from './feed/connection'
-import { TickStore } from './feed/ticks'
-import type { ConnState } from './worker/protocol'
+import { useEffect, useMemo, useRef, useState } from 'react'
+import { connectFeed, tokenFromLocation, type FeedConnection } from './feed/connection'
+import { LiveTable } from './data/live'
+import { nodesCollection } from './data/raw'
+import { AnalysisStore, AnalysisView } from './views/AnalysisView'
+import { CellsView, TicksView } from './views/GridViews'
+import { SystemView } from './views/SystemView'
+import { startFrameSampling } from './perf'
+import type { HubStatus } from './worker/protocol'
 
 declare global {
   interface Window {
-    /** Read by the browser tests. */
-    __feed?: { state: ConnState; rows: number; applied: number; resyncs: number; level: number }
+    /** Read by the browser tests and the benchmark: the tab's feed state right now. */
+    __feed?: () => {
+      state: string
+      mode: string
+      leading: boolean
+      level: number
+      ports: number
+      view: string
+      ticks: number
+      cells: number
+      tickBatches: number
+      cellBatches: number
+      resets: number
+      nodes: number
+      analysis: string[]
+      errors: string[]
+    }
   }
 }
 
-const REFRESH_MS = 250
+const VIEWS = ['ticks', 'cells', 'system', 'analysis'] as const
+type View = (typeof VIEWS)[number]
+const TITLES: Record<View, string> = { ticks: 'Market ticks', cells: 'Battery channels', system: 'System', analysis: 'Analysis' }
+
+function viewFromHash(): View {
+  const h = location.hash.replace(/^#\/?/, '')
+  return (VIEWS as readonly string[]).includes(h) ? (h as View) : 'ticks'
+}
+
+/** Everything one tab holds: its link to the hub and the collections fed by it. */
+function createSession(token: string) {
+  const conn: FeedConnection = connectFeed(token)
+  return {
+    conn,
+    ticks: new LiveTable('ticks', conn),
+    cells: new LiveTable('cells', conn),
+    nodes: nodesCollection(conn),
+    analysis: new AnalysisStore(conn),
+  }
+}
+
+const LEVEL_TEXT = ['', 'level 1: sampled (latest value every 250 ms)', 'level 2: trimmed fields', 'level 3: non-priority feeds paused']
 
 export function App() {
   const token = useMemo(tokenFromLocation, [])
-  const [state, setState] = useState<ConnState>('connecting')
-  const [level, setLevel] = useState(0)
-  const [, setTick] = useState(0)
-  const [error, setError] = useState<string>()
-  const store = useMemo(() => ({ current: undefined as TickStore | undefined }), [])
-
-  useEffect(() => {
-    if (!token) return
-    let conn
+  const session = useMemo(() => {
+    if (!token) return undefined
     try {
-      conn = connectFeed(token)
+      return createSession(token)
     } catch (e) {
-      setError(String(e))
-      return
+      return String(e)
     }
-    const c = conn
-    const ticks = new TickStore((key) => c.send({ type: 'snapshot', key }))
-    store.current = ticks
-    let last: ConnState | undefined
-    c.onMessage((m) => {
-      if (m.type === 'status') {
-        setState(m.state)
-        setLevel(m.level)
-        // After a reconnect every group re-reads its snapshot (deltas were missed meanwhile).
-        if (m.state === 'connected' && last !== undefined && last !== 'connected') ticks.resyncAll()
-        last = m.state
-      } else if (m.type === 'batch') {
-        for (const f of m.messages) if (f.topic === 'xy.md.tick.>') ticks.onDelta(f.payload)
-      } else if (m.type === 'snapshot') {
-        ticks.onSnapshot(m.payload)
-      } else if (m.type === 'error') {
-        setError(m.message)
-      }
+  }, [token])
+  const [status, setStatus] = useState<HubStatus>()
+  const [errors, setErrors] = useState<string[]>([])
+  const [view, setView] = useState<View>(viewFromHash)
+  useEffect(() => {
+    const on = () => setView(viewFromHash())
+    addEventListener('hashchange', on)
+    startFrameSampling()
+    return () => removeEventListener('hashchange', on)
+  }, [])
+  useEffect(() => {
+    if (!session || typeof session === 'string') return
+    return session.conn.onMessage((m) => {
+      if (m.type === 'status') setStatus(m)
+      else if (m.type === 'error') setErrors((e) => [...e.slice(-4), m.message])
     })
-    c.send({ type: 'sub', topic: 'xy.md.tick.>' })
-    // Rows are re-rendered a few times a second, not per tick.
-    const t = setInterval(() => setTick((n) => n + 1), REFRESH_MS)
-    return () => clearInterval(t)
-  }, [token, store])
+  }, [session])
+  const probe = useRef({ status, errors, view })
+  probe.current = { status, errors, view }
+  useEffect(() => {
+    if (!session || typeof session === 'string') return
+    window.__feed = () => {
+      const { status: st, errors: errs, view: v } = probe.current
+      return {
+        state: st?.state ?? 'connecting',
+        mode: session.conn.mode,
+        leading: session.conn.leading(),
+        level: st?.level ?? 0,
+        ports: st?.ports ?? 0,
+        view: v,
+        ticks: session.ticks.size,
+        cells: session.cells.size,
+        tickBatches: session.ticks.batches,
+        cellBatches: session.cells.batches,
+        resets: session.ticks.resets + session.cells.resets,
+        nodes: session.nodes.size,
+        analysis: [...session.analysis.snapshot().keys()],
+        errors: errs,
+      }
+    }
+  }, [session])
+  if (!token) return <p className="page">Open the URL printed by <code>lt up</code> (it carries <code>?token=…</code>).</p>
+  if (!session || typeof session === 'string') return <p className="page error">{session ?? 'no feed'}</p>
 
-  const rows = store.current?.rows() ?? []
-  window.__feed = {
-    state,
-    rows: rows.length,
-    applied: store.current?.applied ?? 0,
-    resyncs: store.current?.resyncs ?? 0,
-    level,
-  }
-  if (!token) {
-    return <p>Open the URL printed by <code>lt up</code> (it carries <code>?token=…</code>).</p>
-  }
+  const level = status?.level ?? 0
+  const state = status?.state ?? 'connecting'
   return (
-    <main style={{ fontFamily: 'system-ui, sans-serif', margin: 16 }}>
-      <h1 style={{ fontSize: 20 }}>Langtian — market ticks</h1>
-      <p>
-        connection: <b data-testid="state">{state}</b> · degradation level: <b>{level}</b> · instruments: <b>{rows.length}</b>
-        {error ? <span style={{ color: '#b00' }}> · {error}</span> : null}
-      </p>
-      <table style={{ borderCollapse: 'collapse', fontVariantNumeric: 'tabular-nums' }}>
-        <thead>
-          <tr>
-            {['venue', 'symbol', 'last', 'bid', 'ask', 'vol', 'oi', 'seq'].map((h) => (
-              <th key={h} style={{ textAlign: 'right', padding: '2px 10px' }}>
-                {h}
-              </th>
-            ))}
-          </tr>
-        </thead>
-        <tbody>
-          {rows.map((t) => (
-            <tr key={`${t.venue}.${t.symbol}`}>
-              <td style={{ padding: '2px 10px' }}>{t.venue}</td>
-              <td style={{ padding: '2px 10px' }}>{t.symbol}</td>
-              <td style={{ textAlign: 'right', padding: '2px 10px' }}>{t.last.toFixed(1)}</td>
-              <td style={{ textAlign: 'right', padding: '2px 10px' }}>{t.bids[0]?.price.toFixed(1) ?? ''}</td>
-              <td style={{ textAlign: 'right', padding: '2px 10px' }}>{t.asks[0]?.price.toFixed(1) ?? ''}</td>
-              <td style={{ textAlign: 'right', padding: '2px 10px' }}>{t.vol.toFixed(0)}</td>
-              <td style={{ textAlign: 'right', padding: '2px 10px' }}>{t.oi.toFixed(0)}</td>
-              <td style={{ textAlign: 'right', padding: '2px 10px' }}>{t.seq.toString()}</td>
-            </tr>
+    <div className="page">
+      <header>
+        <b>Langtian</b>
+        <nav>
+          {VIEWS.map((v) => (
+            <a key={v} href={`#/${v}`} className={v === view ? 'active' : ''}>
+              {TITLES[v]}
+            </a>
           ))}
-        </tbody>
-      </table>
-    </main>
+        </nav>
+        <span className={`conn conn-${state}`} data-testid="state">
+          {state}
+        </span>
+      </header>
+      {level > 0 ? (
+        <div className={`banner level-${level}`} role="status" data-testid="degrade-banner">
+          The gateway is protecting this connection — {LEVEL_TEXT[level] ?? `level ${level}`}. Values may lag until it recovers.
+        </div>
+      ) : null}
+      {state === 'reconnecting' ? (
+        <div className="banner level-1" role="status">
+          Connection lost — reconnecting (attempt {status?.attempt ?? 0}); showing the last known values.
+        </div>
+      ) : null}
+      {state === 'unauthorized' ? <div className="banner level-3">The token was refused (expired?). Open a fresh URL from lt up.</div> : null}
+      {errors.length > 0 ? <p className="error">{errors[errors.length - 1]}</p> : null}
+      <main>
+        {view === 'ticks' ? <TicksView live={session.ticks} /> : null}
+        {view === 'cells' ? <CellsView live={session.cells} /> : null}
+        {view === 'system' ? <SystemView status={status} nodes={session.nodes} /> : null}
+        {view === 'analysis' ? <AnalysisView store={session.analysis} /> : null}
+      </main>
+    </div>
   )
 }

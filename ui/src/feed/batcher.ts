@@ -31,27 +31,42 @@ export class Batcher<V> {
   }
 }
 
-/** Runs `flush` every `intervalMs` while there is something to flush (no idle timers). */
+/** Runs `flush` at most once per `intervalMs` while there is something to flush (no idle timers).
+ * Leading edge: the first change after a quiet interval is flushed at once, later ones wait
+ * until `intervalMs` after the previous flush — so batches that already arrive every 16 ms
+ * (the gateway's) pass without waiting another 16 ms here. */
 export class FlushTimer {
   private timer: ReturnType<typeof setTimeout> | undefined
+  private last = -Infinity
 
   constructor(
     private readonly intervalMs: number,
     private readonly flush: () => void,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
-  /** Call after adding: arms the timer if it is not armed. */
+  /** Call after adding: flushes now or arms the timer for the rest of the interval. */
   poke(): void {
     if (this.timer !== undefined) return
+    const wait = this.last + this.intervalMs - this.now()
+    if (wait <= 0) {
+      this.run()
+      return
+    }
     this.timer = setTimeout(() => {
       this.timer = undefined
-      this.flush()
-    }, this.intervalMs)
+      this.run()
+    }, wait)
   }
 
   /** Stops the timer. */
   stop(): void {
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
+  }
+
+  private run(): void {
+    this.last = this.now()
+    this.flush()
   }
 }

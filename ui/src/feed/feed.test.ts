@@ -36,18 +36,23 @@ describe('batching and de-duplication', () => {
     expect(b.flush()).toEqual([])
   })
 
-  it('flushes once per interval while there is work', () => {
+  it('flushes at most once per interval: at once after a quiet spell, else at the interval', () => {
     vi.useFakeTimers()
     const flush = vi.fn()
-    const t = new FlushTimer(16, flush)
+    const t = new FlushTimer(16, flush, () => Date.now())
+    t.poke() // quiet before: flushed at once
+    expect(flush).toHaveBeenCalledTimes(1)
+    vi.advanceTimersByTime(5)
     t.poke()
-    t.poke()
-    vi.advanceTimersByTime(15)
-    expect(flush).not.toHaveBeenCalled()
+    t.poke() // within the interval: one flush, 16 ms after the previous one
+    vi.advanceTimersByTime(10)
+    expect(flush).toHaveBeenCalledTimes(1)
     vi.advanceTimersByTime(1)
-    expect(flush).toHaveBeenCalledTimes(1)
+    expect(flush).toHaveBeenCalledTimes(2)
     vi.advanceTimersByTime(100)
-    expect(flush).toHaveBeenCalledTimes(1)
+    expect(flush).toHaveBeenCalledTimes(2)
+    t.poke() // quiet again
+    expect(flush).toHaveBeenCalledTimes(3)
     vi.useRealTimers()
   })
 })

@@ -1,0 +1,204 @@
+import { describe, expect, it, vi } from 'vitest'
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
+import { ClientFrameSchema, ErrorCode, ServerFrameSchema, type ClientFrame } from '../gen/langtian/gateway/v1/gateway_pb'
+import { DeltaSchema, SnapshotSchema, TickSchema, type Tick } from '../gen/langtian/md/v1/md_pb'
+import { FeedHub, type HubPort } from './hub'
+import type { HubToPage } from '../worker/protocol'
+
+/** A stand-in for the browser's WebSocket with the surface the hub uses (a unit test of the
+ * hub's own logic; the real socket is exercised by the browser tests in e2e/). */
+class FakeSocket {
+  readyState = 0
+  binaryType = 'blob'
+  sent: ClientFrame[] = []
+  onopen: (() => void) | null = null
+  onmessage: ((ev: { data: ArrayBuffer }) => void) | null = null
+  onclose: ((ev: { code: number }) => void) | null = null
+  constructor(readonly url: string) {}
+  send(bytes: Uint8Array) {
+    this.sent.push(fromBinary(ClientFrameSchema, bytes))
+  }
+  close() {}
+  open() {
+    this.readyState = 1
+    this.onopen?.()
+  }
+  drop(code = 1006) {
+    this.readyState = 3
+    this.onclose?.({ code })
+  }
+  deliver(frame: Parameters<typeof create<typeof ServerFrameSchema>>[1]) {
+    const b = toBinary(ServerFrameSchema, create(ServerFrameSchema, frame))
+    this.onmessage?.({ data: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer })
+  }
+}
+
+const tick = (symbol: string, seq: number, last = seq): Tick =>
+  create(TickSchema, { venue: 'shfe', symbol, seq: BigInt(seq), last, tsExchange: 1_700_000_000_000_000_000n })
+const delta = (shard: number, version: number, base: number, ticks: Tick[]) =>
+  toBinary(DeltaSchema, create(DeltaSchema, { group: 'shfe', shard, version: BigInt(version), baseVersion: BigInt(base), ticks }))
+const snapshot = (ticks: Tick[], shardVersions: number[]) =>
+  toBinary(SnapshotSchema, create(SnapshotSchema, { group: 'shfe', version: 1n, ticks, shardVersions: shardVersions.map(BigInt) }))
+
+function setup() {
+  vi.useFakeTimers()
+  const sockets: FakeSocket[] = []
+  const hub = new FeedHub({
+    mode: 'shared-worker',
+    socket: (url) => {
+      const s = new FakeSocket(url)
+      sockets.push(s)
+      return s as unknown as WebSocket
+    },
+  })
+  const port = (): HubPort & { got: HubToPage[] } => {
+    const got: HubToPage[] = []
+    return { got, post: (m) => got.push(m) }
+  }
+  return { hub, sockets, port }
+}
+
+const rowsOf = (got: HubToPage[]) => got.filter((m): m is Extract<HubToPage, { type: 'rows' }> => m.type === 'rows')
+
+describe('feed hub', () => {
+  it('one socket, one upstream subscription for two tabs, batched de-duplicated rows, gap → snapshot', () => {
+    const { hub, sockets, port } = setup()
+    const [a, b] = [port(), port()]
+    hub.onMessage(a, { type: 'hello', url: 'ws://gw/ws', token: 't' })
+    hub.onMessage(b, { type: 'hello', url: 'ws://gw/ws', token: 't' })
+    expect(sockets).toHaveLength(1)
+    const ws = sockets[0]!
+    expect(ws.url).toBe('ws://gw/ws?token=t')
+    ws.open()
+    hub.onMessage(a, { type: 'sub', feed: 'ticks' })
+    hub.onMessage(b, { type: 'sub', feed: 'ticks' })
+    const subs = ws.sent.filter((f) => f.kind.case === 'subscribe')
+    expect(subs).toHaveLength(1)
+    const subId = subs[0]!.kind.case === 'subscribe' ? subs[0]!.kind.value.id : 0
+
+    // The first delta of an unknown group asks for its snapshot; the answer resets the rows.
+    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 5, 4, [tick('a', 5)]) }] } } })
+    const req = ws.sent.find((f) => f.kind.case === 'getSnapshot')
+    expect(req?.kind.case === 'getSnapshot' && req.kind.value.key).toBe('xy.md.snapshot.shfe')
+    const requestId = req?.kind.case === 'getSnapshot' ? req.kind.value.requestId : 0
+    ws.deliver({ kind: { case: 'snapshot', value: { requestId, key: 'xy.md.snapshot.shfe', payload: snapshot([tick('a', 4), tick('b', 1)], [4]) } } })
+    vi.advanceTimersByTime(16)
+    const first = rowsOf(a.got).at(-1)!
+    expect(first.reset).toBe(true)
+    expect(first.rows.map((r) => [r.key, r.seq])).toEqual([
+      ['shfe.a', 5],
+      ['shfe.b', 1],
+    ])
+
+    // Two deltas inside one 16 ms window: one message per tab, the latest row per key.
+    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 6, 5, [tick('a', 6)]) }] } } })
+    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 7, 6, [tick('a', 7), tick('b', 2)]) }] } } })
+    const before = rowsOf(b.got).length
+    vi.advanceTimersByTime(16)
+    const batch = rowsOf(b.got).slice(before)
+    expect(batch).toHaveLength(1)
+    expect(batch[0]!.reset).toBe(false)
+    expect(batch[0]!.rows.map((r) => [r.key, r.seq])).toEqual([
+      ['shfe.a', 7],
+      ['shfe.b', 2],
+    ])
+
+    // A gap (base 9 > have 7) asks for the snapshot again.
+    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 10, 9, [tick('a', 10)]) }] } } })
+    expect(ws.sent.filter((f) => f.kind.case === 'getSnapshot')).toHaveLength(2)
+    expect(hub.status().resyncs).toBe(2)
+
+    // A new tab gets the last values at once, without waiting for the network.
+    const c = port()
+    hub.onMessage(c, { type: 'sub', feed: 'ticks' })
+    expect(rowsOf(c.got)[0]?.rows.map((r) => r.key)).toEqual(['shfe.a', 'shfe.b'])
+    expect(ws.sent.filter((f) => f.kind.case === 'subscribe')).toHaveLength(1)
+
+    // The last tab leaving unsubscribes upstream.
+    hub.onMessage(a, { type: 'bye' })
+    hub.onMessage(b, { type: 'bye' })
+    expect(ws.sent.filter((f) => f.kind.case === 'unsubscribe')).toHaveLength(0)
+    hub.onMessage(c, { type: 'unsub', feed: 'ticks' })
+    expect(ws.sent.filter((f) => f.kind.case === 'unsubscribe')).toHaveLength(1)
+    vi.useRealTimers()
+  })
+
+  it('reconnects with backoff, subscribes again and re-reads snapshots; retries a missing snapshot', () => {
+    const { hub, sockets, port } = setup()
+    const a = port()
+    hub.onMessage(a, { type: 'hello', url: 'ws://gw/ws', token: 't' })
+    sockets[0]!.open()
+    hub.onMessage(a, { type: 'sub', feed: 'ticks' })
+    const ws = sockets[0]!
+    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId: 1, subject: 'xy.md.tick.shfe.0', payload: delta(0, 1, 0, [tick('a', 1)]) }] } } })
+    const req = ws.sent.find((f) => f.kind.case === 'getSnapshot')
+    const requestId = req?.kind.case === 'getSnapshot' ? req.kind.value.requestId : 0
+    // No snapshot stored yet: the hub asks again after 500 ms instead of waiting forever.
+    ws.deliver({ kind: { case: 'error', value: { code: ErrorCode.NOT_FOUND, message: 'no snapshot', id: requestId } } })
+    vi.advanceTimersByTime(499)
+    expect(ws.sent.filter((f) => f.kind.case === 'getSnapshot')).toHaveLength(1)
+    vi.advanceTimersByTime(1)
+    expect(ws.sent.filter((f) => f.kind.case === 'getSnapshot')).toHaveLength(2)
+    ws.deliver({ kind: { case: 'snapshot', value: { requestId: 0, key: 'xy.md.snapshot.shfe', payload: snapshot([tick('a', 1)], [1]) } } })
+
+    ws.drop()
+    expect(a.got.at(-1)).toMatchObject({ type: 'status', state: 'reconnecting' })
+    expect(sockets).toHaveLength(1)
+    vi.advanceTimersByTime(250) // the first retry is at most 250 ms away
+    expect(sockets).toHaveLength(2)
+    const ws2 = sockets[1]!
+    ws2.open()
+    expect(ws2.sent.filter((f) => f.kind.case === 'subscribe')).toHaveLength(1)
+    expect(ws2.sent.filter((f) => f.kind.case === 'getSnapshot')).toHaveLength(1)
+    expect(hub.status()).toMatchObject({ state: 'connected', sockets: 2 })
+    vi.useRealTimers()
+  })
+
+  it('a token the gateway refuses stops reconnecting', () => {
+    const { hub, sockets, port } = setup()
+    const a = port()
+    hub.onMessage(a, { type: 'hello', url: 'ws://gw/ws', token: 'bad' })
+    sockets[0]!.drop(4001)
+    vi.advanceTimersByTime(60_000)
+    expect(sockets).toHaveLength(1)
+    expect(hub.status().state).toBe('unauthorized')
+    vi.useRealTimers()
+  })
+
+  it('raw feeds keep the latest message per subject per flush and for new tabs; bad frames are counted', () => {
+    const { hub, sockets, port } = setup()
+    const a = port()
+    hub.onMessage(a, { type: 'hello', url: 'ws://gw/ws', token: 't' })
+    sockets[0]!.open()
+    hub.onMessage(a, { type: 'sub', feed: 'nodes' })
+    const ws = sockets[0]!
+    const enc = (s: string) => new TextEncoder().encode(s)
+    ws.deliver({
+      kind: {
+        case: 'batch',
+        value: {
+          messages: [
+            { subId: 1, subject: '$KV.lt_nodes.n1', payload: enc('{"node_id":"n1","role":"flow","load":0.1}') },
+            { subId: 1, subject: '$KV.lt_nodes.n1', payload: enc('{"node_id":"n1","role":"flow","load":0.2}') },
+            { subId: 1, subject: '$KV.lt_nodes.n2', payload: enc('{"node_id":"n2","role":"gateway"}') },
+          ],
+        },
+      },
+    })
+    vi.advanceTimersByTime(16)
+    const raw = a.got.filter((m) => m.type === 'raw')
+    expect(raw).toHaveLength(1)
+    expect(raw[0]?.type === 'raw' && raw[0].messages.map((m) => new TextDecoder().decode(m.payload))).toEqual([
+      '{"node_id":"n1","role":"flow","load":0.2}',
+      '{"node_id":"n2","role":"gateway"}',
+    ])
+    const b = port()
+    hub.onMessage(b, { type: 'sub', feed: 'nodes' })
+    expect(b.got.find((m) => m.type === 'raw')?.type === 'raw').toBe(true)
+    const wsAny = ws as unknown as { onmessage: (ev: { data: ArrayBuffer }) => void }
+    wsAny.onmessage({ data: new Uint8Array([0xff, 0xff, 0xff]).buffer })
+    expect(hub.decodeErrors).toBe(1)
+    expect(a.got.at(-1)?.type).toBe('error')
+    vi.useRealTimers()
+  })
+})

@@ -1,0 +1,296 @@
+/**
+ * The feed hub: the ONE WebSocket to lt-gateway that every tab of a browser shares. It runs in the
+ * SharedWorker (`src/worker/feed.worker.ts`) or, where SharedWorker is missing, in the tab that
+ * holds the Web Locks leader lock (`src/feed/leader.ts`). It
+ * - counts references per feed across pages and subscribes upstream once;
+ * - keeps md feeds (ticks, battery channels) as replicas: snapshot + deltas, gap → snapshot request;
+ * - batches every 16 ms and de-duplicates (latest row per key, latest raw message per subject);
+ * - keeps a last-value cache, so a new page paints at once;
+ * - reconnects with exponential backoff (capped, jittered) and re-reads every snapshot afterwards.
+ */
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
+import { ClientFrameSchema, ErrorCode, ServerFrameSchema, type ClientFrame } from '../gen/langtian/gateway/v1/gateway_pb'
+import type { ChannelSample } from '../gen/langtian/battery/v1/battery_pb'
+import type { Tick } from '../gen/langtian/md/v1/md_pb'
+import { backoffDelay } from './backoff'
+import { Batcher, FlushTimer } from './batcher'
+import { cellCodec, RAW_TOPICS, tickCodec } from './feeds'
+import { MdFeed } from './mdfeed'
+import { RefCounts } from './refcount'
+import type { ConnState, FeedName, HubStatus, HubToPage, PageToHub, RawMessage } from '../worker/protocol'
+
+/** Where the hub sends a page its messages. */
+export interface HubPort {
+  post(m: HubToPage): void
+}
+
+/** The browser's WebSocket, or a stand-in with the same surface in unit tests. */
+export type SocketFactory = (url: string) => WebSocket
+
+/** `WebSocket.OPEN` (a literal, so the hub also runs where WebSocket is not a global, e.g. tests). */
+const OPEN = 1
+
+export interface HubOptions {
+  mode: HubStatus['mode']
+  flushMs?: number
+  socket?: SocketFactory
+}
+
+export class FeedHub {
+  private readonly ports = new Set<HubPort>()
+  private readonly refs = new RefCounts<HubPort>()
+  private readonly md: Partial<Record<FeedName, MdFeed<Tick> | MdFeed<ChannelSample>>>
+  private readonly raw = new Map<FeedName, Batcher<RawMessage>>()
+  private readonly lastRaw = new Map<FeedName, Map<string, RawMessage>>()
+  private readonly subIds = new Map<string, number>()
+  private readonly feedOfSub = new Map<number, FeedName>()
+  private readonly snapshotRequests = new Map<number, string>()
+  private readonly timer: FlushTimer
+  private socket: WebSocket | undefined
+  private target: { url: string; token: string } | undefined
+  private state: ConnState = 'connecting'
+  private attempt = 0
+  private level = 0
+  private sockets = 0
+  private nextId = 1
+  /** Undecodable frames or payloads. */
+  decodeErrors = 0
+
+  constructor(private readonly opts: HubOptions) {
+    const request = (key: string) => this.requestSnapshot(key)
+    this.md = { ticks: new MdFeed(tickCodec, request), cells: new MdFeed(cellCodec, request) }
+    this.timer = new FlushTimer(opts.flushMs ?? 16, () => this.flush())
+  }
+
+  attach(port: HubPort): void {
+    this.ports.add(port)
+    this.broadcastStatus()
+  }
+
+  detach(port: HubPort): void {
+    if (!this.ports.delete(port)) return
+    for (const feed of this.refs.releaseAll(port)) this.unsubscribeUpstream(feed as FeedName)
+    this.broadcastStatus()
+  }
+
+  /** Stops the socket for good (the leader tab going away). */
+  close(): void {
+    this.target = undefined
+    this.socket?.close(1000)
+    this.timer.stop()
+  }
+
+  onMessage(port: HubPort, m: PageToHub): void {
+    switch (m.type) {
+      case 'hello':
+        if (!this.ports.has(port)) this.attach(port)
+        if (!this.target) {
+          this.target = { url: m.url, token: m.token }
+          this.connect()
+        }
+        port.post(this.status())
+        break
+      case 'sub': {
+        if (!this.ports.has(port)) this.attach(port)
+        if (this.refs.acquire(m.feed, port)) this.subscribeUpstream(m.feed)
+        this.sendCached(port, m.feed)
+        break
+      }
+      case 'unsub':
+        if (this.refs.release(m.feed, port)) this.unsubscribeUpstream(m.feed)
+        break
+      case 'resync':
+        this.md[m.feed]?.resyncAll()
+        break
+      case 'bye':
+        this.detach(port)
+        break
+    }
+  }
+
+  status(): HubStatus {
+    return {
+      type: 'status',
+      state: this.state,
+      attempt: this.attempt,
+      level: this.level,
+      sockets: this.sockets,
+      ports: this.ports.size,
+      mode: this.opts.mode,
+      applied: Object.values(this.md).reduce((n, f) => n + f.applied, 0),
+      resyncs: Object.values(this.md).reduce((n, f) => n + f.resyncs, 0),
+    }
+  }
+
+  private broadcastStatus(): void {
+    const s = this.status()
+    for (const p of this.ports) p.post(s)
+  }
+
+  /** Last-value cache: what the hub already has goes to a page that just subscribed. */
+  private sendCached(port: HubPort, feed: FeedName): void {
+    const md = this.md[feed]
+    if (md?.hasData) port.post({ type: 'rows', feed, reset: true, rows: md.rows(), deleted: [], sentAt: Date.now() })
+    const cached = this.lastRaw.get(feed)
+    if (cached && cached.size > 0) port.post({ type: 'raw', feed, messages: [...cached.values()] })
+  }
+
+  private topicOf(feed: FeedName): string | undefined {
+    return this.md[feed]?.codec.topic ?? RAW_TOPICS[feed]
+  }
+
+  private send(frame: ClientFrame): void {
+    if (this.socket?.readyState === OPEN) this.socket.send(toBinary(ClientFrameSchema, frame))
+  }
+
+  private subscribeUpstream(feed: FeedName): void {
+    const subject = this.topicOf(feed)
+    if (!subject) return
+    let id = this.subIds.get(feed)
+    if (id === undefined) {
+      id = this.nextId++
+      this.subIds.set(feed, id)
+      this.feedOfSub.set(id, feed)
+    }
+    this.send(create(ClientFrameSchema, { kind: { case: 'subscribe', value: { id, subject, priority: true } } }))
+  }
+
+  private unsubscribeUpstream(feed: FeedName): void {
+    const id = this.subIds.get(feed)
+    if (id === undefined) return
+    this.subIds.delete(feed)
+    this.feedOfSub.delete(id)
+    this.send(create(ClientFrameSchema, { kind: { case: 'unsubscribe', value: { id } } }))
+  }
+
+  private requestSnapshot(key: string): void {
+    const requestId = this.nextId++
+    this.snapshotRequests.set(requestId, key)
+    this.send(create(ClientFrameSchema, { kind: { case: 'getSnapshot', value: { requestId, key } } }))
+  }
+
+  private connect(): void {
+    const target = this.target
+    if (!target) return
+    const url = `${target.url}?token=${encodeURIComponent(target.token)}`
+    const ws = this.opts.socket ? this.opts.socket(url) : new WebSocket(url)
+    ws.binaryType = 'arraybuffer'
+    this.socket = ws
+    ws.onopen = () => {
+      this.sockets++
+      this.attempt = 0
+      this.state = 'connected'
+      this.snapshotRequests.clear()
+      for (const feed of this.refs.topics()) this.subscribeUpstream(feed as FeedName)
+      // Deltas were missed while the socket was down: every md group re-reads its snapshot.
+      for (const md of Object.values(this.md)) md.resyncAll()
+      this.broadcastStatus()
+    }
+    ws.onmessage = (ev: MessageEvent<ArrayBuffer>) => this.onFrame(new Uint8Array(ev.data))
+    ws.onclose = (ev: CloseEvent) => {
+      if (this.socket === ws) this.socket = undefined
+      if (!this.target) return
+      if (ev.code === 4001 || ev.code === 1008) {
+        this.state = 'unauthorized'
+        this.broadcastStatus()
+        return
+      }
+      this.state = 'reconnecting'
+      const delay = backoffDelay(this.attempt++)
+      this.broadcastStatus()
+      setTimeout(() => this.connect(), delay)
+    }
+  }
+
+  private onFrame(bytes: Uint8Array): void {
+    let frame
+    try {
+      frame = fromBinary(ServerFrameSchema, bytes)
+    } catch (e) {
+      this.decodeErrors++
+      this.broadcast({ type: 'error', message: `undecodable frame from the gateway: ${String(e)}` })
+      return
+    }
+    const k = frame.kind
+    switch (k.case) {
+      case 'batch':
+        for (const m of k.value.messages) {
+          const feed = this.feedOfSub.get(m.subId)
+          if (!feed) continue
+          const md = this.md[feed]
+          if (md) {
+            try {
+              md.onDelta(m.payload)
+            } catch {
+              this.decodeErrors++
+            }
+          } else {
+            const msg: RawMessage = { subject: m.subject, payload: m.payload }
+            this.rawBatcher(feed).add(m.subject, msg)
+            let cache = this.lastRaw.get(feed)
+            if (!cache) this.lastRaw.set(feed, (cache = new Map()))
+            if (m.payload.length === 0) cache.delete(m.subject)
+            else cache.set(m.subject, msg)
+          }
+        }
+        this.timer.poke()
+        break
+      case 'snapshot': {
+        this.snapshotRequests.delete(k.value.requestId)
+        for (const md of Object.values(this.md)) {
+          if (md.codec.groupOfKey(k.value.key) === undefined) continue
+          try {
+            md.onSnapshot(k.value.payload)
+          } catch {
+            this.decodeErrors++
+          }
+        }
+        this.timer.poke()
+        break
+      }
+      case 'status':
+        this.level = k.value.level
+        this.broadcastStatus()
+        break
+      case 'error': {
+        const key = this.snapshotRequests.get(k.value.id)
+        this.snapshotRequests.delete(k.value.id)
+        // No snapshot yet (the aggregator has not written one) or NATS slow: ask again shortly.
+        if (key && (k.value.code === ErrorCode.NOT_FOUND || k.value.code === ErrorCode.UNAVAILABLE)) {
+          setTimeout(() => this.requestSnapshot(key), 500)
+          break
+        }
+        this.broadcast({ type: 'error', message: `${ErrorCode[k.value.code] ?? k.value.code}: ${k.value.message}` })
+        break
+      }
+      default:
+        break
+    }
+  }
+
+  private rawBatcher(feed: FeedName): Batcher<RawMessage> {
+    let b = this.raw.get(feed)
+    if (!b) this.raw.set(feed, (b = new Batcher()))
+    return b
+  }
+
+  private broadcast(m: HubToPage): void {
+    for (const p of this.ports) p.post(m)
+  }
+
+  /** Every 16 ms while something changed: one message per feed per subscribed page. */
+  private flush(): void {
+    const sentAt = Date.now()
+    for (const [feed, md] of Object.entries(this.md) as Array<[FeedName, MdFeed<unknown>]>) {
+      const out = md.flush()
+      if (!out) continue
+      const m: HubToPage = { type: 'rows', feed, reset: out.reset, rows: out.rows, deleted: [], sentAt }
+      for (const p of this.refs.ports(feed)) p.post(m)
+    }
+    for (const [feed, b] of this.raw) {
+      if (b.size === 0) continue
+      const messages = b.flush().map(([, v]) => v)
+      for (const p of this.refs.ports(feed)) p.post({ type: 'raw', feed, messages })
+    }
+  }
+}

@@ -1,0 +1,115 @@
+/** One market-data style feed held by the hub: a Replica per group, rebuilt from a snapshot on an
+ * unknown group or a gap, with the changed rows kept (latest per key) until the next flush. */
+import { Replica, type DeltaLike, type SnapshotLike } from './replica'
+import type { FeedRow } from '../worker/protocol'
+
+/** How a feed's wire messages map to groups, records and rows. */
+export interface MdCodec<R> {
+  /** The gateway subscription carrying the deltas. */
+  topic: string
+  decodeDelta(payload: Uint8Array): { group: string; delta: DeltaLike<R> }
+  decodeSnapshot(payload: Uint8Array): { group: string; snapshot: SnapshotLike<R> }
+  /** The snapshot key of a group (KV `md_snapshots` / the aggregator's snapshot request). */
+  snapshotKey(group: string): string
+  /** The group a snapshot key names (undefined: not this feed's key). */
+  groupOfKey(key: string): string | undefined
+  keyOf(r: R): string
+  toRow(r: R): FeedRow
+}
+
+export interface FlushOut {
+  reset: boolean
+  rows: FeedRow[]
+}
+
+export class MdFeed<R> {
+  private readonly groups = new Map<string, Replica<R>>()
+  /** Deltas waiting for the snapshot of a group that is new or re-reading after a gap. */
+  private readonly pending = new Map<string, DeltaLike<R>[]>()
+  private readonly dirty = new Map<string, R>()
+  private reset = false
+  /** Deltas applied. */
+  applied = 0
+  /** Snapshot requests made because of a gap or an unknown group. */
+  resyncs = 0
+
+  constructor(
+    readonly codec: MdCodec<R>,
+    private readonly requestSnapshot: (key: string) => void,
+  ) {}
+
+  /** A delta from the gateway. Throws on an undecodable payload (the hub counts it). */
+  onDelta(payload: Uint8Array): void {
+    const { group, delta } = this.codec.decodeDelta(payload)
+    const replica = this.groups.get(group)
+    if (!replica || this.pending.has(group)) {
+      this.buffer(group, delta)
+      return
+    }
+    const r = replica.apply(delta)
+    if (r.kind === 'applied') {
+      this.applied++
+      for (const rec of delta.records) this.dirty.set(this.codec.keyOf(rec), rec)
+    } else if (r.kind === 'gap') {
+      // The old rows stay readable (last known values) until the snapshot replaces them.
+      this.buffer(group, delta)
+    }
+  }
+
+  /** A snapshot (answer to a request): the group restarts from it; buffered deltas go on top. */
+  onSnapshot(payload: Uint8Array): void {
+    const { group, snapshot } = this.codec.decodeSnapshot(payload)
+    const replica = new Replica<R>(snapshot, (r) => this.codec.keyOf(r))
+    for (const d of this.pending.get(group) ?? []) {
+      if (replica.apply(d).kind === 'applied') this.applied++
+    }
+    this.pending.delete(group)
+    this.groups.set(group, replica)
+    this.reset = true
+  }
+
+  /** After a reconnect: every group re-reads its snapshot (deltas were missed meanwhile). */
+  resyncAll(): void {
+    for (const g of this.groups.keys()) {
+      this.resyncs++
+      this.requestSnapshot(this.codec.snapshotKey(g))
+    }
+  }
+
+  /** Changed rows since the last call (everything after a snapshot); undefined when nothing changed. */
+  flush(): FlushOut | undefined {
+    if (this.reset) {
+      this.reset = false
+      this.dirty.clear()
+      return { reset: true, rows: this.rows() }
+    }
+    if (this.dirty.size === 0) return undefined
+    const rows = [...this.dirty.values()].map((r) => this.codec.toRow(r))
+    this.dirty.clear()
+    return { reset: false, rows }
+  }
+
+  /** Every row of every group (the last-value cache a new page starts from). */
+  rows(): FeedRow[] {
+    const out: FeedRow[] = []
+    for (const g of this.groups.values()) for (const r of g.all()) out.push(this.codec.toRow(r))
+    return out
+  }
+
+  get hasData(): boolean {
+    return this.groups.size > 0
+  }
+
+  private buffer(group: string, d: DeltaLike<R>): void {
+    const list = this.pending.get(group)
+    if (list) {
+      // Bounded: a group whose snapshot never comes keeps the newest 500 deltas.
+      if (list.length >= 500) list.shift()
+      list.push(d)
+      return
+    }
+    this.pending.set(group, [d])
+    this.resyncs++
+    this.requestSnapshot(this.codec.snapshotKey(group))
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * In-page measurements for the browser benchmark (`npm run bench`): frame intervals sampled with
+ * requestAnimationFrame, and tick → paint latency — from a row's source timestamp (`tsMs`, ms
+ * since the epoch, stamped by the publisher) to the first task after the frame that painted it
+ * (rAF → setTimeout(0), the "after next paint" point). Bounded ring buffers; read as `window.__perf`.
+ */
+const CAP = 20_000
+
+class Ring {
+  private readonly buf = new Float64Array(CAP)
+  private n = 0
+  push(v: number): void {
+    this.buf[this.n % CAP] = v
+    this.n++
+  }
+  values(): number[] {
+    return Array.from(this.buf.subarray(0, Math.min(this.n, CAP)))
+  }
+  clear(): void {
+    this.n = 0
+  }
+  get count(): number {
+    return this.n
+  }
+}
+
+const frames = new Ring()
+const latency = new Ring()
+/** Source time → the hub's flush of the batch (the part before the page: network, gateway, worker). */
+const arrival = new Ring()
+let pending: number[] = []
+let scheduled = false
+
+export const perf = {
+  frames,
+  latency,
+  arrival,
+  /** Clears every series (the benchmark calls it after its warm-up). */
+  reset(): void {
+    frames.clear()
+    latency.clear()
+    arrival.clear()
+  },
+}
+
+/** A row with source time `tsMs` was just committed to the DOM: measure when it is painted. */
+export function markRendered(tsMs: number): void {
+  if (!(tsMs > 0)) return
+  pending.push(tsMs)
+  if (scheduled) return
+  scheduled = true
+  requestAnimationFrame(() =>
+    setTimeout(() => {
+      const now = performance.timeOrigin + performance.now()
+      for (const t of pending) latency.push(now - t)
+      pending = []
+      scheduled = false
+    }, 0),
+  )
+}
+
+let last = 0
+function loop(t: number): void {
+  if (last > 0) frames.push(t - last)
+  last = t
+  requestAnimationFrame(loop)
+}
+
+export function startFrameSampling(): void {
+  requestAnimationFrame(loop)
+}
+
+declare global {
+  interface Window {
+    __perf?: typeof perf
+  }
+}
+window.__perf = perf
