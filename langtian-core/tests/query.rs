@@ -193,3 +193,53 @@ fn first_i64(r: &QueryResult) -> i64 {
         .unwrap()
         .value(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_frame_reaches_a_subscriber_as_the_same_table() {
+    use futures::StreamExt as _;
+    use langtian_core::query::{FrameError, publish_frame};
+
+    let srv = TestServer::start_with(|c| c.max_payload = Some(64 * 1024))
+        .await
+        .unwrap();
+    let bus = common::bus(&srv.url()).await;
+    let mut sub = bus.client().subscribe("lt.analysis.>").await.unwrap();
+    bus.client().flush().await.unwrap();
+
+    let table = rows(1, 500);
+    let sent = publish_frame(&bus, "fade", &table.schema(), std::slice::from_ref(&table))
+        .await
+        .unwrap();
+    assert_eq!((sent.subject.as_str(), sent.rows), ("lt.analysis.fade", 500));
+    let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.subject.as_str(), "lt.analysis.fade");
+    assert_eq!(msg.payload.len(), sent.bytes);
+    let back: Vec<RecordBatch> =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(msg.payload.to_vec()), None)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(back, vec![table.clone()]);
+
+    // Larger than the server's max_payload: refused with the sizes, nothing sent.
+    let big = rows(1, 20_000);
+    match publish_frame(&bus, "big", &big.schema(), std::slice::from_ref(&big)).await {
+        Err(FrameError::TooLarge { bytes, max, .. }) => assert!(bytes > max && max == 64 * 1024),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // A name that is not one subject token.
+    assert!(matches!(
+        publish_frame(&bus, "a.b", &table.schema(), &[]).await,
+        Err(FrameError::BadName { .. })
+    ));
+    bus.client().flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "nothing else was published"
+    );
+}

@@ -205,6 +205,10 @@ struct UpArgs {
     /// Simulated market ticks per second (0: none; the seeds' load is 4000).
     #[arg(long, default_value_t = 500.0)]
     tick_rate: f64,
+    /// How often the aggregator publishes deltas (16–100 ms; the seed's 33 ms by default;
+    /// shorter means fresher screens for more messages).
+    #[arg(long, default_value = "33ms", value_parser = humantime::parse_duration)]
+    delta_interval: Duration,
     /// Address of the WebSocket gateway and the web UI.
     #[arg(long, default_value = "127.0.0.1:8080")]
     gateway_addr: std::net::SocketAddr,
@@ -425,6 +429,7 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
         },
         live: !a.no_live,
         tick_rate: a.tick_rate.max(0.0),
+        delta_interval: a.delta_interval,
         gateway_addr: a.gateway_addr,
         ui_dir: Some(a.ui_dir.clone()),
     };

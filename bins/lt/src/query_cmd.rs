@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use langtian_core::lake::LakeConfig;
 use langtian_core::query::output::{OutputFormat, format_table, write_file};
-use langtian_core::query::{QueryError, QueryRequest, QueryResult, query, query_local};
+use langtian_core::query::{QueryError, QueryRequest, QueryResult, publish_frame, query, query_local};
 
 use crate::ConnArgs;
 
@@ -38,6 +38,10 @@ pub struct QueryArgs {
     /// The lake directory for --local (and the fallback when no service answers).
     #[arg(long, default_value = ".langtian/lake")]
     lake: PathBuf,
+    /// Also publish the result as an Arrow table on `lt.analysis.<NAME>`, where the web UI's
+    /// analysis view shows it (needs the platform's NATS; one message, so at most max_payload).
+    #[arg(long, value_name = "NAME")]
+    publish: Option<String>,
 }
 
 fn parse_json(s: &str) -> Result<serde_json::Value, String> {
@@ -68,6 +72,16 @@ pub async fn cmd_query(conn: &ConnArgs, a: &QueryArgs) -> Result<(), String> {
             Err(e) => return Err(e),
         }
     };
+    if let Some(name) = &a.publish {
+        let bus = conn.connect().await?;
+        let sent = publish_frame(&bus, name, &result.schema, &result.batches)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "lt query: published {} rows ({} bytes of Arrow IPC) on {}",
+            sent.rows, sent.bytes, sent.subject
+        );
+    }
     print(a, &result)
 }
 

@@ -87,16 +87,18 @@ impl Forwarder<'_> {
         }
     }
 
-    /// Confirms everything in flight (keeps counters current when the buffer runs dry).
-    async fn confirm_all(&mut self) -> Result<(), BusError> {
-        while self.window.in_flight() > 0 {
-            match self.window.confirm_oldest().await {
-                Ok(Some(r)) => count(&self.stats, &r),
-                Ok(None) => break,
-                Err(e) => return self.recover(e).await,
+    /// Confirms the oldest message in flight (when the buffer runs dry). One at a time, so the
+    /// buffer is looked at again after each PubAck: waiting for the whole window instead would
+    /// empty the pipeline to the server every time the input pauses for a moment.
+    async fn confirm_oldest(&mut self) -> Result<(), BusError> {
+        match self.window.confirm_oldest().await {
+            Ok(Some(r)) => {
+                count(&self.stats, &r);
+                Ok(())
             }
+            Ok(None) => Ok(()),
+            Err(e) => self.recover(e).await,
         }
-        Ok(())
     }
 }
 
@@ -155,7 +157,7 @@ pub(super) async fn forward(
             Err(mpsc::error::TryRecvError::Disconnected) => reader_done = true,
             Err(mpsc::error::TryRecvError::Empty) => {
                 if f.window.in_flight() > 0 {
-                    f.confirm_all().await?;
+                    f.confirm_oldest().await?;
                     continue;
                 }
                 if reader_done {

@@ -16,8 +16,15 @@ use crate::gateway::{Gateway, GatewayConfig, GatewayStats};
 use crate::sim::ticks::{TickRun, publish_ticks};
 use crate::sim::{TickSim, TickSimConfig};
 
-/// Subjects the UI token may subscribe to.
-pub const UI_SUBJECTS: [&str; 4] = ["xy.md.>", "lt.md.>", "lt.analysis.>", "xy.exec.health"];
+/// Subjects the UI token may subscribe to: market data, battery channels, analysis tables, the
+/// execution health feed and the discovery heartbeats (KV `lt_nodes`, for the system view).
+pub const UI_SUBJECTS: [&str; 5] = [
+    "xy.md.>",
+    "lt.md.>",
+    "lt.analysis.>",
+    "xy.exec.health",
+    "$KV.lt_nodes.>",
+];
 
 /// The running live services.
 pub(super) struct Live {
@@ -68,7 +75,13 @@ pub(super) async fn start_live(
     on_line: &mut impl FnMut(&str),
 ) -> Result<Live, UpError> {
     let mut tasks = Vec::new();
-    let agg_cfg = AggregatorConfig::default();
+    let agg_cfg = AggregatorConfig {
+        delta_interval: cfg.delta_interval,
+        ..AggregatorConfig::default()
+    };
+    agg_cfg
+        .validate()
+        .map_err(|e| setup("the aggregator (--delta-interval)")(e.to_string()))?;
     let aggregator = Arc::new(AggregatorStats::default());
     {
         let (bus, stats, stop) = (bus.clone(), aggregator.clone(), stop.clone());

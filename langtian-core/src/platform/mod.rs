@@ -86,6 +86,8 @@ pub struct UpConfig {
     pub live: bool,
     /// Simulated market ticks per second (0: none).
     pub tick_rate: f64,
+    /// The aggregator's delta interval (16–100 ms; the seed's 33 ms by default).
+    pub delta_interval: std::time::Duration,
     /// Address of the WebSocket gateway and the UI.
     pub gateway_addr: SocketAddr,
     /// The built UI (served when it holds an `index.html`).
@@ -110,6 +112,7 @@ impl Default for UpConfig {
             ops_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             live: true,
             tick_rate: 500.0,
+            delta_interval: std::time::Duration::from_millis(33),
             gateway_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ui_dir: Some(PathBuf::from("ui/dist")),
         }

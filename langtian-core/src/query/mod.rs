@@ -21,6 +21,7 @@
 
 mod client;
 mod exec;
+mod frame;
 pub mod output;
 mod service;
 
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 pub use client::{QueryResult, query, query_local, query_on};
 pub use exec::{Executed, Limits, execute, is_read_only};
+pub use frame::{ANALYSIS_PREFIX, FrameError, PublishedFrame, analysis_subject, encode_ipc, publish_frame};
 pub use service::{QueryService, QueryServiceConfig};
 
 /// The request subject.
