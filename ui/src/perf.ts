@@ -40,6 +40,8 @@ export const perf = {
     frames.clear()
     latency.clear()
     arrival.clear()
+    // Rows rendered while the tab was in the background wait for its next frame: not counted.
+    pending = []
   },
 }
 
