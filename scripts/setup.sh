@@ -15,6 +15,8 @@
 #   - the official signed DuckDB extensions ducklake, httpfs, postgres_scanner, sqlite_scanner
 #     (PyPI duckdb-extension-*==1.5.5), laid out as <dir>/v1.5.5/linux_amd64/*.duckdb_extension
 #   - s3s-fs 0.14.1 (crates.io, cargo install --locked), an S3-compatible server for tests
+#   - a second venv for the Python SDK (scripts/requirements-py-sdk.txt: maturin, pandas, pyarrow,
+#     matplotlib, pytest, duckdb; pip --require-hashes)
 #   - the web UI's npm packages (ui/package-lock.json: exact versions + integrity hashes), built
 #     to ui/dist; Debian's chromium for the browser tests (apt-get, when missing)
 set -euo pipefail
@@ -151,6 +153,21 @@ say "building the web UI (npm ci, proto → TypeScript, vite build)"
 (cd "$ROOT/ui" && npm ci --no-audit --no-fund --loglevel=error && LANGTIAN_BUF="$VENV/bin/buf" npm run --silent build) \
   || die "building ui/ failed (see above)"
 
+# --- the Python SDK's venv: maturin, pandas, pyarrow, matplotlib, pytest, duckdb --------------------
+PYSDK="$DEPS/pysdk"
+if [ ! -x "$PYSDK/bin/python" ]; then
+  say "creating the Python SDK venv at $PYSDK"
+  python3 -m venv "$PYSDK" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+fi
+sdk_sum="$(sha256sum "$ROOT/scripts/requirements-py-sdk.txt" | awk '{print $1}')"
+if [ "$(cat "$PYSDK/.lt-sdk.sha256" 2>/dev/null)" != "$sdk_sum" ]; then
+  say "installing maturin, pandas, pyarrow, matplotlib, pytest, duckdb for the Python SDK (hash-checked)"
+  "$PYSDK/bin/pip" install --quiet --disable-pip-version-check --require-hashes --no-deps \
+    -r "$ROOT/scripts/requirements-py-sdk.txt" \
+    || die "pip could not install the Python SDK's tools (download failed or a sha256 did not match; see above)"
+  echo "$sdk_sum" > "$PYSDK/.lt-sdk.sha256"
+fi
+
 # --- cargo configuration -------------------------------------------------------------------------
 mkdir -p "$ROOT/.cargo" "$TARGET_DIR"
 cat > "$ROOT/.cargo/config.toml.tmp" <<EOF
@@ -174,5 +191,6 @@ say "nats-server: $("$VENV/bin/nats-server" --version)"
 say "buf: $("$VENV/bin/buf" --version)"
 say "libduckdb.so: $LIB"
 say "extensions: $(ls "$EXT_DIR" | tr '\n' ' ')"
+say "python SDK venv: $PYSDK ($("$PYSDK/bin/maturin" --version))"
 say "cargo target dir: $TARGET_DIR"
 say "done in $(( $(date +%s) - started )) s"

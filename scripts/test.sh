@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
 # each stage:  setup · fmt · clippy · buf lint · buf breaking · ui test (vitest) · cargo test ·
-# ui e2e (Chromium) · bench smoke (bus, flow, ingest, live, ui in the browser).
+# ui e2e (Chromium) · py sdk (maturin wheel + pytest) · bench smoke (bus, flow, ingest, live,
+# ui in the browser, Python query).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -51,13 +52,29 @@ ui_e2e() {
   (cd "$ROOT/ui" && LT_BIN="$target/debug/lt" npm run --silent e2e)
 }
 stage ui-e2e       ui_e2e
+py_sdk() {
+  # The wheel (maturin, the shared dev profile), installed into the SDK venv, then pytest against
+  # real `lt up` processes (the lt binary built above) and the notebook example.
+  local target="${LANGTIAN_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/langtian/target}}"
+  local venv="${LANGTIAN_DEPS:-$ROOT/.deps}/pysdk"
+  cargo build --quiet -p lt
+  rm -rf "$target/wheels"
+  (cd "$ROOT/bindings/python" && "$venv/bin/maturin" build --quiet --profile dev -i "$venv/bin/python" --out "$target/wheels")
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$target"/wheels/langtian-*.whl
+  (cd "$ROOT/bindings/python" && LT_BIN="$target/debug/lt" LANGTIAN_ARTIFACTS="$ROOT/bindings/python/artifacts" \
+    LANGTIAN_DUCKDB_EXTENSION_DIR="${LANGTIAN_DEPS:-$ROOT/.deps}/duckdb/extensions" "$venv/bin/python" -m pytest -q)
+}
+stage py-sdk       py_sdk
 bench_smoke() {
   cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     cargo run --quiet -p lt -- bench flow --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     cargo run --quiet -p lt -- bench ingest --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     cargo run --quiet -p lt -- bench live --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     (cd "$ROOT/ui" && LT_BIN="${LANGTIAN_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/langtian/target}}/debug/lt" \
-      npm run --silent bench -- --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke")
+      npm run --silent bench -- --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke") &&
+    (cd "$ROOT/bindings/python" && LT_BIN="${LANGTIAN_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/langtian/target}}/debug/lt" \
+      LANGTIAN_DUCKDB_EXTENSION_DIR="${LANGTIAN_DEPS:-$ROOT/.deps}/duckdb/extensions" \
+      "${LANGTIAN_DEPS:-$ROOT/.deps}/pysdk/bin/python" bench/query_bench.py --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke")
 }
 stage bench-smoke  bench_smoke
 

@@ -54,6 +54,53 @@ fn read_chunk(
 
 /// Runs `req` on the query service at `subject`.
 pub async fn query_on(bus: &Bus, subject: &str, req: &QueryRequest) -> Result<QueryResult, QueryError> {
+    let mut schema: Option<SchemaRef> = None;
+    let mut batches = Vec::new();
+    let mut failed = None;
+    let done = query_chunks_on(bus, subject, req, |index, bytes| {
+        if failed.is_none()
+            && let Err(e) = read_chunk(bytes.as_ref(), index, &mut schema, &mut batches)
+        {
+            failed = Some(e);
+        }
+    })
+    .await?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let schema = schema.ok_or_else(|| QueryError::Protocol("answer without a schema".into()))?;
+    let rows = done
+        .rows
+        .unwrap_or_else(|| batches.iter().map(|b: &RecordBatch| b.num_rows() as u64).sum());
+    Ok(QueryResult {
+        schema,
+        batches,
+        rows,
+        truncated: done.truncated,
+        chunks: done.chunks,
+    })
+}
+
+/// How an answer ended (see [`query_chunks_on`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunksDone {
+    /// Rows the service says it sent (absent from old services).
+    pub rows: Option<u64>,
+    /// `Some("rows" | "bytes")` when a limit cut the result.
+    pub truncated: Option<String>,
+    /// Messages the answer came in.
+    pub chunks: u64,
+}
+
+/// Runs `req` on the query service at `subject` and hands every non-empty chunk (one Arrow IPC
+/// stream each, schema first) to `on_chunk` as it arrives, undecoded — for clients that read
+/// Arrow themselves (the Python SDK gives them to pyarrow without another copy).
+pub async fn query_chunks_on(
+    bus: &Bus,
+    subject: &str,
+    req: &QueryRequest,
+    mut on_chunk: impl FnMut(u64, bytes::Bytes),
+) -> Result<ChunksDone, QueryError> {
     let client = bus.client();
     let inbox = client.new_inbox();
     let mut sub = client
@@ -71,8 +118,6 @@ pub async fn query_on(bus: &Bus, subject: &str, req: &QueryRequest) -> Result<Qu
         .map_err(|e| QueryError::Nats(e.to_string()))?;
     // Between two messages: the query's own time plus room for the service to start it.
     let gap = req.timeout().unwrap_or(Duration::from_secs(60)) + Duration::from_secs(10);
-    let mut schema: Option<SchemaRef> = None;
-    let mut batches = Vec::new();
     let mut expected = 0u64;
     loop {
         let m = match tokio::time::timeout(gap, sub.next()).await {
@@ -101,19 +146,16 @@ pub async fn query_on(bus: &Bus, subject: &str, req: &QueryRequest) -> Result<Qu
             });
             return Err(QueryError::Failed(failure));
         }
+        let last = header(&m, HEADER_LAST) == Some("1");
+        let rows = header(&m, HEADER_ROWS).and_then(|v| v.parse().ok());
+        let truncated = header(&m, HEADER_TRUNCATED).map(str::to_owned);
         if !m.payload.is_empty() {
-            read_chunk(m.payload.as_ref(), index, &mut schema, &mut batches)?;
+            on_chunk(index, m.payload);
         }
-        if header(&m, HEADER_LAST) == Some("1") {
-            let rows = header(&m, HEADER_ROWS)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| batches.iter().map(|b: &RecordBatch| b.num_rows() as u64).sum());
-            let schema = schema.ok_or_else(|| QueryError::Protocol("answer without a schema".into()))?;
-            return Ok(QueryResult {
-                schema,
-                batches,
+        if last {
+            return Ok(ChunksDone {
                 rows,
-                truncated: header(&m, HEADER_TRUNCATED).map(str::to_owned),
+                truncated,
                 chunks: expected,
             });
         }

@@ -11,6 +11,7 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 
 use crate::bus::Bus;
@@ -39,8 +40,8 @@ pub enum FrameError {
         /// The server's max_payload.
         max: usize,
     },
-    /// Arrow could not encode it.
-    #[error("encoding table `{name}` as Arrow IPC: {source}")]
+    /// Arrow could not encode it, or the bytes given are not an Arrow IPC stream.
+    #[error("table `{name}` as Arrow IPC: {source}")]
     Encode {
         /// The table's name.
         name: String,
@@ -108,13 +109,47 @@ pub async fn publish_frame(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<PublishedFrame, FrameError> {
-    let subject = analysis_subject(name)?;
+    analysis_subject(name)?;
     let bytes = encode_ipc(name, schema, batches)?;
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    publish_frame_ipc(bus, name, bytes.into(), Some(rows)).await
+}
+
+/// Publishes a table that is already an Arrow IPC stream (e.g. from pyarrow). The stream is
+/// checked to start with a schema; `rows` is reported back as given (counted when `None`).
+pub async fn publish_frame_ipc(
+    bus: &Bus,
+    name: &str,
+    ipc: bytes::Bytes,
+    rows: Option<usize>,
+) -> Result<PublishedFrame, FrameError> {
+    let subject = analysis_subject(name)?;
+    let reader = StreamReader::try_new(std::io::Cursor::new(ipc.as_ref()), None).map_err(|source| {
+        FrameError::Encode {
+            name: name.to_owned(),
+            source,
+        }
+    })?;
+    let rows = match rows {
+        Some(r) => r,
+        None => {
+            let mut n = 0;
+            for b in reader {
+                n += b
+                    .map_err(|source| FrameError::Encode {
+                        name: name.to_owned(),
+                        source,
+                    })?
+                    .num_rows();
+            }
+            n
+        }
+    };
     let max = bus.client().server_info().max_payload;
-    if bytes.len() > max {
+    if ipc.len() > max {
         return Err(FrameError::TooLarge {
             name: name.to_owned(),
-            bytes: bytes.len(),
+            bytes: ipc.len(),
             max,
         });
     }
@@ -123,15 +158,15 @@ pub async fn publish_frame(
         subject: subject.clone(),
         message,
     };
-    let n = bytes.len();
+    let n = ipc.len();
     bus.client()
-        .publish(subject.clone(), bytes.into())
+        .publish(subject.clone(), ipc)
         .await
         .map_err(|e| fail(e.to_string()))?;
     bus.client().flush().await.map_err(|e| fail(e.to_string()))?;
     Ok(PublishedFrame {
         subject: subject.clone(),
-        rows: batches.iter().map(RecordBatch::num_rows).sum(),
+        rows,
         bytes: n,
     })
 }
@@ -140,11 +175,9 @@ pub async fn publish_frame(
 mod tests {
     use std::sync::Arc;
 
+    use super::*;
     use arrow::array::{Float64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
-    use arrow::ipc::reader::StreamReader;
-
-    use super::*;
 
     #[test]
     fn names_become_one_subject_token() {

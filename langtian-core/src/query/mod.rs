@@ -27,9 +27,12 @@ mod service;
 
 use std::time::Duration;
 
-pub use client::{QueryResult, query, query_local, query_on};
+pub use client::{ChunksDone, QueryResult, query, query_chunks_on, query_local, query_on};
 pub use exec::{Executed, Limits, execute, is_read_only};
-pub use frame::{ANALYSIS_PREFIX, FrameError, PublishedFrame, analysis_subject, encode_ipc, publish_frame};
+pub use frame::{
+    ANALYSIS_PREFIX, FrameError, PublishedFrame, analysis_subject, encode_ipc, publish_frame,
+    publish_frame_ipc,
+};
 pub use service::{QueryService, QueryServiceConfig};
 
 /// The request subject.

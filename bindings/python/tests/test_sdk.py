@@ -1,0 +1,235 @@
+"""The Python SDK against real services (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import threading
+import time
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import langtian
+import langtian.aio
+
+from conftest import Platform, open_lake_with_duckdb
+
+
+def test_query_returns_a_dataframe_with_typed_columns(lt):
+    df = lt.query(
+        "SELECT device_id, channel, count(*) AS n, max(voltage) AS v FROM lake.battery_samples "
+        "WHERE device_id = ? GROUP BY ALL ORDER BY channel",
+        ["cycler-00"],
+    )
+    assert list(df.columns) == ["device_id", "channel", "n", "v"]
+    assert len(df) == 16 and df["device_id"].eq("cycler-00").all()
+    # 64 channels share the 20,000 samples round-robin: 313 or 312 each.
+    assert df["n"].between(312, 313).all()
+    assert df["n"].sum() == lt.query("SELECT count(*) AS n FROM lake.battery_samples WHERE device_id = 'cycler-00'")["n"][0]
+    assert pd.api.types.is_float_dtype(df["v"]) and df["v"].between(2.5, 4.3).all()
+    assert df.attrs["truncated"] is None
+
+
+def test_a_million_row_query(lt):
+    sql = (
+        "SELECT i, i * 2 AS j, i % 7 AS k, i::DOUBLE / 3 AS x, 'r' || (i % 100) AS s, i % 2 = 0 AS even, "
+        "i + 1 AS a, i + 2 AS b, i + 3 AS c, i + 4 AS d FROM range(1000000) t(i)"
+    )
+    df = lt.query(sql)
+    assert df.shape == (1_000_000, 10)
+    assert int(df["i"].sum()) == 999_999 * 1_000_000 // 2
+    assert df["s"].iloc[123_456] == "r56" and bool(df["even"].iloc[10])
+
+
+def test_bad_sql_raises_query_error_with_duckdb_message(lt):
+    with pytest.raises(langtian.QueryError) as e:
+        lt.query("SELEC 1")
+    assert e.value.code == "parse"
+    assert "syntax error" in str(e.value)
+    with pytest.raises(langtian.QueryError) as e:
+        lt.query("SELECT no_such_column FROM lake.battery_samples")
+    assert "no_such_column" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["CREATE TABLE t (i INTEGER)", "DELETE FROM lake.battery_samples", "INSERT INTO lake.battery_samples SELECT * FROM lake.battery_samples", "ATTACH ':memory:' AS m"],
+)
+def test_ddl_and_dml_are_rejected(lt, sql):
+    with pytest.raises(langtian.QueryRejected) as e:
+        lt.query(sql)
+    assert e.value.code == "not_read_only"
+    # Nothing changed.
+    assert lt.query("SELECT count(*) AS n FROM lake.battery_samples")["n"][0] == 20_000
+
+
+def test_timeout_is_honoured(lt):
+    t0 = time.monotonic()
+    with pytest.raises(langtian.QueryTimeout) as e:
+        lt.query("SELECT count(*) FROM range(100000000000) a", timeout=0.5)
+    took = time.monotonic() - t0
+    assert e.value.code == "timeout" and isinstance(e.value, TimeoutError)
+    assert took < 5, f"interrupted after {took:.1f} s"
+
+
+def test_row_limit_cuts_and_says_so(lt):
+    df = lt.query("SELECT * FROM lake.battery_samples", max_rows=100)
+    assert len(df) == 100 and df.attrs["truncated"] == "rows"
+
+
+def test_publish_then_subscribe_round_trip(lt):
+    sub = lt.subscribe("lt.evt.note.>")
+    receipt = lt.publish("note", {"text": "hello", "n": 1}, source="pytest", event_id="pytest-note-1")
+    assert receipt["stream"] and receipt["sequence"] > 0 and not receipt["duplicate"]
+    m = sub.next(timeout=5)
+    assert m is not None
+    assert (m["subject"], m["event_type"], m["source"], m["event_id"]) == ("lt.evt.note.pytest", "note", "pytest", "pytest-note-1")
+    assert langtian.decode(m) == {"text": "hello", "n": 1}
+    # The same event id again: JetStream de-duplicates it.
+    assert lt.publish("note", {"text": "hello", "n": 1}, source="pytest", event_id="pytest-note-1")["duplicate"]
+    sub.close()
+
+
+def test_publish_errors_are_typed(lt):
+    with pytest.raises(langtian.PublishError):
+        lt.publish("x", b"1", qos=1, subject="nowhere.stored")  # no stream captures it
+    with pytest.raises(langtian.PublishError):
+        lt.publish("x", b"1", qos=7)
+    with pytest.raises(langtian.EnvelopeError):
+        lt.publish("", b"1")
+
+
+def test_stream_frame_collects_decoded_events(lt):
+    stop = threading.Event()
+
+    def send():
+        i = 0
+        while not stop.is_set():
+            lt.publish("reading", {"sensor": f"s{i % 3}", "value": i}, qos=0, source="frame")
+            i += 1
+            time.sleep(0.02)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    try:
+        df = lt.stream_frame("lt.evt.reading.>", max_messages=20, timeout=10)
+    finally:
+        stop.set()
+        t.join()
+    assert len(df) == 20
+    assert {"subject", "event_id", "event_type", "source", "time", "sensor", "value"} <= set(df.columns)
+    assert df["event_type"].eq("reading").all() and str(df["time"].dtype).startswith("datetime64")
+
+
+def test_battery_sample_payloads_decode():
+    # ChannelSample{device_id: "d1", channel: 3, voltage: 3.7} in protobuf wire format.
+    body = b"\x0a\x02d1" + b"\x10\x03" + b"\x31" + struct.pack("<d", 3.7)
+    m = {"content_type": "application/x-protobuf; messageType=langtian.battery.v1.ChannelSample", "payload": body}
+    d = langtian.decode(m)
+    assert (d["device_id"], d["channel"], d["voltage"]) == ("d1", 3, 3.7)
+    with pytest.raises(langtian.EnvelopeError):
+        langtian.decode({**m, "payload": b"\xff\xff"})
+
+
+def test_publish_frame_arrives_as_the_same_table(lt):
+    df = pd.DataFrame({"channel": ["c1", "c2", "c3"], "fade": [0.91, 0.88, None], "cycles": [100, 200, 300]})
+    sub = lt.subscribe("lt.analysis.>")
+    sent = lt.publish_frame("capacity_fade", df)
+    assert sent["subject"] == "lt.analysis.capacity_fade" and sent["rows"] == 3
+    m = sub.next(timeout=5)
+    assert m is not None and m["subject"] == "lt.analysis.capacity_fade"
+    back = pa.ipc.open_stream(m["payload"]).read_all().to_pandas()
+    pd.testing.assert_frame_equal(back, df)
+    sub.close()
+    with pytest.raises(langtian.FrameError) as e:
+        lt.publish_frame("bad.name", df)
+    assert e.value.code == "bad_name"
+    big = pd.DataFrame({"x": range(300_000)})
+    with pytest.raises(langtian.FrameError) as e:
+        lt.publish_frame("big", big)
+    assert e.value.code == "too_large"
+
+
+def test_nodes_and_watch_nodes(lt):
+    nodes = lt.nodes()
+    assert any(n["role"] == "lt-up" for n in nodes), nodes
+    first = next(lt.watch_nodes(timeout=5))
+    assert first[0] == "joined" and first[1]["node_id"]
+
+
+def test_asyncio_variants(platform):
+    async def go():
+        lt = await langtian.aio.connect(platform.url)
+        df = await lt.query("SELECT count(*) AS n FROM lake.battery_samples")
+        got = []
+
+        async def listen():
+            async for m in lt.subscribe("lt.evt.async.>"):
+                got.append(m)
+                return
+
+        task = asyncio.create_task(listen())
+        # Publish until the listener has one (its subscription starts in a worker thread).
+        for _ in range(50):
+            await lt.publish("async", {"ok": True}, qos=0)
+            if task.done():
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.wait_for(task, 5)
+        return int(df["n"][0]), got
+
+    n, got = asyncio.run(go())
+    assert n == 20_000 and got and got[0]["event_type"] == "async"
+
+
+def test_no_service_and_no_server_are_typed():
+    with pytest.raises(langtian.ConnectError):
+        langtian.connect("nats://127.0.0.1:1", timeout=1)
+
+
+def test_query_equals_duckdbs_own_read_of_the_same_lake():
+    p = Platform(samples=5_000)
+    sql = "SELECT device_id, channel, count(*) AS n, round(avg(voltage), 9) AS v, max(seq) AS last FROM lake.battery_samples GROUP BY ALL ORDER BY ALL"
+    try:
+        ours = p.client.query(sql)
+    finally:
+        p.stop()
+    theirs = open_lake_with_duckdb(p.lake_dir).execute(sql).df()
+    assert len(ours) == 64
+    pd.testing.assert_frame_equal(ours, theirs, check_dtype=False)
+
+
+def test_the_capacity_fade_example_runs_and_draws(tmp_path):
+    """docs/examples/capacity_fade.py on a day of cycling: 16 channels, one sample per 10 s of
+    cell time for 24 h (8,640 samples each)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    p = Platform(samples=16 * 8640, sim={"--channels": "4", "--sample-interval": "10s"})
+    try:
+        out = tmp_path / "capacity_fade.png"
+        example = Path(__file__).resolve().parents[3] / "docs" / "examples" / "capacity_fade.py"
+        r = subprocess.run(
+            [sys.executable, str(example), "--url", p.url, "--out", str(out), "--publish"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+        assert "16 cells" in r.stdout and "lt.analysis.capacity_fade" in r.stdout, r.stdout
+        assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # The example's own table: every cell lost capacity over the day (the simulator fades
+        # 0.07–0.13 % per cycle); it printed the median rate.
+        rates = [float(l.split()[-1]) for l in r.stdout.splitlines() if l.startswith("cycler-")]
+        assert len(rates) == 16, r.stdout
+        assert sum(x > 0 for x in rates) >= 14, rates
+        median = float(r.stdout.split("median fade: ")[1].split()[0])
+        assert 0.03 < median < 0.2, r.stdout
+        artefacts = os.environ.get("LANGTIAN_ARTIFACTS")
+        if artefacts:
+            Path(artefacts).mkdir(parents=True, exist_ok=True)
+            (Path(artefacts) / "capacity_fade.png").write_bytes(out.read_bytes())
+    finally:
+        p.stop()
