@@ -125,6 +125,19 @@ pub enum DataPath {
     S3(S3),
 }
 
+impl Catalog {
+    /// `postgres:<conninfo>`, `sqlite:<path>`, or a DuckDB file (`ducklake:<path>` or a path).
+    pub fn parse(s: &str) -> Catalog {
+        if let Some(rest) = s.strip_prefix("postgres:") {
+            Catalog::Postgres(rest.to_owned())
+        } else if let Some(rest) = s.strip_prefix("sqlite:") {
+            Catalog::Sqlite(PathBuf::from(rest))
+        } else {
+            Catalog::DuckDb(PathBuf::from(s.strip_prefix("ducklake:").unwrap_or(s)))
+        }
+    }
+}
+
 /// How to open a lake.
 #[derive(Debug, Clone)]
 pub struct LakeConfig {
@@ -141,6 +154,10 @@ pub struct LakeConfig {
     pub memory_limit: Option<String>,
     /// DuckDB `threads`.
     pub threads: Option<usize>,
+    /// Attach the lake `READ_ONLY` (a query service next to a writer in another process, with a
+    /// catalog that allows it: SQLite or PostgreSQL; or any lake nobody writes). The lake must
+    /// exist; nothing is created.
+    pub read_only: bool,
 }
 
 impl LakeConfig {
@@ -153,7 +170,14 @@ impl LakeConfig {
             extension_dir: None,
             memory_limit: None,
             threads: None,
+            read_only: false,
         }
+    }
+
+    /// The same lake, attached read-only.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     /// A local lake under `dir`: `dir/meta.ducklake` + `dir/data/`.
@@ -413,6 +437,9 @@ impl Lake {
     /// writer in one process see each other's commits).
     pub fn open(cfg: LakeConfig) -> Result<Self, LakeError> {
         check_ident(&cfg.name)?;
+        if cfg.read_only {
+            return Self::open_read_only(cfg);
+        }
         let key = match &cfg.catalog {
             Catalog::DuckDb(p) => {
                 if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -466,6 +493,28 @@ impl Lake {
         })
     }
 
+    /// A read-only instance of its own: never shared with (or created by) a writer.
+    fn open_read_only(cfg: LakeConfig) -> Result<Self, LakeError> {
+        if let Catalog::DuckDb(p) = &cfg.catalog {
+            if !p.exists() {
+                return Err(LakeError::Config(format!(
+                    "no lake catalog at {} (read-only opens an existing lake; write it first)",
+                    p.display()
+                )));
+            }
+            let open = open_instances()
+                .lock()
+                .map_err(|_| LakeError::Config("lake registry poisoned".into()))?;
+            if open.get(&instance_key(p)).and_then(Weak::upgrade).is_some() {
+                return Err(LakeError::Config(format!(
+                    "catalog {} is open read-write in this process; query through that handle",
+                    p.display()
+                )));
+            }
+        }
+        Self::open_instance(cfg)
+    }
+
     fn open_instance(cfg: LakeConfig) -> Result<Self, LakeError> {
         let mut needed = vec!["ducklake"];
         match &cfg.catalog {
@@ -487,8 +536,10 @@ impl Lake {
         }
         let data_path = match &cfg.data_path {
             DataPath::Local(p) => {
-                std::fs::create_dir_all(p)
-                    .map_err(|e| LakeError::Config(format!("creating data path {}: {e}", p.display())))?;
+                if !cfg.read_only {
+                    std::fs::create_dir_all(p)
+                        .map_err(|e| LakeError::Config(format!("creating data path {}: {e}", p.display())))?;
+                }
                 let mut s = p.display().to_string();
                 if !s.ends_with('/') {
                     s.push('/');
@@ -520,8 +571,9 @@ impl Lake {
             }
             Catalog::Postgres(conninfo) => (format!("ducklake:postgres:{conninfo}"), String::new()),
         };
+        let mode = if cfg.read_only { ", READ_ONLY" } else { "" };
         conn.execute_batch(&format!(
-            "ATTACH {} AS {} (DATA_PATH {}{extra})",
+            "ATTACH {} AS {} (DATA_PATH {}{extra}{mode})",
             sql_str(&target),
             cfg.name,
             sql_str(&data_path)
@@ -533,7 +585,9 @@ impl Lake {
             columns: Default::default(),
             _shared: None,
         };
-        lake.ensure_offsets_table()?;
+        if !lake.cfg.read_only {
+            lake.ensure_offsets_table()?;
+        }
         Ok(lake)
     }
 

@@ -85,16 +85,6 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-fn parse_catalog(s: &str) -> Catalog {
-    if let Some(rest) = s.strip_prefix("postgres:") {
-        Catalog::Postgres(rest.to_owned())
-    } else if let Some(rest) = s.strip_prefix("sqlite:") {
-        Catalog::Sqlite(PathBuf::from(rest))
-    } else {
-        Catalog::DuckDb(PathBuf::from(s.strip_prefix("ducklake:").unwrap_or(s)))
-    }
-}
-
 fn s3_of(url: &str, c: &S3Settings) -> S3 {
     S3 {
         url: url.to_owned(),
@@ -127,7 +117,7 @@ impl Sink {
                 } else {
                     DataPath::Local(PathBuf::from(&d.data_path))
                 };
-                let mut cfg = LakeConfig::new(parse_catalog(&d.catalog), data_path);
+                let mut cfg = LakeConfig::new(Catalog::parse(&d.catalog), data_path);
                 cfg.memory_limit = d.memory_limit.clone();
                 cfg.threads = d.threads;
                 let lake = tokio::task::block_in_place(|| Lake::open(cfg))?;
