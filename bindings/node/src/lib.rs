@@ -1,0 +1,468 @@
+//! `@langtian/sdk`: the Node face of `langtian-core` (napi-rs). Thin: async calls become
+//! Promises on napi's tokio runtime; every error is a JS `Error` with a stable `code`
+//! (`ERR_CONNECT`, `ERR_PUBLISH`, `ERR_ENVELOPE`, `ERR_QUERY_<CODE>`, `ERR_NO_SERVICE`,
+//! `ERR_DISCOVERY`, `ERR_REQUEST`, `ERR_TIMEOUT`), mapped once, here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use langtian_core::bus::{Bus, BusError, BusOptions, OutgoingMessage, Publisher, PublisherConfig, Qos};
+use langtian_core::discovery::{DiscoveryConfig, DiscoveryError, LeftReason, NodeEvent, Registry};
+use langtian_core::envelope::{Envelope, EnvelopeBuilder, EnvelopeError};
+use langtian_core::query::{QueryError, QueryRequest, encode_ipc, query};
+use napi::bindgen_prelude::{AsyncGenerator, Buffer};
+use napi_derive::napi;
+use tokio::sync::Mutex;
+
+/// An error for JS: the reason is `[CODE] message`; `sdk.js` moves CODE to the error's `code`
+/// (napi-rs gives async errors a fixed status, so the code travels in the message).
+fn err(code: impl AsRef<str>, message: impl std::fmt::Display) -> napi::Error {
+    napi::Error::from_reason(format!("[{}] {message}", code.as_ref()))
+}
+
+fn bus_err(e: BusError) -> napi::Error {
+    let code = match &e {
+        BusError::Connect { .. } | BusError::Options(_) => "ERR_CONNECT",
+        _ => "ERR_PUBLISH",
+    };
+    err(code, e)
+}
+
+fn query_err(e: QueryError) -> napi::Error {
+    match e {
+        QueryError::Failed(f) => err(
+            format!("ERR_QUERY_{}", f.code.as_str().to_ascii_uppercase()),
+            f.message,
+        ),
+        QueryError::NoService { .. } => err("ERR_NO_SERVICE", e),
+        QueryError::Timeout(_) => err("ERR_QUERY_TIMEOUT", e),
+        QueryError::Nats(_) => err("ERR_CONNECT", e),
+        other => err("ERR_QUERY_PROTOCOL", other),
+    }
+}
+
+fn envelope_err(e: EnvelopeError) -> napi::Error {
+    err("ERR_ENVELOPE", e)
+}
+
+fn discovery_err(e: DiscoveryError) -> napi::Error {
+    err("ERR_DISCOVERY", e)
+}
+
+/// Connection options.
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct ConnectOptions {
+    /// Client name shown by the server.
+    pub name: Option<String>,
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Credentials file (user JWT + NKey seed).
+    pub creds: Option<String>,
+    /// Give up connecting after this many milliseconds (default 5000).
+    pub timeout_ms: Option<u32>,
+}
+
+/// How to publish an event.
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct PublishOptions {
+    /// MIME type of the payload (default `application/json`).
+    pub content_type: Option<String>,
+    /// 0 (fire and forget), 1 (PubAck, default) or 2 (PubAck + de-duplication by event id).
+    pub qos: Option<u8>,
+    /// Source system (default `node`).
+    pub source: Option<String>,
+    /// Subject prefix (default `lt.evt`): the subject is `<prefix>.<eventType>.<source>`.
+    pub prefix: Option<String>,
+    /// Exact subject instead of the prefix rule.
+    pub subject: Option<String>,
+    /// Event id (default: generated); a repeat is a no-op within the stream's duplicate window.
+    pub event_id: Option<String>,
+    pub partition_key: Option<String>,
+}
+
+/// What JetStream said about a published event.
+#[napi(object)]
+#[derive(Debug)]
+pub struct Receipt {
+    pub subject: String,
+    pub event_id: String,
+    /// The stream that stored it (absent for QoS 0).
+    pub stream: Option<String>,
+    /// Its stream sequence (absent for QoS 0; a JS number, exact below 2^53).
+    pub sequence: Option<f64>,
+    /// The server had this event id already.
+    pub duplicate: bool,
+}
+
+/// An envelope (a published event).
+#[napi(object)]
+#[allow(missing_debug_implementations)]
+pub struct EventEnvelope {
+    pub event_id: String,
+    pub event_type: String,
+    pub source: String,
+    /// Nanoseconds since the Unix epoch, as a decimal string (exact).
+    pub timestamp_ns: String,
+    pub schema_version: String,
+    pub partition_key: Option<String>,
+    pub content_type: String,
+    pub payload: Buffer,
+}
+
+/// A message from a subscription: its subject and the envelope when it is one.
+#[napi(object)]
+#[allow(missing_debug_implementations)]
+pub struct Message {
+    pub subject: String,
+    /// The decoded envelope (absent when the payload is not an envelope).
+    pub envelope: Option<EventEnvelope>,
+    /// The raw payload.
+    pub data: Buffer,
+}
+
+fn envelope_object(env: &Envelope) -> EventEnvelope {
+    EventEnvelope {
+        event_id: env.event_id().to_owned(),
+        event_type: env.event_type().to_owned(),
+        source: env.source_system().to_owned(),
+        timestamp_ns: env.event_timestamp().to_string(),
+        schema_version: env.schema_version().to_owned(),
+        partition_key: env.partition_key().map(str::to_owned),
+        content_type: env.content_type().to_owned(),
+        payload: env.payload().to_vec().into(),
+    }
+}
+
+/// A new envelope around `payload` (for `publish` or your own transport).
+#[napi(object)]
+#[allow(missing_debug_implementations)]
+pub struct NewEnvelope {
+    pub event_type: String,
+    pub source: String,
+    pub payload: Buffer,
+    pub content_type: Option<String>,
+    pub event_id: Option<String>,
+    pub partition_key: Option<String>,
+}
+
+fn build_envelope(e: &NewEnvelope, default_id: impl FnOnce() -> String) -> napi::Result<Envelope> {
+    let mut b = EnvelopeBuilder::new(e.event_type.clone(), e.source.clone())
+        .event_id(e.event_id.clone().unwrap_or_else(default_id))
+        .payload(
+            e.payload.to_vec(),
+            e.content_type
+                .clone()
+                .unwrap_or_else(|| "application/json".into()),
+        );
+    if let Some(k) = &e.partition_key {
+        b = b.partition_key(k.clone());
+    }
+    b.build().map_err(envelope_err)
+}
+
+fn generated_id(source: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{source}:{}:{}",
+        langtian_core::envelope::now_nanos(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Encodes an envelope (protobuf `langtian.envelope.v1.Envelope`).
+#[napi]
+pub fn encode_envelope(e: NewEnvelope) -> napi::Result<Buffer> {
+    let env = build_envelope(&e, || generated_id(&e.source))?;
+    Ok(env.encode().to_vec().into())
+}
+
+/// Decodes an envelope; `ERR_ENVELOPE` when the bytes are not one.
+#[napi]
+pub fn decode_envelope(data: Buffer) -> napi::Result<EventEnvelope> {
+    let env = Envelope::decode(&data).map_err(envelope_err)?;
+    Ok(envelope_object(&env))
+}
+
+/// Options of a lake query.
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct QueryOptions {
+    /// Values for `?` placeholders (JSON values).
+    pub params: Option<Vec<serde_json::Value>>,
+    pub max_rows: Option<u32>,
+    pub max_bytes: Option<u32>,
+    pub timeout_ms: Option<u32>,
+}
+
+/// A connection to the platform's NATS.
+#[napi]
+#[derive(Debug)]
+pub struct Client {
+    bus: Bus,
+}
+
+#[napi]
+impl Client {
+    /// Connects (`lt up` serves `nats://127.0.0.1:14222`).
+    #[napi(factory)]
+    pub async fn connect(url: String, options: Option<ConnectOptions>) -> napi::Result<Client> {
+        let o = options.unwrap_or_default();
+        let mut opts = BusOptions::new(&url);
+        opts.name = Some(o.name.unwrap_or_else(|| "langtian-node".into()));
+        opts.token = o.token;
+        opts.user = o.user;
+        opts.password = o.password;
+        opts.creds_file = o.creds.map(Into::into);
+        let limit = Duration::from_millis(u64::from(o.timeout_ms.unwrap_or(5000)));
+        match tokio::time::timeout(limit, Bus::connect(&opts)).await {
+            Ok(Ok(bus)) => Ok(Client { bus }),
+            Ok(Err(e)) => Err(bus_err(e)),
+            Err(_) => Err(err(
+                "ERR_CONNECT",
+                format!("no NATS server answered at {url} within {} ms", limit.as_millis()),
+            )),
+        }
+    }
+
+    /// Wraps `payload` in an envelope and publishes it; QoS 1/2 resolve after JetStream's PubAck.
+    #[napi]
+    pub async fn publish(
+        &self,
+        event_type: String,
+        payload: Buffer,
+        options: Option<PublishOptions>,
+    ) -> napi::Result<Receipt> {
+        let o = options.unwrap_or_default();
+        let qos =
+            Qos::from_level(o.qos.unwrap_or(1)).ok_or_else(|| err("ERR_PUBLISH", "qos must be 0, 1 or 2"))?;
+        let source = o.source.unwrap_or_else(|| "node".into());
+        let env = build_envelope(
+            &NewEnvelope {
+                event_type,
+                source: source.clone(),
+                payload,
+                content_type: o.content_type,
+                event_id: o.event_id,
+                partition_key: o.partition_key,
+            },
+            || generated_id(&source),
+        )?;
+        let mut msg = OutgoingMessage::from_envelope(o.prefix.as_deref().unwrap_or("lt.evt"), &env);
+        if let Some(s) = o.subject {
+            msg.subject = s;
+        }
+        let subject = msg.subject.clone();
+        let r = Publisher::new(self.bus.clone(), PublisherConfig::new(qos))
+            .publish(msg)
+            .await
+            .map_err(bus_err)?;
+        Ok(Receipt {
+            subject,
+            event_id: env.event_id().to_owned(),
+            stream: r.stream,
+            sequence: r.sequence.map(|s| s as f64),
+            duplicate: r.duplicate,
+        })
+    }
+
+    /// Live messages on `subject` (wildcards allowed): `for await (const m of client.subscribe(s))`.
+    #[napi]
+    pub async fn subscribe(&self, subject: String) -> napi::Result<Subscription> {
+        let client = self.bus.client().clone();
+        let sub = client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| err("ERR_CONNECT", format!("subscribing to {subject}: {e}")))?;
+        client.flush().await.map_err(|e| err("ERR_CONNECT", e))?;
+        Ok(Subscription {
+            inner: Arc::new(Mutex::new(Some(sub))),
+        })
+    }
+
+    /// Request/reply: sends `payload` to `subject` and resolves with the reply's bytes.
+    #[napi]
+    pub async fn request(
+        &self,
+        subject: String,
+        payload: Buffer,
+        timeout_ms: Option<u32>,
+    ) -> napi::Result<Buffer> {
+        let limit = Duration::from_millis(u64::from(timeout_ms.unwrap_or(5000)));
+        let fut = self
+            .bus
+            .client()
+            .request(subject.clone(), payload.to_vec().into());
+        match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(m)) => Ok(m.payload.to_vec().into()),
+            Ok(Err(e)) => Err(err("ERR_REQUEST", format!("request to {subject}: {e}"))),
+            Err(_) => Err(err(
+                "ERR_TIMEOUT",
+                format!("no reply from {subject} within {} ms", limit.as_millis()),
+            )),
+        }
+    }
+
+    /// One SELECT on the lake through the query service; resolves with ONE Arrow IPC stream
+    /// (read it with `apache-arrow`'s `tableFromIPC`, or `queryTable` in `@langtian/sdk/arrow`).
+    #[napi]
+    pub async fn query(&self, sql: String, options: Option<QueryOptions>) -> napi::Result<Buffer> {
+        let o = options.unwrap_or_default();
+        let mut req = QueryRequest::new(sql);
+        req.params = o.params.unwrap_or_default();
+        req.max_rows = o.max_rows.map(u64::from);
+        req.max_bytes = o.max_bytes.map(u64::from);
+        req.timeout_ms = o.timeout_ms.map(u64::from);
+        let r = query(&self.bus, &req).await.map_err(query_err)?;
+        let bytes = encode_ipc("query", &r.schema, &r.batches).map_err(|e| err("ERR_QUERY_PROTOCOL", e))?;
+        Ok(bytes.into())
+    }
+
+    /// The registered services (KV `lt_nodes`), as NodeInfo objects.
+    #[napi]
+    pub async fn nodes(&self, bucket: Option<String>) -> napi::Result<Vec<serde_json::Value>> {
+        let reg = Registry::open(&self.bus, discovery_config(bucket))
+            .await
+            .map_err(discovery_err)?;
+        let nodes = reg.nodes().await.map_err(discovery_err)?;
+        nodes
+            .into_iter()
+            .map(|n| serde_json::to_value(n).map_err(|e| err("ERR_DISCOVERY", e)))
+            .collect()
+    }
+
+    /// Node changes as they happen (present nodes first, as `joined`):
+    /// `for await (const ev of await client.watchNodes())`.
+    #[napi]
+    pub async fn watch_nodes(&self, bucket: Option<String>) -> napi::Result<NodeWatch> {
+        let reg = Registry::open(&self.bus, discovery_config(bucket))
+            .await
+            .map_err(discovery_err)?;
+        let stream = reg.watch().await.map_err(discovery_err)?;
+        Ok(NodeWatch {
+            inner: Arc::new(Mutex::new(stream)),
+        })
+    }
+
+    /// Waits until everything published reached the server.
+    #[napi]
+    pub async fn flush(&self) -> napi::Result<()> {
+        self.bus.client().flush().await.map_err(|e| err("ERR_CONNECT", e))
+    }
+}
+
+fn discovery_config(bucket: Option<String>) -> DiscoveryConfig {
+    let mut cfg = DiscoveryConfig::default();
+    if let Some(b) = bucket {
+        cfg.bucket = b;
+    }
+    cfg
+}
+
+/// A live subscription (an async iterator of messages); `close()` ends it.
+#[napi(async_iterator)]
+#[derive(Debug)]
+pub struct Subscription {
+    inner: Arc<Mutex<Option<langtian_core::async_nats::Subscriber>>>,
+}
+
+#[napi]
+impl AsyncGenerator for Subscription {
+    type Yield = Message;
+    type Next = ();
+    type Return = ();
+
+    fn next(
+        &mut self,
+        _: Option<()>,
+    ) -> impl Future<Output = napi::Result<Option<Message>>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let mut guard = inner.lock().await;
+            let Some(sub) = guard.as_mut() else {
+                return Ok(None);
+            };
+            Ok(sub.next().await.map(|m| Message {
+                subject: m.subject.to_string(),
+                envelope: Envelope::decode(&m.payload).ok().as_ref().map(envelope_object),
+                data: m.payload.to_vec().into(),
+            }))
+        }
+    }
+}
+
+#[napi]
+impl Subscription {
+    /// Unsubscribes; a pending `next()` resolves as done.
+    #[napi]
+    pub async fn close(&self) -> napi::Result<()> {
+        // Take the subscriber without waiting for a pending next(): unsubscribing ends it.
+        let client_side = self.inner.clone();
+        let mut guard = client_side.lock().await;
+        if let Some(mut s) = guard.take() {
+            s.unsubscribe().await.map_err(|e| err("ERR_CONNECT", e))?;
+        }
+        Ok(())
+    }
+}
+
+type NodeStream = futures::stream::BoxStream<'static, Result<NodeEvent, DiscoveryError>>;
+
+/// A change of the node set.
+#[napi(object)]
+#[derive(Debug)]
+pub struct NodeChange {
+    /// `joined`, `updated` or `left`.
+    pub kind: String,
+    /// The NodeInfo (joined/updated) or `{nodeId, reason}` (left).
+    pub node: serde_json::Value,
+}
+
+/// Node changes (an async iterator).
+#[napi(async_iterator)]
+#[allow(missing_debug_implementations)]
+pub struct NodeWatch {
+    inner: Arc<Mutex<NodeStream>>,
+}
+
+#[napi]
+impl AsyncGenerator for NodeWatch {
+    type Yield = NodeChange;
+    type Next = ();
+    type Return = ();
+
+    fn next(
+        &mut self,
+        _: Option<()>,
+    ) -> impl Future<Output = napi::Result<Option<NodeChange>>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let ev = match inner.lock().await.next().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(napi::Error::from_reason(e.to_string())),
+                Some(Ok(ev)) => ev,
+            };
+            let (kind, node) = match ev {
+                NodeEvent::Joined(n) => ("joined", serde_json::to_value(n)),
+                NodeEvent::Updated(n) => ("updated", serde_json::to_value(n)),
+                NodeEvent::Left { node_id, reason } => (
+                    "left",
+                    Ok(serde_json::json!({
+                        "nodeId": node_id,
+                        "reason": match reason {
+                            LeftReason::Unregistered => "unregistered",
+                            LeftReason::Expired => "expired",
+                        },
+                    })),
+                ),
+            };
+            Ok(Some(NodeChange {
+                kind: kind.to_owned(),
+                node: node.map_err(|e| napi::Error::from_reason(e.to_string()))?,
+            }))
+        }
+    }
+}
