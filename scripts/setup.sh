@@ -19,6 +19,8 @@
 #     matplotlib, pytest, duckdb; pip --require-hashes)
 #   - the web UI's npm packages (ui/package-lock.json: exact versions + integrity hashes), built
 #     to ui/dist; Debian's chromium for the browser tests (apt-get, when missing)
+#   - the Node SDK's npm packages (bindings/node/package-lock.json)
+#   - Debian's Mono 6.8 (mcs + runtime) for the C# binding's tests (apt-get, when missing)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -135,15 +137,25 @@ fi
 mkdir -p "$DEPS/bin"
 ln -sf "$S3S_ROOT/bin/s3s-fs" "$DEPS/bin/s3s-fs"
 
-# --- Chromium for the UI's browser tests (Debian's package; test tools cannot download browsers) ---
-if [ ! -x /usr/bin/chromium ]; then
+# --- Debian packages: Chromium (the UI's browser tests; test tools cannot download browsers) and
+# Mono's C# 7.2 compiler + runtime (the C# binding's tests; the Debian archive is signed) ---------
+MONO_VERSION="6.8.0.105+dfsg-3.3+deb12u1"
+apt_install() { # what-for, packages...
+  local what="$1"; shift
   if [ "$(id -u)" = 0 ]; then
-    say "installing Debian's chromium (apt-get)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
-      || die "apt-get install chromium failed"
+    say "installing Debian's $* ($what)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null \
+      || die "apt-get install $* failed"
   else
-    die "/usr/bin/chromium is missing: run 'sudo apt-get install chromium' (the UI's browser tests need it)"
+    die "$what needs Debian packages: run 'sudo apt-get install $*'"
   fi
+}
+[ -x /usr/bin/chromium ] || apt_install "the UI's browser tests" chromium
+if [ ! -x /usr/bin/mcs ] || [ ! -x /usr/bin/mono ] || [ ! -f /usr/lib/mono/4.5/System.Runtime.Serialization.dll ] \
+  || [ ! -f /usr/lib/mono/4.5/System.Net.Http.dll ]; then
+  apt_install "the C# binding's tests" "mono-mcs=$MONO_VERSION" "mono-runtime=$MONO_VERSION" \
+    "libmono-system-runtime-serialization4.0-cil=$MONO_VERSION" "libmono-system-net-http4.0-cil=$MONO_VERSION" \
+    "libmono-system-core4.0-cil=$MONO_VERSION"
 fi
 
 # --- the web UI (ui/): exact versions with integrity hashes from package-lock.json (npm ci), ------
@@ -152,6 +164,11 @@ fi
 say "building the web UI (npm ci, proto → TypeScript, vite build)"
 (cd "$ROOT/ui" && npm ci --no-audit --no-fund --loglevel=error && LANGTIAN_BUF="$VENV/bin/buf" npm run --silent build) \
   || die "building ui/ failed (see above)"
+
+# --- the Node SDK's npm packages (bindings/node/package-lock.json: @napi-rs/cli, apache-arrow) -----
+say "installing the Node SDK's npm packages (npm ci)"
+(cd "$ROOT/bindings/node" && npm ci --no-audit --no-fund --loglevel=error) \
+  || die "npm ci in bindings/node failed (see above)"
 
 # --- the Python SDK's venv: maturin, pandas, pyarrow, matplotlib, pytest, duckdb --------------------
 PYSDK="$DEPS/pysdk"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
 # each stage:  setup · fmt · clippy · buf lint · buf breaking · ui test (vitest) · cargo test ·
-# ui e2e (Chromium) · py sdk (maturin wheel + pytest) · bench smoke (bus, flow, ingest, live,
-# ui in the browser, Python query).
+# ui e2e (Chromium) · py sdk (maturin wheel + pytest) · node sdk (napi build + node --test) ·
+# c# sdk (cargo cdylib + csbindgen, mcs, mono) · bench smoke (bus, flow, ingest, live, ui in the
+# browser, Python query).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -65,6 +66,15 @@ py_sdk() {
     LANGTIAN_DUCKDB_EXTENSION_DIR="${LANGTIAN_DEPS:-$ROOT/.deps}/duckdb/extensions" "$venv/bin/python" -m pytest -q)
 }
 stage py-sdk       py_sdk
+node_sdk() {
+  # The napi-rs addon (debug = the shared dev profile) with its generated index.js / index.d.ts,
+  # then node --test against real `lt up` processes and a bare nats-server.
+  local target="${LANGTIAN_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/langtian/target}}"
+  (cd "$ROOT/bindings/node" && npm run --silent build && \
+    LT_BIN="$target/debug/lt" LANGTIAN_NATS_SERVER="${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/nats-server" npm test)
+}
+stage node-sdk     node_sdk
+stage csharp-sdk   env LANGTIAN_NATS_SERVER="${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/nats-server" bindings/csharp/build.sh test
 bench_smoke() {
   cargo run --quiet -p lt -- bench bus --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&
     cargo run --quiet -p lt -- bench flow --quick --out "${TMPDIR:-/tmp}/lt-bench-smoke" &&

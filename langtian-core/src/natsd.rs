@@ -103,6 +103,8 @@ pub struct NatsServerConfig {
     pub max_payload: Option<usize>,
     /// Extra configuration appended verbatim (authorization blocks, TLS, ...).
     pub extra_config: Option<String>,
+    /// Enable JetStream (default); `false` gives a core-NATS-only server.
+    pub jetstream: bool,
     /// How long to wait for `/healthz`.
     pub start_timeout: Duration,
 }
@@ -121,6 +123,7 @@ impl NatsServerConfig {
             sync_always: false,
             max_payload: None,
             extra_config: None,
+            jetstream: true,
             start_timeout: Duration::from_secs(20),
         }
     }
@@ -135,16 +138,18 @@ impl NatsServerConfig {
         if let Some(m) = self.max_payload {
             let _ = writeln!(c, "max_payload: {m}");
         }
-        let _ = writeln!(c, "jetstream {{");
-        let _ = writeln!(
-            c,
-            "  store_dir: {:?}",
-            self.store_dir.join("js").display().to_string()
-        );
-        if self.sync_always {
-            let _ = writeln!(c, "  sync_interval: always");
+        if self.jetstream {
+            let _ = writeln!(c, "jetstream {{");
+            let _ = writeln!(
+                c,
+                "  store_dir: {:?}",
+                self.store_dir.join("js").display().to_string()
+            );
+            if self.sync_always {
+                let _ = writeln!(c, "  sync_interval: always");
+            }
+            let _ = writeln!(c, "}}");
         }
-        let _ = writeln!(c, "}}");
         if let Some(cl) = &self.cluster {
             let _ = writeln!(c, "cluster {{");
             let _ = writeln!(c, "  name: {}", cl.name);

@@ -193,3 +193,28 @@ async fn bad_input_gives_typed_errors() {
     let ok = p.publish(OutgoingMessage::new("b.y", "fine")).await.unwrap();
     assert_eq!(ok.sequence, Some(1));
 }
+
+#[tokio::test]
+async fn qos1_without_jetstream_fails_at_once_with_a_clear_error() {
+    let srv = TestServer::start_with(|c| c.jetstream = false).await.unwrap();
+    let bus = common::bus(&srv.url()).await;
+    let p = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
+    let started = std::time::Instant::now();
+    let err = p
+        .publish(OutgoingMessage::new("core.only", "1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BusError::JetStreamDisabled { subject } if subject == "core.only"),
+        "{err}"
+    );
+    // No retries against a server that can never answer (the ack timeout is 5 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // QoS 0 still works on such a server.
+    let q0 = Publisher::new(bus, PublisherConfig::new(Qos::AtMostOnce));
+    q0.publish(OutgoingMessage::new("core.only", "2")).await.unwrap();
+}

@@ -269,7 +269,7 @@ impl Client {
         })
     }
 
-    /// Live messages on `subject` (wildcards allowed): `for await (const m of client.subscribe(s))`.
+    /// Live messages on `subject` (wildcards allowed): `for await (const m of await client.subscribe(s))`.
     #[napi]
     pub async fn subscribe(&self, subject: String) -> napi::Result<Subscription> {
         let client = self.bus.client().clone();
@@ -278,8 +278,10 @@ impl Client {
             .await
             .map_err(|e| err("ERR_CONNECT", format!("subscribing to {subject}: {e}")))?;
         client.flush().await.map_err(|e| err("ERR_CONNECT", e))?;
+        let (closed, _) = tokio::sync::watch::channel(false);
         Ok(Subscription {
             inner: Arc::new(Mutex::new(Some(sub))),
+            closed,
         })
     }
 
@@ -367,6 +369,8 @@ fn discovery_config(bucket: Option<String>) -> DiscoveryConfig {
 #[derive(Debug)]
 pub struct Subscription {
     inner: Arc<Mutex<Option<langtian_core::async_nats::Subscriber>>>,
+    /// Set by `close()`: a pending `next()` stops waiting and resolves as done.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 #[napi]
@@ -380,12 +384,20 @@ impl AsyncGenerator for Subscription {
         _: Option<()>,
     ) -> impl Future<Output = napi::Result<Option<Message>>> + Send + 'static {
         let inner = self.inner.clone();
+        let mut closed = self.closed.subscribe();
         async move {
+            if *closed.borrow_and_update() {
+                return Ok(None);
+            }
             let mut guard = inner.lock().await;
             let Some(sub) = guard.as_mut() else {
                 return Ok(None);
             };
-            Ok(sub.next().await.map(|m| Message {
+            let m = tokio::select! {
+                m = sub.next() => m,
+                _ = closed.changed() => None,
+            };
+            Ok(m.map(|m| Message {
                 subject: m.subject.to_string(),
                 envelope: Envelope::decode(&m.payload).ok().as_ref().map(envelope_object),
                 data: m.payload.to_vec().into(),
@@ -399,9 +411,9 @@ impl Subscription {
     /// Unsubscribes; a pending `next()` resolves as done.
     #[napi]
     pub async fn close(&self) -> napi::Result<()> {
-        // Take the subscriber without waiting for a pending next(): unsubscribing ends it.
-        let client_side = self.inner.clone();
-        let mut guard = client_side.lock().await;
+        // Wake a pending next() first (it holds the subscriber), then unsubscribe.
+        self.closed.send_replace(true);
+        let mut guard = self.inner.lock().await;
         if let Some(mut s) = guard.take() {
             s.unsubscribe().await.map_err(|e| err("ERR_CONNECT", e))?;
         }
@@ -442,7 +454,7 @@ impl AsyncGenerator for NodeWatch {
         async move {
             let ev = match inner.lock().await.next().await {
                 None => return Ok(None),
-                Some(Err(e)) => return Err(napi::Error::from_reason(e.to_string())),
+                Some(Err(e)) => return Err(discovery_err(e)),
                 Some(Ok(ev)) => ev,
             };
             let (kind, node) = match ev {
@@ -461,7 +473,7 @@ impl AsyncGenerator for NodeWatch {
             };
             Ok(Some(NodeChange {
                 kind: kind.to_owned(),
-                node: node.map_err(|e| napi::Error::from_reason(e.to_string()))?,
+                node: node.map_err(|e| err("ERR_DISCOVERY", e))?,
             }))
         }
     }

@@ -20,6 +20,14 @@ pub enum BusError {
         /// The subject published to.
         subject: String,
     },
+    /// The server runs without JetStream, so QoS 1/2 cannot be stored.
+    #[error(
+        "the NATS server has no JetStream enabled: `{subject}` cannot be published with QoS 1/2 (start nats-server with -js, or use QoS 0)"
+    )]
+    JetStreamDisabled {
+        /// The subject published to.
+        subject: String,
+    },
     /// A named stream does not exist.
     #[error("stream `{stream}` does not exist")]
     UnknownStream {

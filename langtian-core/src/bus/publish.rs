@@ -352,6 +352,12 @@ impl Publisher {
         use async_nats::jetstream::context::GetStreamByNameErrorKind as K;
         match f {
             PublishFailure::Fatal(BusError::StreamNotFound { .. }) => {
+                // A server without JetStream says so in its INFO: nothing will ever answer.
+                if !self.bus.client().server_info().jetstream {
+                    return PublishFailure::Fatal(BusError::JetStreamDisabled {
+                        subject: msg.subject.clone(),
+                    });
+                }
                 match self.bus.jetstream().stream_by_subject(msg.subject.clone()).await {
                     Err(e) if matches!(e.kind(), K::NotFound | K::InvalidSubject) => f,
                     _ => {
