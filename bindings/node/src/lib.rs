@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use langtian_core::bus::{Bus, BusError, BusOptions, OutgoingMessage, Publisher, PublisherConfig, Qos};
+use langtian_core::bus::{
+    Bus, BusError, BusOptions, EventError, EventSpec, Qos, new_event_id, publish_event,
+};
 use langtian_core::discovery::{DiscoveryConfig, DiscoveryError, LeftReason, NodeEvent, Registry};
 use langtian_core::envelope::{Envelope, EnvelopeBuilder, EnvelopeError};
 use langtian_core::query::{QueryError, QueryRequest, encode_ipc, query};
@@ -164,19 +166,10 @@ fn build_envelope(e: &NewEnvelope, default_id: impl FnOnce() -> String) -> napi:
     b.build().map_err(envelope_err)
 }
 
-fn generated_id(source: &str) -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    format!(
-        "{source}:{}:{}",
-        langtian_core::envelope::now_nanos(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-}
-
 /// Encodes an envelope (protobuf `langtian.envelope.v1.Envelope`).
 #[napi]
 pub fn encode_envelope(e: NewEnvelope) -> napi::Result<Buffer> {
-    let env = build_envelope(&e, || generated_id(&e.source))?;
+    let env = build_envelope(&e, || new_event_id(&e.source))?;
     Ok(env.encode().to_vec().into())
 }
 
@@ -237,32 +230,29 @@ impl Client {
         options: Option<PublishOptions>,
     ) -> napi::Result<Receipt> {
         let o = options.unwrap_or_default();
-        let qos =
+        let mut spec = EventSpec::new(
+            event_type,
+            o.source.unwrap_or_else(|| "node".into()),
+            payload.to_vec(),
+        );
+        spec.qos =
             Qos::from_level(o.qos.unwrap_or(1)).ok_or_else(|| err("ERR_PUBLISH", "qos must be 0, 1 or 2"))?;
-        let source = o.source.unwrap_or_else(|| "node".into());
-        let env = build_envelope(
-            &NewEnvelope {
-                event_type,
-                source: source.clone(),
-                payload,
-                content_type: o.content_type,
-                event_id: o.event_id,
-                partition_key: o.partition_key,
-            },
-            || generated_id(&source),
-        )?;
-        let mut msg = OutgoingMessage::from_envelope(o.prefix.as_deref().unwrap_or("lt.evt"), &env);
-        if let Some(s) = o.subject {
-            msg.subject = s;
+        if let Some(c) = o.content_type {
+            spec.content_type = c;
         }
-        let subject = msg.subject.clone();
-        let r = Publisher::new(self.bus.clone(), PublisherConfig::new(qos))
-            .publish(msg)
-            .await
-            .map_err(bus_err)?;
+        if let Some(p) = o.prefix {
+            spec.prefix = p;
+        }
+        spec.subject = o.subject;
+        spec.event_id = o.event_id;
+        spec.partition_key = o.partition_key;
+        let r = publish_event(&self.bus, spec).await.map_err(|e| match e {
+            EventError::Envelope(e) => envelope_err(e),
+            EventError::Bus(e) => bus_err(e),
+        })?;
         Ok(Receipt {
-            subject,
-            event_id: env.event_id().to_owned(),
+            subject: r.subject,
+            event_id: r.event_id,
             stream: r.stream,
             sequence: r.sequence.map(|s| s as f64),
             duplicate: r.duplicate,

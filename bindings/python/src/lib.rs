@@ -4,15 +4,14 @@
 //! (`python/langtian/`) adds pandas/pyarrow conversion and the asyncio variants.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use langtian_core::bus::{Bus, BusError, BusOptions, OutgoingMessage, Publisher, PublisherConfig, Qos};
+use langtian_core::bus::{Bus, BusError, BusOptions, EventError, EventSpec, Qos, publish_event};
 use langtian_core::discovery::{DiscoveryConfig, DiscoveryError, LeftReason, NodeEvent, Registry};
-use langtian_core::envelope::{Envelope, EnvelopeBuilder, EnvelopeError};
+use langtian_core::envelope::{Envelope, EnvelopeError};
 use langtian_core::proto::battery::v1::ChannelSample;
 use langtian_core::query::{ErrorCode, FrameError, QUERY_SUBJECT, QueryError, QueryRequest, query_chunks_on};
 use pyo3::exceptions::PyRuntimeError;
@@ -104,8 +103,6 @@ struct Client {
     url: String,
 }
 
-static EVENT_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 #[pymethods]
 impl Client {
     #[new]
@@ -182,33 +179,21 @@ impl Client {
                 "bad_qos",
             )
         })?;
-        let id = event_id.unwrap_or_else(|| {
-            format!(
-                "{source}:{}:{}",
-                langtian_core::envelope::now_nanos(),
-                EVENT_COUNTER.fetch_add(1, Ordering::Relaxed)
-            )
-        });
-        let mut b = EnvelopeBuilder::new(event_type, source)
-            .event_id(id.clone())
-            .payload(Bytes::from(payload), content_type.to_owned());
-        if let Some(k) = partition_key {
-            b = b.partition_key(k);
-        }
-        let env = b.build().map_err(|e| envelope_err(py, e))?;
-        let mut msg = OutgoingMessage::from_envelope(prefix, &env);
-        if let Some(s) = subject {
-            msg.subject = s;
-        }
-        let subject = msg.subject.clone();
+        let mut spec = EventSpec::new(event_type, source, payload);
+        spec.content_type = content_type.to_owned();
+        spec.qos = qos;
+        spec.prefix = prefix.to_owned();
+        spec.subject = subject;
+        spec.event_id = event_id;
+        spec.partition_key = partition_key;
         let bus = self.bus.clone();
-        let r = block(py, async move {
-            Publisher::new(bus, PublisherConfig::new(qos)).publish(msg).await
-        })?
-        .map_err(|e| bus_err(py, e))?;
+        let r = block(py, async move { publish_event(&bus, spec).await })?.map_err(|e| match e {
+            EventError::Envelope(e) => envelope_err(py, e),
+            EventError::Bus(e) => bus_err(py, e),
+        })?;
         let d = PyDict::new(py);
-        d.set_item("subject", subject)?;
-        d.set_item("event_id", id)?;
+        d.set_item("subject", r.subject)?;
+        d.set_item("event_id", r.event_id)?;
         d.set_item("stream", r.stream)?;
         d.set_item("sequence", r.sequence)?;
         d.set_item("duplicate", r.duplicate)?;

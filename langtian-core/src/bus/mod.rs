@@ -20,6 +20,7 @@ mod connect;
 mod consume;
 mod dlq;
 mod error;
+mod event;
 mod publish;
 mod topology;
 
@@ -29,6 +30,7 @@ pub use consume::{
 };
 pub use dlq::{DeadLetter, DeadLetterForwarder, DlqConfig, dlq_headers};
 pub use error::BusError;
+pub use event::{EVENT_PREFIX, EventError, EventReceipt, EventSpec, new_event_id, publish_event};
 pub use publish::{OutgoingMessage, PublishReceipt, PublishWindow, Publisher, PublisherConfig, Qos};
 pub use topology::{
     DEFAULT_TOPOLOGY_YAML, KvSpec, Storage, StreamSpec, Topology, ensure_consumer, ensure_kv, ensure_stream,

@@ -177,6 +177,10 @@ pub struct PublishReceipt {
 #[derive(Debug)]
 pub struct Publisher {
     bus: Bus,
+    /// The bus's JetStream context with `ack_timeout` as its own: the PubAck future then times
+    /// out by itself, with no second timer per message around it.
+    /// (Boxed: a Context is large, and publishers live inside long-running futures.)
+    js: Box<async_nats::jetstream::Context>,
     cfg: PublisherConfig,
     verified_subjects: Mutex<HashSet<String>>,
     /// The server's max_payload, read once (reading server info clones it).
@@ -187,8 +191,11 @@ impl Publisher {
     /// A publisher on `bus`.
     pub fn new(bus: Bus, cfg: PublisherConfig) -> Self {
         let max_payload = bus.max_payload();
+        let mut js = Box::new(bus.jetstream().clone());
+        js.set_timeout(cfg.ack_timeout);
         Self {
             bus,
+            js,
             cfg,
             verified_subjects: Mutex::new(HashSet::new()),
             max_payload,
@@ -327,8 +334,7 @@ impl Publisher {
         if let Some(id) = &msg.msg_id {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         }
-        self.bus
-            .jetstream()
+        self.js
             .publish_with_headers(msg.subject.clone(), headers, msg.payload.clone())
             .await
             .map_err(|e| classify(msg, e.kind(), e.to_string(), self.max_payload))
@@ -339,11 +345,9 @@ impl Publisher {
         msg: &OutgoingMessage,
         fut: PublishAckFuture,
     ) -> Result<async_nats::jetstream::publish::PublishAck, PublishFailure> {
-        match tokio::time::timeout(self.cfg.ack_timeout, fut.into_future()).await {
-            Err(_) => Err(PublishFailure::Retry),
-            Ok(Ok(ack)) => Ok(ack),
-            Ok(Err(e)) => Err(classify(msg, e.kind(), e.to_string(), self.max_payload)),
-        }
+        // The future's own timeout is `ack_timeout` (see `js`); TimedOut classifies as Retry.
+        fut.await
+            .map_err(|e| classify(msg, e.kind(), e.to_string(), self.max_payload))
     }
 
     /// "No responders" means no stream on a single server, but in a cluster it is also what a

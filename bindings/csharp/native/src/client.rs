@@ -5,10 +5,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use langtian_core::bus::{Bus, BusError, BusOptions, OutgoingMessage, Publisher, PublisherConfig, Qos};
+use langtian_core::bus::{
+    publish_event, Bus, BusError, BusOptions, EventError, EventReceipt, EventSpec, Qos,
+};
 use langtian_core::discovery::{DiscoveryConfig, DiscoveryError, NodeHandle, NodeInfo, Registry};
-use langtian_core::envelope::{Envelope, EnvelopeBuilder, EnvelopeError};
-use serde::{Deserialize, Serialize};
+use langtian_core::envelope::{Envelope, EnvelopeError};
+use serde::Deserialize;
 use tokio::runtime::Runtime;
 
 /// Status codes of the C ABI (stable: the C# layer maps them to exceptions).
@@ -124,17 +126,6 @@ pub struct PublishOptions {
     pub partition_key: Option<String>,
 }
 
-/// What JetStream said (JSON to C#).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Receipt {
-    pub subject: String,
-    pub event_id: String,
-    pub stream: Option<String>,
-    pub sequence: Option<u64>,
-    pub duplicate: bool,
-}
-
 /// A connection.
 #[derive(Debug)]
 pub struct Client {
@@ -163,35 +154,34 @@ impl Client {
     }
 
     /// Wraps `payload` in an envelope and publishes it (QoS 1/2 wait for the PubAck).
-    pub fn publish(&self, event_type: &str, payload: &[u8], o: PublishOptions) -> Result<Receipt, FfiError> {
-        let qos =
+    pub fn publish(
+        &self,
+        event_type: &str,
+        payload: &[u8],
+        o: PublishOptions,
+    ) -> Result<EventReceipt, FfiError> {
+        let mut spec = EventSpec::new(
+            event_type,
+            o.source.unwrap_or_else(|| "csharp".into()),
+            payload.to_vec(),
+        );
+        spec.qos =
             Qos::from_level(o.qos.unwrap_or(1)).ok_or_else(|| FfiError::arg("qos", "must be 0, 1 or 2"))?;
-        let source = o.source.unwrap_or_else(|| "csharp".into());
-        let event_id = o.event_id.unwrap_or_else(|| generated_id(&source));
-        let mut b = EnvelopeBuilder::new(event_type, source.as_str())
-            .event_id(event_id)
-            .payload(
-                payload.to_vec(),
-                o.content_type.unwrap_or_else(|| "application/json".into()),
-            );
-        if let Some(k) = o.partition_key {
-            b = b.partition_key(k);
+        if let Some(c) = o.content_type {
+            spec.content_type = c;
         }
-        let env = b.build()?;
-        let mut msg = OutgoingMessage::from_envelope(o.prefix.as_deref().unwrap_or("lt.evt"), &env);
-        if let Some(s) = o.subject {
-            msg.subject = s;
+        if let Some(p) = o.prefix {
+            spec.prefix = p;
         }
-        let subject = msg.subject.clone();
-        let publisher = Publisher::new(self.bus.clone(), PublisherConfig::new(qos));
-        let r = runtime()?.block_on(publisher.publish(msg))?;
-        Ok(Receipt {
-            subject,
-            event_id: env.event_id().to_owned(),
-            stream: r.stream,
-            sequence: r.sequence,
-            duplicate: r.duplicate,
-        })
+        spec.subject = o.subject;
+        spec.event_id = o.event_id;
+        spec.partition_key = o.partition_key;
+        runtime()?
+            .block_on(publish_event(&self.bus, spec))
+            .map_err(|e| match e {
+                EventError::Envelope(e) => FfiError::Envelope(e),
+                EventError::Bus(e) => FfiError::Bus(e),
+            })
     }
 
     /// Request/reply: the reply's bytes.
@@ -320,15 +310,6 @@ fn discovery_config(bucket: Option<&str>) -> DiscoveryConfig {
         cfg.bucket = b.to_owned();
     }
     cfg
-}
-
-fn generated_id(source: &str) -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    format!(
-        "{source}:{}:{}",
-        langtian_core::envelope::now_nanos(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
 }
 
 /// A received message, with its envelope when it is one.
