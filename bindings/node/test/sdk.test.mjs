@@ -185,3 +185,15 @@ describe('the package surface', () => {
     }
   })
 })
+
+describe('the documented example', () => {
+  test('docs/examples/node_quickstart.mjs runs against the platform', async () => {
+    const { execFile } = await import('node:child_process')
+    const { promisify } = await import('node:util')
+    const script = new URL('../../../docs/examples/node_quickstart.mjs', import.meta.url).pathname
+    const { stdout } = await promisify(execFile)(process.execPath, [script, platform.url], { timeout: 30_000 })
+    assert.match(stdout, /stored in LT_EVENTS # \d+/)
+    assert.match(stdout, /4 devices; first: \{ device_id: 'cycler-00', ah: \d/)
+    assert.match(stdout, /lt\.evt\.note\.svc note \{"text":"again"\}/)
+  })
+})
