@@ -108,3 +108,20 @@ async fn tls_with_a_private_ca() {
         "an untrusted server certificate must be refused"
     );
 }
+
+#[tokio::test]
+async fn connect_within_gives_up_on_a_server_that_never_answers() {
+    // A TCP port that accepts connections (the kernel's backlog) but never sends INFO.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("nats://{}", silent.local_addr().unwrap());
+    let err = Bus::connect_within(&BusOptions::new(&url), std::time::Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    match err {
+        BusError::Connect { urls, reason } => {
+            assert_eq!(urls, url);
+            assert!(reason.contains("within 300 ms"), "{reason}");
+        }
+        other => panic!("expected Connect, got {other}"),
+    }
+}

@@ -211,14 +211,8 @@ impl Client {
         opts.password = o.password;
         opts.creds_file = o.creds.map(Into::into);
         let limit = Duration::from_millis(u64::from(o.timeout_ms.unwrap_or(5000)));
-        match tokio::time::timeout(limit, Bus::connect(&opts)).await {
-            Ok(Ok(bus)) => Ok(Client { bus }),
-            Ok(Err(e)) => Err(bus_err(e)),
-            Err(_) => Err(err(
-                "ERR_CONNECT",
-                format!("no NATS server answered at {url} within {} ms", limit.as_millis()),
-            )),
-        }
+        let bus = Bus::connect_within(&opts, limit).await.map_err(bus_err)?;
+        Ok(Client { bus })
     }
 
     /// Wraps `payload` in an envelope and publishes it; QoS 1/2 resolve after JetStream's PubAck.

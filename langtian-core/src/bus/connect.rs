@@ -203,6 +203,18 @@ impl Bus {
         Ok(Self::from_client(client, opts))
     }
 
+    /// [`connect`](Self::connect), giving up after `limit` with [`BusError::Connect`]
+    /// ("no NATS server answered within … ms") — what the SDKs' `connect` does.
+    pub async fn connect_within(opts: &BusOptions, limit: std::time::Duration) -> Result<Self, BusError> {
+        match tokio::time::timeout(limit, Self::connect(opts)).await {
+            Ok(r) => r,
+            Err(_) => Err(BusError::Connect {
+                urls: opts.urls.join(","),
+                reason: format!("no NATS server answered within {} ms", limit.as_millis()),
+            }),
+        }
+    }
+
     /// Wraps an existing client.
     pub fn from_client(client: async_nats::Client, opts: &BusOptions) -> Self {
         let js = jetstream::ContextBuilder::new()

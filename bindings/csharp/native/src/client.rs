@@ -44,8 +44,6 @@ pub enum FfiError {
     Argument { name: &'static str, reason: String },
     #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("no NATS server answered at {url} within {ms} ms")]
-    ConnectTimeout { url: String, ms: u64 },
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
@@ -65,10 +63,9 @@ impl FfiError {
     pub fn status(&self) -> Status {
         match self {
             Self::Argument { .. } => Status::Argument,
-            Self::Bus(BusError::Connect { .. } | BusError::Options(_)) | Self::ConnectTimeout { .. } => {
+            Self::Bus(BusError::Connect { .. } | BusError::Options(_)) | Self::Subscribe { .. } => {
                 Status::Connect
             }
-            Self::Subscribe { .. } => Status::Connect,
             Self::Bus(_) => Status::Publish,
             Self::Envelope(_) => Status::Envelope,
             Self::Discovery(_) => Status::Discovery,
@@ -142,15 +139,8 @@ impl Client {
         opts.password = options.password;
         opts.creds_file = options.creds.map(Into::into);
         let ms = options.timeout_ms.unwrap_or(5000);
-        runtime()?.block_on(async {
-            match tokio::time::timeout(Duration::from_millis(ms), Bus::connect(&opts)).await {
-                Ok(r) => Ok(Client { bus: r? }),
-                Err(_) => Err(FfiError::ConnectTimeout {
-                    url: url.to_owned(),
-                    ms,
-                }),
-            }
-        })
+        let bus = runtime()?.block_on(Bus::connect_within(&opts, Duration::from_millis(ms)))?;
+        Ok(Client { bus })
     }
 
     /// Wraps `payload` in an envelope and publishes it (QoS 1/2 wait for the PubAck).
