@@ -28,37 +28,60 @@ const frames = new Ring()
 const latency = new Ring()
 /** Source time → the hub's flush of the batch (the part before the page: network, gateway, worker). */
 const arrival = new Ring()
+/** Source time → the page's handler of that batch (adds the hop from the worker to the page). */
+const received = new Ring()
+/** Source time → React committed the row to the DOM (adds applying the batch and the frame wait). */
+const committed = new Ring()
 let pending: number[] = []
 let scheduled = false
+/** True while an animation-frame callback commits rows (see `duringFrame`). */
+let inFrame = false
 
 export const perf = {
   frames,
   latency,
   arrival,
+  received,
+  committed,
   /** Clears every series (the benchmark calls it after its warm-up). */
   reset(): void {
     frames.clear()
     latency.clear()
     arrival.clear()
+    received.clear()
+    committed.clear()
     // Rows rendered while the tab was in the background wait for its next frame: not counted.
     pending = []
   },
 }
 
+/** Runs `fn` (an animation-frame callback's DOM commit): rows it renders are painted by THIS frame. */
+export function duringFrame(fn: () => void): void {
+  inFrame = true
+  try {
+    fn()
+  } finally {
+    inFrame = false
+  }
+}
+
 /** A row with source time `tsMs` was just committed to the DOM: measure when it is painted. */
 export function markRendered(tsMs: number): void {
   if (!(tsMs > 0)) return
+  committed.push(performance.timeOrigin + performance.now() - tsMs)
   pending.push(tsMs)
   if (scheduled) return
   scheduled = true
-  requestAnimationFrame(() =>
+  const afterPaint = () =>
     setTimeout(() => {
       const now = performance.timeOrigin + performance.now()
       for (const t of pending) latency.push(now - t)
       pending = []
       scheduled = false
-    }, 0),
-  )
+    }, 0)
+  // Committed inside a frame callback: this frame paints it. Otherwise the next frame will.
+  if (inFrame) afterPaint()
+  else requestAnimationFrame(afterPaint)
 }
 
 let last = 0

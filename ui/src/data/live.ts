@@ -4,14 +4,17 @@
  * is read-only (no optimistic mutations, which would hold back sync commits).
  *
  * Ticking grids read it two ways: the table's row order from `rows()` a few times a second, and
- * each *visible* row its live value through `subscribeKey` (cost ∝ visible ∩ changed rows).
+ * each *visible* row its live value through `subscribeKey` (cost ∝ visible ∩ changed rows),
+ * notified once per animation frame in one React commit (none while the tab gets no frames).
  * The feed is subscribed only while a view uses it (`acquire`/`release`); the rows stay as last
  * known values meanwhile and the hub's cache refreshes them at once on the next `acquire`.
  */
 import { createCollection, type Collection } from '@tanstack/db'
+import { flushSync } from 'react-dom'
 import type { FeedConnection } from '../feed/connection'
 import type { FeedName, FeedRow, HubToPage } from '../worker/protocol'
-import { perf } from '../perf'
+import { duringFrame, perf } from '../perf'
+import { FrameCoalescer } from './frame'
 
 type RowsMessage = Extract<HubToPage, { type: 'rows' }>
 
@@ -20,6 +23,17 @@ export class LiveTable {
   private readonly values = new Map<string, FeedRow>()
   private readonly listeners = new Map<string, Set<() => void>>()
   private readonly changeListeners = new Set<() => void>()
+  /** Rows on screen hear of their changes once per animation frame, all in one React commit. */
+  private readonly frame = new FrameCoalescer((keys) =>
+    duringFrame(() =>
+      flushSync(() => {
+        for (const k of keys) {
+          const ls = this.listeners.get(k)
+          if (ls) for (const l of ls) l()
+        }
+      }),
+    ),
+  )
   private sink: ((m: RowsMessage) => void) | undefined
   private early: RowsMessage[] = []
   private users = 0
@@ -68,10 +82,10 @@ export class LiveTable {
     })
     this.collection.subscribeChanges((changes) => {
       for (const c of changes) {
-        if (c.type === 'delete') this.values.delete(String(c.key))
-        else this.values.set(String(c.key), c.value)
-        const ls = this.listeners.get(String(c.key))
-        if (ls) for (const l of ls) l()
+        const key = String(c.key)
+        if (c.type === 'delete') this.values.delete(key)
+        else this.values.set(key, c.value)
+        if (this.listeners.has(key)) this.frame.add(key)
       }
       this.version++
       for (const l of this.changeListeners) l()
@@ -81,7 +95,12 @@ export class LiveTable {
         if (m.reset) this.resets++
         else {
           this.batches++
-          for (const r of m.rows) if (typeof r.tsMs === 'number' && r.tsMs > 0) perf.arrival.push(m.sentAt - r.tsMs)
+          const now = performance.timeOrigin + performance.now()
+          for (const r of m.rows) {
+            if (typeof r.tsMs !== 'number' || !(r.tsMs > 0)) continue
+            perf.arrival.push(m.sentAt - r.tsMs)
+            perf.received.push(now - r.tsMs)
+          }
         }
       }
     })
