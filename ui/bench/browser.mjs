@@ -12,14 +12,12 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
-import { chromium } from 'playwright-core'
-import { chromiumPath, feeds, health, startUp, ui, until } from '../e2e/helpers.mjs'
+import { feeds, health, ui, until } from '../e2e/helpers.mjs'
+import { RATE, TABS, startLoad } from './load.mjs'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
 const outDir = args.includes('--out') ? args[args.indexOf('--out') + 1] : join(ui, '..', 'bench', 'results')
-const RATE = 4000
-const TABS = 5
 const WARMUP_S = quick ? 2 : 5
 const PER_TAB_S = quick ? 1.5 : 6
 
@@ -43,29 +41,12 @@ function waitsFloorP99(a, b) {
 }
 const FRAME_MS = 1000 / 60
 
-const chromeArgs = [
-  '--no-sandbox',
-  // Five windows side by side, all visible (the seed's desk: 4–5 windows on screens): without
-  // these, Chromium treats every page but the last as hidden and gives it ~1 frame per second.
-  '--disable-backgrounding-occluded-windows',
-  '--disable-renderer-backgrounding',
-  '--disable-background-timer-throttling',
-]
 
 /** One run of lt up at RATE ticks/s with the aggregator's deltas every `deltaMs`. */
 async function measure(deltaMs) {
-  const up = await startUp('lt-bench-ui-', ['--tick-rate', String(RATE), '--no-flow', '--delta-interval', `${deltaMs}ms`])
+  const { up, browser, context, pages, close } = await startLoad('lt-bench-ui-', deltaMs)
   log(`lt up running (gateway ${up.gw}, ${RATE} ticks/s, deltas every ${deltaMs} ms)`)
-  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromeArgs })
   try {
-    const context = await browser.newContext()
-    const pages = []
-    for (let i = 0; i < TABS; i++) {
-      const p = await context.newPage()
-      await p.setViewportSize({ width: 1280, height: 760 })
-      await p.goto(up.url)
-      pages.push(p)
-    }
     const idle = await context.newPage()
     await idle.goto(`http://127.0.0.1:${up.gw}/healthz`)
     await idle.evaluate(() => {
@@ -143,8 +124,7 @@ async function measure(deltaMs) {
       },
     ]
   } finally {
-    await browser.close()
-    await up.stop()
+    await close()
   }
 }
 

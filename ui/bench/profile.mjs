@@ -4,8 +4,8 @@
 // (lt up, Chromium's browser, GPU and renderers), CPU seconds per second from /proc.
 //   node bench/profile.mjs [--delta 16] [--seconds 8] [--trace FILE]
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs'
-import { chromium } from 'playwright-core'
-import { chromiumPath, feeds, startUp, until } from '../e2e/helpers.mjs'
+import { feeds, until } from '../e2e/helpers.mjs'
+import { startLoad } from './load.mjs'
 
 const args = process.argv.slice(2)
 const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt)
@@ -13,8 +13,6 @@ const deltaMs = Number(opt('--delta', '16'))
 const seconds = Number(opt('--seconds', '8'))
 const traceFile = opt('--trace', '')
 const cpuProfileFile = opt('--cpuprofile', '')
-const TABS = 5
-const chromeArgs = ['--no-sandbox', '--disable-backgrounding-occluded-windows', '--disable-renderer-backgrounding', '--disable-background-timer-throttling']
 
 const HZ = 100
 function cpuTicks() {
@@ -38,17 +36,8 @@ function label({ cmd, comm }) {
   return cmd.split(' ').slice(0, 2).join(' ').split('/').pop()
 }
 
-const up = await startUp('lt-prof-', ['--tick-rate', '4000', '--no-flow', '--delta-interval', `${deltaMs}ms`])
-const browser = await chromium.launch({ executablePath: chromiumPath, args: chromeArgs })
+const { browser, context, pages, close } = await startLoad('lt-prof-', deltaMs)
 try {
-  const context = await browser.newContext()
-  const pages = []
-  for (let i = 0; i < TABS; i++) {
-    const p = await context.newPage()
-    await p.setViewportSize({ width: 1280, height: 760 })
-    await p.goto(up.url)
-    pages.push(p)
-  }
   await until('every tab live', async () => (await feeds(pages)).every((f) => f?.state === 'connected' && f.ticks >= 150), 30_000)
   await pages[0].bringToFront()
   await new Promise((r) => setTimeout(r, 3000))
@@ -93,6 +82,5 @@ try {
   }
   console.log(`${(total * 100).toFixed(1).padStart(6)} % cpu  total (of ${200} %)`)
 } finally {
-  await browser.close()
-  await up.stop()
+  await close()
 }
