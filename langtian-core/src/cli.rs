@@ -1,4 +1,4 @@
-//! What every service binary (`lt-collector`, `lt-aggregator`, `lt-gateway`, `lt-flow`) parses
+//! What every binary (`lt`, `lt-collector`, `lt-aggregator`, `lt-gateway`, `lt-flow`, `lt-query`) parses
 //! the same way: the NATS connection flags, the ops address, the stop signal, logging.
 //!
 //! ```
@@ -12,12 +12,31 @@
 //! let cli = Cli::parse_from(["svc", "--nats-url", "nats://10.0.0.5:4222"]);
 //! assert_eq!(cli.nats.options("svc").urls, vec!["nats://10.0.0.5:4222".to_string()]);
 //! assert_eq!(langtian_core::cli::ops_addr("off").unwrap(), None);
+//! assert!(langtian_core::cli::log_filter("info,langtian_core=debug").is_ok());
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::bus::BusOptions;
+
+/// Exit code of every binary for a configuration error: a bad flag, file or value.
+pub const EXIT_CONFIG: u8 = 10;
+
+/// Parses a `--log` value (tracing `EnvFilter` syntax, e.g. `info` or `langtian_core=debug,warn`).
+/// A malformed directive is an error naming the value, instead of being silently dropped.
+pub fn log_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("--log `{filter}`: {e}"))
+}
+
+/// Starts logging to stderr with the `--log` filter (see [`log_filter`]).
+pub fn init_logging(filter: &str) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter(filter)?)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| format!("logging: {e}"))
+}
 
 /// NATS connection flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -85,4 +104,17 @@ pub async fn stop_signal(name: &str, what: &str) {
         }
     }
     eprintln!("{name}: stopping — {what}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filter_accepts_directives_and_names_a_malformed_value() {
+        assert!(log_filter("info").is_ok());
+        assert!(log_filter("warn,langtian_core=debug").is_ok());
+        let e = log_filter("langtian_core=loud").unwrap_err();
+        assert!(e.contains("--log `langtian_core=loud`"), "{e}");
+    }
 }

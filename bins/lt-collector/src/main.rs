@@ -68,10 +68,10 @@ struct Cli {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+        eprintln!("lt-collector: error: {e}");
+        return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
+    }
     let mut cfg = CollectorConfig::new(cli.listen);
     cfg.recv_buffer_bytes = cli.recv_buffer;
     cfg.format = cli.format;

@@ -45,10 +45,10 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+        eprintln!("lt-flow: error: {e}");
+        return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
+    }
     let vars: BTreeMap<String, String> = cli.vars.iter().cloned().collect();
     let file = match PipelineFile::load(&cli.file, &vars) {
         Ok(f) => f,

@@ -112,10 +112,10 @@ fn jwt(cli: &Cli) -> Result<JwtConfig, String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+        eprintln!("lt-gateway: error: {e}");
+        return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
+    }
     let jwt = match jwt(&cli) {
         Ok(j) => j,
         Err(e) => {

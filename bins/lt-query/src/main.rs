@@ -81,10 +81,10 @@ fn lake_config(cli: &Cli) -> LakeConfig {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+        eprintln!("lt-query: error: {e}");
+        return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
+    }
     let lake = lake_config(&cli);
     // Open once up front: a missing or locked lake is a configuration error, said at start.
     let probe = lake.clone();

@@ -356,10 +356,10 @@ struct BenchBusArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+        eprintln!("lt: error: {e}");
+        return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
+    }
     let result = match &cli.cmd {
         Cmd::Up(a) => Box::pin(cmd_up(&cli.conn, a)).await,
         Cmd::Query(a) => query_cmd::cmd_query(&cli.conn, a).await,

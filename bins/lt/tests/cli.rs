@@ -221,3 +221,12 @@ fn flow_example_validate_and_invoke() {
     );
     assert!(out.contains(&format!("{f}:{line_no}:")), "{out}");
 }
+
+#[test]
+fn a_malformed_log_filter_is_a_configuration_error_naming_it() {
+    // No server needed: the filter is checked before anything connects.
+    let o = lt("nats://127.0.0.1:1", &["--log", "langtian_core=loud", "nodes"]);
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("lt: error: --log `langtian_core=loud`"), "{out}");
+}
