@@ -754,3 +754,29 @@ async fn a_websocket_client_rebuilds_from_snapshot_and_deltas_within_a_second() 
     let _ = stop_tx.send(true);
     let _ = feed.await;
 }
+
+/// The UI's files come with COOP `same-origin` + COEP `require-corp`: the pages and their
+/// SharedWorker run cross-origin isolated (5 µs timers for the browser benchmark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_the_ui_cross_origin_isolated() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<!doctype html><p>langtian</p>").unwrap();
+    let ui = dir.path().to_path_buf();
+    let gw = gateway(&bus, |c| c.static_dir = Some(ui)).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("<p>langtian</p>"), "{out}");
+    assert!(out.contains("cross-origin-opener-policy: same-origin"), "{out}");
+    assert!(
+        out.contains("cross-origin-embedder-policy: require-corp"),
+        "{out}"
+    );
+}
