@@ -11,7 +11,7 @@
 // machine move from run to run, so each setting runs `--runs` times (3 by default, 1 with --quick)
 // on a fresh `lt up` and browser, and the record is the run with the median figure; every run's
 // figure is kept in the record's params.
-//   node bench/browser.mjs [--quick] [--runs N] [--out DIR]   (JSON → DIR/ui.json, default ../bench/results)
+//   node bench/browser.mjs [--quick] [--runs N] [--delta 33|16] [--out DIR]   (JSON → DIR/ui.json, default ../bench/results)
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -23,6 +23,8 @@ const quick = args.includes('--quick')
 const outDir = args.includes('--out') ? args[args.indexOf('--out') + 1] : join(ui, '..', 'bench', 'results')
 const WARMUP_S = quick ? 2 : 5
 const PER_TAB_S = quick ? 1.5 : 6
+// --delta N: only that delta interval (for comparing changes; the committed record has both).
+const ONLY = args.includes('--delta') ? Number(args[args.indexOf('--delta') + 1]) : undefined
 const RUNS = Math.max(1, Number(args.includes('--runs') ? args[args.indexOf('--runs') + 1] : quick ? 1 : 3) || 1)
 
 const pct = (xs, p) => {
@@ -87,7 +89,7 @@ async function measure(deltaMs) {
       await new Promise((r) => setTimeout(r, 500))
       await p.evaluate(() => window.__perf.reset())
       await new Promise((r) => setTimeout(r, PER_TAB_S * 1000))
-      per.push(await p.evaluate(() => ({ frames: window.__perf.frames.values(), latency: window.__perf.latency.values(), arrival: window.__perf.arrival.values(), received: window.__perf.received.values(), committed: window.__perf.committed.values() })))
+      per.push(await p.evaluate(() => ({ frames: window.__perf.frames.values(), latency: window.__perf.latency.values(), gateway: window.__perf.gateway?.values() ?? [], hubRx: window.__perf.hubRx?.values() ?? [], arrival: window.__perf.arrival.values(), received: window.__perf.received.values(), committed: window.__perf.committed.values() })))
     }
     const b1 = await feeds(pages)
     // Over the wall time between the two readings (the per-tab windows plus the switches).
@@ -100,6 +102,8 @@ async function measure(deltaMs) {
     log(`during the measurement: snapshot resets per tab ${resets.join(',')}, degradation level ${levels.join(',')}`)
     const fr = summary(per.flatMap((x) => x.frames))
     const lat = summary(per.flatMap((x) => x.latency))
+    const gw = summary(per.flatMap((x) => x.gateway))
+    const hrx = summary(per.flatMap((x) => x.hubRx))
     const arr = summary(per.flatMap((x) => x.arrival))
     const rcv = summary(per.flatMap((x) => x.received))
     const cmt = summary(per.flatMap((x) => x.committed))
@@ -113,7 +117,7 @@ async function measure(deltaMs) {
     log(`${deltaMs} ms deltas, all tabs: tick→paint p50 ${lat.p50} p95 ${lat.p95} p99 ${lat.p99} ms (target p99 ≤ 50) vs tick→arrival at the tab p50 ${arr.p50} p95 ${arr.p95} p99 ${arr.p99} ms`)
     const floor = waitsFloorP99(deltaMs, FRAME_MS)
     log(`${deltaMs} ms deltas: waiting for the next delta and the next frame alone has p99 ${floor} ms (before any transport or work)`)
-    log(`${deltaMs} ms deltas, stages (p50/p99 ms from the tick): hub flush ${arr.p50}/${arr.p99} → page handler ${rcv.p50}/${rcv.p99} → DOM commit ${cmt.p50}/${cmt.p99} → painted ${lat.p50}/${lat.p99}`)
+    log(`${deltaMs} ms deltas, stages (p50/p99 ms from the tick): gateway send ${gw.p50}/${gw.p99} → hub receipt ${hrx.p50}/${hrx.p99} → hub flush ${arr.p50}/${arr.p99} → page handler ${rcv.p50}/${rcv.p99} → DOM commit ${cmt.p50}/${cmt.p99} → painted ${lat.p50}/${lat.p99}`)
     const host = { cores: cpus().length, load_avg: +loadavg()[0].toFixed(2) }
     const params = { ticks_per_s: RATE, delta_interval_ms: deltaMs, tabs: TABS, visibility, warmup_s: WARMUP_S, measure_s_per_tab: PER_TAB_S, ws_active: ws, cross_origin_isolated: isolated, browser: browser.version(), headless: true, quick }
     await context.close()
@@ -126,7 +130,7 @@ async function measure(deltaMs) {
       {
         bench: 'ui', case: `tick_to_paint_p99_${deltaMs}ms`, unit: 'ms', ours: lat.p99, baseline: arr.p99,
         baseline_what: 'tick → arrival of its batch at the tab (before React and paint), p99', ratio: lat.p99 && arr.p99 ? +(lat.p99 / arr.p99).toFixed(2) : null,
-        target: 50, meets: lat.p99 !== null && lat.p99 <= 50, params: { ...params, waits_floor_p99_ms: floor, tick_to_paint: lat, tick_to_arrival: arr, tick_to_page_handler: rcv, tick_to_dom_commit: cmt, batches_per_s: batchesPerS, snapshot_resets: resets, degrade_levels: levels }, host,
+        target: 50, meets: lat.p99 !== null && lat.p99 <= 50, params: { ...params, waits_floor_p99_ms: floor, tick_to_paint: lat, tick_to_gateway_send: gw, tick_to_hub_receipt: hrx, tick_to_arrival: arr, tick_to_page_handler: rcv, tick_to_dom_commit: cmt, batches_per_s: batchesPerS, snapshot_resets: resets, degrade_levels: levels }, host,
       },
     ]
   } finally {
@@ -144,7 +148,7 @@ function medianOf(runs) {
 
 // The seed's 33 ms deltas, then the aggregator's shortest interval.
 const records = []
-for (const deltaMs of [33, 16]) {
+for (const deltaMs of ONLY ? [ONLY] : [33, 16]) {
   const runs = []
   for (let i = 0; i < RUNS; i++) {
     if (RUNS > 1) log(`${deltaMs} ms deltas: run ${i + 1} of ${RUNS}`)

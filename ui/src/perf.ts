@@ -26,7 +26,11 @@ class Ring {
 
 const frames = new Ring()
 const latency = new Ring()
-/** Source time → the hub's flush of the batch (the part before the page: network, gateway, worker). */
+/** Source time → the gateway sent the frame carrying the row (NATS, aggregator, gateway batching). */
+const gateway = new Ring()
+/** Source time → the hub (SharedWorker) received that frame (adds the WebSocket hop). */
+const hubRx = new Ring()
+/** Source time → the hub's flush of the batch (adds the hub's 16 ms batching). */
 const arrival = new Ring()
 /** Source time → the page's handler of that batch (adds the hop from the worker to the page). */
 const received = new Ring()
@@ -40,6 +44,8 @@ let inFrame = false
 export const perf = {
   frames,
   latency,
+  gateway,
+  hubRx,
   arrival,
   received,
   committed,
@@ -47,6 +53,8 @@ export const perf = {
   reset(): void {
     frames.clear()
     latency.clear()
+    gateway.clear()
+    hubRx.clear()
     arrival.clear()
     received.clear()
     committed.clear()

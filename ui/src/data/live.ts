@@ -98,6 +98,8 @@ export class LiveTable {
           const now = performance.timeOrigin + performance.now()
           for (const r of m.rows) {
             if (typeof r.tsMs !== 'number' || !(r.tsMs > 0)) continue
+            if (typeof r.gwMs === 'number') perf.gateway.push(r.gwMs - r.tsMs)
+            if (typeof r.rxMs === 'number') perf.hubRx.push(r.rxMs - r.tsMs)
             perf.arrival.push(m.sentAt - r.tsMs)
             perf.received.push(now - r.tsMs)
           }

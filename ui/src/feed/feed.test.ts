@@ -55,6 +55,27 @@ describe('batching and de-duplication', () => {
     expect(flush).toHaveBeenCalledTimes(3)
     vi.useRealTimers()
   })
+
+  it('passes input that itself comes about every interval without waiting (no phase drift)', () => {
+    vi.useFakeTimers()
+    const flush = vi.fn()
+    const t = new FlushTimer(16, flush, () => Date.now())
+    // Batches from upstream every 15–16 ms (jitter around the same interval): each is flushed on
+    // arrival. Anchored to a timer instead, every one would wait, more and more.
+    for (const gap of [15, 16, 15, 15, 16, 15, 14, 15]) {
+      vi.advanceTimersByTime(gap)
+      const before = flush.mock.calls.length
+      t.poke()
+      expect(flush.mock.calls.length).toBe(before + 1)
+    }
+    // Still capped: a second batch 5 ms after a flush waits for the interval.
+    vi.advanceTimersByTime(5)
+    t.poke()
+    expect(flush).toHaveBeenCalledTimes(8)
+    vi.advanceTimersByTime(11)
+    expect(flush).toHaveBeenCalledTimes(9)
+    vi.useRealTimers()
+  })
 })
 
 describe('per-topic reference counts', () => {

@@ -91,8 +91,10 @@ describe('feed hub', () => {
     ])
 
     // Two deltas inside one 16 ms window: one message per tab, the latest row per key.
-    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 6, 5, [tick('a', 6)]) }] } } })
-    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 7, 6, [tick('a', 7), tick('b', 2)]) }] } } })
+    // Each row carries when the gateway sent the frame with its latest delta (ns → ms since the
+    // epoch) and when the hub received it: the benchmark's stages.
+    ws.deliver({ kind: { case: 'batch', value: { ts: 1_700_000_000_001_500_000n, messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 6, 5, [tick('a', 6)]) }] } } })
+    ws.deliver({ kind: { case: 'batch', value: { ts: 1_700_000_000_002_250_000n, messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 7, 6, [tick('a', 7), tick('b', 2)]) }] } } })
     const before = rowsOf(b.got).length
     vi.advanceTimersByTime(16)
     const batch = rowsOf(b.got).slice(before)
@@ -102,6 +104,8 @@ describe('feed hub', () => {
       ['shfe.a', 7],
       ['shfe.b', 2],
     ])
+    expect(batch[0]!.rows.map((r) => r.gwMs)).toEqual([1_700_000_000_002.25, 1_700_000_000_002.25])
+    expect(batch[0]!.rows.every((r) => typeof r.rxMs === 'number' && r.rxMs >= (r.gwMs as number))).toBe(true)
 
     // A gap (base 9 > have 7) asks for the snapshot again.
     ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId, subject: 'xy.md.tick.shfe.0', payload: delta(0, 10, 9, [tick('a', 10)]) }] } } })

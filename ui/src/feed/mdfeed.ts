@@ -22,11 +22,19 @@ export interface FlushOut {
   rows: FeedRow[]
 }
 
+/** When the frame carrying a delta left the gateway and reached the hub (ms since the epoch):
+ * copied onto the delta's rows as `gwMs`/`rxMs`, so the page can split tick → paint by stage. */
+export interface Arrival {
+  gwMs: number
+  rxMs: number
+}
+
 export class MdFeed<R> {
   private readonly groups = new Map<string, Replica<R>>()
   /** Deltas waiting for the snapshot of a group that is new or re-reading after a gap. */
   private readonly pending = new Map<string, DeltaLike<R>[]>()
   private readonly dirty = new Map<string, R>()
+  private readonly arrivals = new Map<string, Arrival>()
   private reset = false
   /** Deltas applied. */
   applied = 0
@@ -39,7 +47,7 @@ export class MdFeed<R> {
   ) {}
 
   /** A delta from the gateway. Throws on an undecodable payload (the hub counts it). */
-  onDelta(payload: Uint8Array): void {
+  onDelta(payload: Uint8Array, arrival?: Arrival): void {
     const { group, delta } = this.codec.decodeDelta(payload)
     const replica = this.groups.get(group)
     if (!replica || this.pending.has(group)) {
@@ -49,7 +57,11 @@ export class MdFeed<R> {
     const r = replica.apply(delta)
     if (r.kind === 'applied') {
       this.applied++
-      for (const rec of delta.records) this.dirty.set(this.codec.keyOf(rec), rec)
+      for (const rec of delta.records) {
+        const key = this.codec.keyOf(rec)
+        this.dirty.set(key, rec)
+        if (arrival) this.arrivals.set(key, arrival)
+      }
     } else if (r.kind === 'gap') {
       // The old rows stay readable (last known values) until the snapshot replaces them.
       this.buffer(group, delta)
@@ -81,11 +93,22 @@ export class MdFeed<R> {
     if (this.reset) {
       this.reset = false
       this.dirty.clear()
+      this.arrivals.clear()
       return { reset: true, rows: this.rows() }
     }
     if (this.dirty.size === 0) return undefined
-    const rows = [...this.dirty.values()].map((r) => this.codec.toRow(r))
+    const rows: FeedRow[] = []
+    for (const [key, r] of this.dirty) {
+      const row = this.codec.toRow(r)
+      const a = this.arrivals.get(key)
+      if (a) {
+        row.gwMs = a.gwMs
+        row.rxMs = a.rxMs
+      }
+      rows.push(row)
+    }
     this.dirty.clear()
+    this.arrivals.clear()
     return { reset: false, rows }
   }
 
