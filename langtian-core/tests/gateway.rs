@@ -779,4 +779,22 @@ async fn serves_the_ui_cross_origin_isolated() {
         out.contains("cross-origin-embedder-policy: require-corp"),
         "{out}"
     );
+
+    // Switched off (`--no-cross-origin-isolation`): the same files, without the two headers.
+    let ui = dir.path().to_path_buf();
+    let plain = gateway(&bus, |c| {
+        c.static_dir = Some(ui);
+        c.cross_origin_isolation = false;
+    })
+    .await;
+    let mut tcp = TcpStream::connect(plain.addr).await.unwrap();
+    tcp.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("<p>langtian</p>"), "{out}");
+    assert!(!out.contains("cross-origin-opener-policy"), "{out}");
+    assert!(!out.contains("cross-origin-embedder-policy"), "{out}");
 }

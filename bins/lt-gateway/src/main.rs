@@ -49,6 +49,11 @@ struct Cli {
     /// Directory of the built web UI (served at /).
     #[arg(long)]
     ui_dir: Option<PathBuf>,
+    /// Do not send COOP same-origin + COEP require-corp. By default the UI runs cross-origin
+    /// isolated (5 µs timers). Use this flag when it must load cross-origin resources that send
+    /// no CORP/CORS headers, or be framed by a page that is not isolated.
+    #[arg(long)]
+    no_cross_origin_isolation: bool,
     /// TLS certificate chain (PEM); with --tls-key, serves https/wss.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -140,6 +145,7 @@ async fn main() -> ExitCode {
     let mut cfg = GatewayConfig::new(cli.listen, jwt);
     cfg.allowed_origins = cli.allowed_origins.clone();
     cfg.static_dir = cli.ui_dir.clone();
+    cfg.cross_origin_isolation = !cli.no_cross_origin_isolation;
     cfg.tls = cli.tls_cert.clone().zip(cli.tls_key.clone());
     cfg.degrade.batch_interval = cli.batch_interval;
     cfg.degrade.sample_interval = cli.sample_interval;

@@ -37,6 +37,12 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<String>,
     /// Directory of the UI's built files (`index.html` for unknown paths); `None`: a short page.
     pub static_dir: Option<PathBuf>,
+    /// Every response carries COOP `same-origin` + COEP `require-corp` (default `true`): the UI
+    /// runs cross-origin isolated, with 5 µs timers and its SharedWorker in its own process.
+    /// Turn it off when the UI must load cross-origin resources without CORP/CORS headers, be
+    /// opened by or open cross-origin windows it talks to, or be framed by a page that is not
+    /// isolated itself.
+    pub cross_origin_isolation: bool,
     /// TLS certificate chain and private key (PEM); `None`: plain HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Kernel send buffer of each connection's socket (`None`: the kernel's autotuning, up to
@@ -63,6 +69,7 @@ impl GatewayConfig {
             degrade: degrade::DegradePolicy::default(),
             allowed_origins: Vec::new(),
             static_dir: None,
+            cross_origin_isolation: true,
             tls: None,
             send_buffer_bytes: None,
             max_subscriptions: 256,

@@ -170,9 +170,12 @@ impl Gateway {
             ),
             None => app.fallback(get(no_ui)),
         };
-        let app = app
-            .with_state(shared.clone())
-            .layer(axum::middleware::map_response(cross_origin_isolated));
+        let app = app.with_state(shared.clone());
+        let app = if shared.cfg.cross_origin_isolation {
+            app.layer(axum::middleware::map_response(cross_origin_isolated))
+        } else {
+            app
+        };
         let ticker = tokio::spawn(metrics_loop(shared.stats.clone()));
         let stop = async move {
             while !*shutdown.borrow_and_update() {
@@ -355,8 +358,9 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-/// Every response carries COOP `same-origin` and COEP `require-corp`: the UI (same-origin files
-/// only) runs cross-origin isolated, so its pages and SharedWorker get 5 µs timers instead of
+/// Every response carries COOP `same-origin` and COEP `require-corp` (unless
+/// `GatewayConfig::cross_origin_isolation` is off): the UI (same-origin files only) runs
+/// cross-origin isolated, so its pages and SharedWorker get 5 µs timers instead of
 /// 0.1 ms ones (the frame and latency figures of the browser benchmark need them).
 async fn cross_origin_isolated(mut res: Response) -> Response {
     let h = res.headers_mut();
