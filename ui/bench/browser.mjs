@@ -11,7 +11,7 @@
 // machine move from run to run, so each setting runs `--runs` times (3 by default, 1 with --quick)
 // on a fresh `lt up` and browser, and the record is the run with the median figure; every run's
 // figure is kept in the record's params.
-//   node bench/browser.mjs [--quick] [--runs N] [--delta 33|16] [--out DIR]   (JSON → DIR/ui.json, default ../bench/results)
+//   node bench/browser.mjs [--quick] [--runs N] [--delta 33|16] [--tabs N] [--out DIR]   (JSON → DIR/ui.json, default ../bench/results)
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -24,6 +24,9 @@ const outDir = args.includes('--out') ? args[args.indexOf('--out') + 1] : join(u
 const WARMUP_S = quick ? 2 : 5
 const PER_TAB_S = quick ? 1.5 : 6
 // --delta N: only that delta interval (for comparing changes; the committed record has both).
+// --tabs N: another number of tabs (to see how much of the tail is the other tabs' CPU; the
+// record is made with the issue's five).
+const NTABS = args.includes('--tabs') ? Math.max(1, Number(args[args.indexOf('--tabs') + 1]) || TABS) : TABS
 const ONLY = args.includes('--delta') ? Number(args[args.indexOf('--delta') + 1]) : undefined
 const RUNS = Math.max(1, Number(args.includes('--runs') ? args[args.indexOf('--runs') + 1] : quick ? 1 : 3) || 1)
 
@@ -50,7 +53,7 @@ const FRAME_MS = 1000 / 60
 
 /** One run of lt up at RATE ticks/s with the aggregator's deltas every `deltaMs`. */
 async function measure(deltaMs) {
-  const { up, browser, context, pages, close } = await startLoad('lt-bench-ui-', deltaMs)
+  const { up, browser, context, pages, close } = await startLoad('lt-bench-ui-', deltaMs, NTABS)
   log(`lt up running (gateway ${up.gw}, ${RATE} ticks/s, deltas every ${deltaMs} ms)`)
   try {
     const idle = await context.newPage()
@@ -70,7 +73,7 @@ async function measure(deltaMs) {
     // Served by the gateway with COOP/COEP: a 5 µs clock (0.1 ms without isolation).
     const isolated = (await Promise.all(pages.map((p) => p.evaluate(() => crossOriginIsolated)))).every(Boolean)
     const ws = (await health(up.gw)).ws_active
-    log(`${TABS} tabs live over ${ws} WebSocket(s), visibility ${visibility.join(',')}; warming up ${WARMUP_S} s`)
+    log(`${NTABS} tabs live over ${ws} WebSocket(s), visibility ${visibility.join(',')}; warming up ${WARMUP_S} s`)
     await new Promise((r) => setTimeout(r, WARMUP_S * 1000))
     // Headless Chromium gives animation frames only to the front tab (a desktop browser does the
     // same with the tabs of one window), so each tab is measured while it is in front; the other
@@ -119,7 +122,7 @@ async function measure(deltaMs) {
     log(`${deltaMs} ms deltas: waiting for the next delta and the next frame alone has p99 ${floor} ms (before any transport or work)`)
     log(`${deltaMs} ms deltas, stages (p50/p99 ms from the tick): gateway send ${gw.p50}/${gw.p99} → hub receipt ${hrx.p50}/${hrx.p99} → hub flush ${arr.p50}/${arr.p99} → page handler ${rcv.p50}/${rcv.p99} → DOM commit ${cmt.p50}/${cmt.p99} → painted ${lat.p50}/${lat.p99}`)
     const host = { cores: cpus().length, load_avg: +loadavg()[0].toFixed(2) }
-    const params = { ticks_per_s: RATE, delta_interval_ms: deltaMs, tabs: TABS, visibility, warmup_s: WARMUP_S, measure_s_per_tab: PER_TAB_S, ws_active: ws, cross_origin_isolated: isolated, browser: browser.version(), headless: true, quick }
+    const params = { ticks_per_s: RATE, delta_interval_ms: deltaMs, tabs: NTABS, visibility, warmup_s: WARMUP_S, measure_s_per_tab: PER_TAB_S, ws_active: ws, cross_origin_isolated: isolated, browser: browser.version(), headless: true, quick }
     await context.close()
     return [
       {

@@ -16,9 +16,9 @@ export const chromeArgs = [
   '--disable-background-timer-throttling',
 ]
 
-/** Starts `lt up` with the aggregator's deltas every `deltaMs` and opens the tabs.
+/** Starts `lt up` with the aggregator's deltas every `deltaMs` and opens `tabs` tabs.
  * Returns { up, browser, context, pages, close() }. */
-export async function startLoad(prefix, deltaMs) {
+export async function startLoad(prefix, deltaMs, tabs = TABS) {
   const up = await startUp(prefix, ['--tick-rate', String(RATE), '--no-flow', '--delta-interval', `${deltaMs}ms`])
   const browser = await chromium.launch({ executablePath: chromiumPath, args: chromeArgs }).catch(async (e) => {
     await up.stop()
@@ -31,7 +31,7 @@ export async function startLoad(prefix, deltaMs) {
   try {
     const context = await browser.newContext()
     const pages = []
-    for (let i = 0; i < TABS; i++) {
+    for (let i = 0; i < tabs; i++) {
       const p = await context.newPage()
       await p.setViewportSize({ width: 1280, height: 760 })
       await p.goto(up.url)
