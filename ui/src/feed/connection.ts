@@ -31,12 +31,17 @@ export function connectFeed(token: string): FeedConnection {
   const dispatch = (m: HubToPage) => {
     if (m.type === 'status') lastStatus = m
     handlers.forEach((h) => h(m))
+    if (m.type === 'rows') ack.received()
   }
   const subs = new Map<FeedName, number>()
   const mode = feedMode()
 
   let raw: (m: PageToHub) => void
   let leading = () => false
+  // Flow control (src/feed/flow.ts): the hub sends at most a few rows messages this page has not
+  // acknowledged; the page acknowledges them when it next gets an animation frame, i.e. when it
+  // can show them. A tab the browser gives few frames (or none: hidden) is sent merged batches.
+  const ack = new FrameAck((n) => raw({ type: 'ack', n }))
   if (mode === 'shared-worker') {
     const worker = new SharedWorker(new URL('../worker/feed.worker.ts', import.meta.url), {
       type: 'module',
@@ -81,6 +86,29 @@ export function connectFeed(token: string): FeedConnection {
         }
       }
     },
+  }
+}
+
+/** Counts rows messages and acknowledges them at the next animation frame (one ack per frame). */
+export class FrameAck {
+  private n = 0
+  private scheduled = false
+
+  constructor(
+    private readonly send: (n: number) => void,
+    private readonly nextFrame: (cb: () => void) => void = (cb) => requestAnimationFrame(cb),
+  ) {}
+
+  received(): void {
+    this.n++
+    if (this.scheduled) return
+    this.scheduled = true
+    this.nextFrame(() => {
+      this.scheduled = false
+      const n = this.n
+      this.n = 0
+      if (n > 0) this.send(n)
+    })
   }
 }
 

@@ -127,6 +127,42 @@ describe('feed hub', () => {
     vi.useRealTimers()
   })
 
+  it('flow control: a page that gets no frames is sent a few batches, then the latest rows merged when it acknowledges', () => {
+    const { hub, sockets, port } = setup()
+    const [front, behind] = [port(), port()]
+    for (const p of [front, behind]) hub.onMessage(p, { type: 'hello', url: 'ws://gw/ws', token: 't' })
+    const ws = sockets[0]!
+    ws.open()
+    for (const p of [front, behind]) hub.onMessage(p, { type: 'sub', feed: 'ticks' })
+    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId: 1, subject: 'xy.md.tick.shfe.0', payload: delta(0, 1, 0, [tick('a', 1)]) }] } } })
+    const requestId = (() => {
+      const r = ws.sent.find((f) => f.kind.case === 'getSnapshot')
+      return r?.kind.case === 'getSnapshot' ? r.kind.value.requestId : 0
+    })()
+    ws.deliver({ kind: { case: 'snapshot', value: { requestId, key: 'xy.md.snapshot.shfe', payload: snapshot([tick('a', 1)], [1]) } } })
+    vi.advanceTimersByTime(16)
+    hub.onMessage(front, { type: 'ack', n: rowsOf(front.got).length })
+    // Ten batches, 16 ms apart: the page that acknowledges after each gets all ten; the one that
+    // gets no frames gets what its window allows and nothing more.
+    for (let v = 2; v <= 11; v++) {
+      ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId: 1, subject: 'xy.md.tick.shfe.0', payload: delta(0, v, v - 1, [tick('a', v), tick(`k${v}`, 1)]) }] } } })
+      vi.advanceTimersByTime(16)
+      hub.onMessage(front, { type: 'ack', n: 1 })
+    }
+    expect(rowsOf(front.got)).toHaveLength(11)
+    expect(rowsOf(behind.got)).toHaveLength(3)
+    expect(hub.mergedForSlowPages).toBe(8)
+    // It gets a frame: one message with the latest value of every key it has not seen.
+    hub.onMessage(behind, { type: 'ack', n: 3 })
+    const caughtUp = rowsOf(behind.got)
+    expect(caughtUp).toHaveLength(4)
+    const last = caughtUp.at(-1)!
+    expect(last.reset).toBe(false)
+    expect(last.rows.find((r) => r.key === 'shfe.a')?.seq).toBe(11)
+    expect(last.rows.map((r) => r.key).sort()).toEqual(['shfe.a', ...Array.from({ length: 8 }, (_, i) => `shfe.k${i + 4}`)].sort())
+    vi.useRealTimers()
+  })
+
   it('reconnects with backoff, subscribes again and re-reads snapshots; retries a missing snapshot', () => {
     const { hub, sockets, port } = setup()
     const a = port()

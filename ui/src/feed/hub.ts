@@ -6,6 +6,7 @@
  * - keeps md feeds (ticks, battery channels) as replicas: snapshot + deltas, gap → snapshot request;
  * - batches every 16 ms and de-duplicates (latest row per key, latest raw message per subject);
  * - keeps a last-value cache, so a new page paints at once;
+ * - sends each page only as many batches as it shows: per-page flow control (`./flow.ts`);
  * - reconnects with exponential backoff (capped, jittered) and re-reads every snapshot afterwards.
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
@@ -15,6 +16,7 @@ import type { Tick } from '../gen/langtian/md/v1/md_pb'
 import { backoffDelay } from './backoff'
 import { Batcher, FlushTimer } from './batcher'
 import { cellCodec, RAW_TOPICS, tickCodec } from './feeds'
+import { FLOW_WINDOW, PageFlow, type RowsMessage } from './flow'
 import { MdFeed } from './mdfeed'
 import { RefCounts } from './refcount'
 import type { ConnState, FeedName, HubStatus, HubToPage, PageToHub, RawMessage } from '../worker/protocol'
@@ -39,11 +41,15 @@ const OPEN = 1
 export interface HubOptions {
   mode: HubStatus['mode']
   flushMs?: number
+  /** Unacknowledged rows messages per page (flow control; default `FLOW_WINDOW`). */
+  flowWindow?: number
   socket?: SocketFactory
 }
 
 export class FeedHub {
   private readonly ports = new Set<HubPort>()
+  /** Per-page flow control of rows messages. */
+  private readonly flows = new Map<HubPort, PageFlow>()
   private readonly refs = new RefCounts<HubPort>()
   private readonly md: Partial<Record<FeedName, MdFeed<Tick> | MdFeed<ChannelSample>>>
   private readonly raw = new Map<FeedName, Batcher<RawMessage>>()
@@ -70,11 +76,13 @@ export class FeedHub {
 
   attach(port: HubPort): void {
     this.ports.add(port)
+    if (!this.flows.has(port)) this.flows.set(port, new PageFlow((m) => port.post(m), this.opts.flowWindow ?? FLOW_WINDOW, nowMs))
     this.broadcastStatus()
   }
 
   detach(port: HubPort): void {
     if (!this.ports.delete(port)) return
+    this.flows.delete(port)
     for (const feed of this.refs.releaseAll(port)) this.unsubscribeUpstream(feed as FeedName)
     this.broadcastStatus()
   }
@@ -104,6 +112,9 @@ export class FeedHub {
       }
       case 'unsub':
         if (this.refs.release(m.feed, port)) this.unsubscribeUpstream(m.feed)
+        break
+      case 'ack':
+        this.flows.get(port)?.ack(m.n)
         break
       case 'resync':
         this.md[m.feed]?.resyncAll()
@@ -136,7 +147,7 @@ export class FeedHub {
   /** Last-value cache: what the hub already has goes to a page that just subscribed. */
   private sendCached(port: HubPort, feed: FeedName): void {
     const md = this.md[feed]
-    if (md?.hasData) port.post({ type: 'rows', feed, reset: true, rows: md.rows(), deleted: [], sentAt: nowMs() })
+    if (md?.hasData) this.sendRows(port, { type: 'rows', feed, reset: true, rows: md.rows(), deleted: [], sentAt: nowMs() })
     const cached = this.lastRaw.get(feed)
     if (cached && cached.size > 0) port.post({ type: 'raw', feed, messages: [...cached.values()] })
   }
@@ -282,6 +293,20 @@ export class FeedHub {
     return b
   }
 
+  /** Rows go to a page through its flow control (held and merged while it is out of credit). */
+  private sendRows(port: HubPort, m: RowsMessage): void {
+    const flow = this.flows.get(port)
+    if (flow) flow.rows(m)
+    else port.post(m)
+  }
+
+  /** Rows messages held back from pages that were out of credit, merged into later ones. */
+  get mergedForSlowPages(): number {
+    let n = 0
+    for (const f of this.flows.values()) n += f.merged
+    return n
+  }
+
   private broadcast(m: HubToPage): void {
     for (const p of this.ports) p.post(m)
   }
@@ -292,8 +317,8 @@ export class FeedHub {
     for (const [feed, md] of Object.entries(this.md) as Array<[FeedName, MdFeed<unknown>]>) {
       const out = md.flush()
       if (!out) continue
-      const m: HubToPage = { type: 'rows', feed, reset: out.reset, rows: out.rows, deleted: [], sentAt }
-      for (const p of this.refs.ports(feed)) p.post(m)
+      const m: RowsMessage = { type: 'rows', feed, reset: out.reset, rows: out.rows, deleted: [], sentAt }
+      for (const p of this.refs.ports(feed)) this.sendRows(p, m)
     }
     for (const [feed, b] of this.raw) {
       if (b.size === 0) continue

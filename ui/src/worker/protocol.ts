@@ -10,6 +10,8 @@ export type PageToHub =
   | { type: 'unsub'; feed: FeedName }
   /** Ask for a fresh snapshot of every group of an md feed (e.g. after the page missed rows). */
   | { type: 'resync'; feed: FeedName }
+  /** The page got an animation frame after `n` rows messages (flow control: `src/feed/flow.ts`). */
+  | { type: 'ack'; n: number }
   | { type: 'bye' }
 
 export type ConnState = 'connecting' | 'connected' | 'reconnecting' | 'unauthorized'
