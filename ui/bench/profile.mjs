@@ -36,6 +36,34 @@ function label({ cmd, comm }) {
   return cmd.split(' ').slice(0, 2).join(' ').split('/').pop()
 }
 
+/** The front tab's rendering phases from the trace: per-frame cost and what each layout started
+ * from (its layout roots: a grid cell when cells are relayout boundaries, the grid body if not). */
+function summariseTrace(file) {
+  const raw = JSON.parse(readFileSync(file, 'utf8'))
+  const events = Array.isArray(raw) ? raw : raw.traceEvents
+  const mains = new Set(events.filter((e) => e.ph === 'M' && e.name === 'thread_name' && e.args?.name === 'CrRendererMain').map((e) => `${e.pid}:${e.tid}`))
+  const byThread = new Map()
+  for (const e of events) {
+    const t = `${e.pid}:${e.tid}`
+    if (e.ph !== 'X' || !mains.has(t)) continue
+    if (!byThread.has(t)) byThread.set(t, [])
+    byThread.get(t).push(e)
+  }
+  // The traced (front) tab is the renderer with the most layouts.
+  const front = [...byThread.values()].sort((a, b) => b.filter((e) => e.name === 'Layout').length - a.filter((e) => e.name === 'Layout').length)[0] ?? []
+  const q = (xs, p) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] : 0)
+  for (const name of ['Layout', 'PrePaint', 'Paint', 'Layerize', 'Commit']) {
+    const ds = front.filter((e) => e.name === name).map((e) => e.dur / 1000)
+    const sum = ds.reduce((a, b) => a + b, 0)
+    console.log(`front tab ${name.padEnd(8)} ${String(ds.length).padStart(6)} × · p50 ${q(ds, 0.5).toFixed(2)} p90 ${q(ds, 0.9).toFixed(2)} ms · ${(sum / seconds).toFixed(0)} ms/s`)
+  }
+  const roots = new Map()
+  for (const e of front.filter((x) => x.name === 'Layout')) {
+    for (const r of e.args?.endData?.layoutRoots ?? []) roots.set(r.nodeName, (roots.get(r.nodeName) ?? 0) + 1)
+  }
+  console.log(`front tab layout roots: ${[...roots].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([n, c]) => `${n} ×${c}`).join(', ')}`)
+}
+
 const { browser, context, pages, close } = await startLoad('lt-prof-', deltaMs)
 try {
   await until('every tab live', async () => (await feeds(pages)).every((f) => f?.state === 'connected' && f.ticks >= 150), 30_000)
@@ -81,6 +109,7 @@ try {
     console.log(`${(u * 100).toFixed(1).padStart(6)} % cpu  ${what}`)
   }
   console.log(`${(total * 100).toFixed(1).padStart(6)} % cpu  total (of ${200} %)`)
+  if (traceFile) summariseTrace(traceFile)
 } finally {
   await close()
 }

@@ -47,8 +47,18 @@ function cellText(c: GridColumn, row: FeedRow): string {
   return v === undefined ? '' : String(v)
 }
 
-const LiveRow = memo(function LiveRow(props: { live: LiveTable; rowKey: string; columns: GridColumn[]; top: number; index: number }) {
-  const { live, rowKey, columns } = props
+/** Each column's left edge in a row (cells are absolutely placed: see `.grid-row .grid-cell`). */
+function columnLefts(columns: GridColumn[]): number[] {
+  let x = 0
+  return columns.map((c) => {
+    const left = x
+    x += c.width
+    return left
+  })
+}
+
+const LiveRow = memo(function LiveRow(props: { live: LiveTable; rowKey: string; columns: GridColumn[]; lefts: number[]; width: number; top: number; index: number }) {
+  const { live, rowKey, columns, lefts } = props
   const row = useSyncExternalStore(
     (cb) => live.subscribeKey(rowKey, cb),
     () => live.get(rowKey),
@@ -58,13 +68,13 @@ const LiveRow = memo(function LiveRow(props: { live: LiveTable; rowKey: string; 
   }, [row])
   if (!row) return null
   return (
-    <div className="grid-row" role="row" data-index={props.index} data-key={rowKey} style={{ transform: `translateY(${props.top}px)` }}>
-      {columns.map((c) => (
+    <div className="grid-row" role="row" data-index={props.index} data-key={rowKey} style={{ width: props.width, transform: `translateY(${props.top}px)` }}>
+      {columns.map((c, i) => (
         <span
           key={c.id}
           role="cell"
           className={`grid-cell ${c.align === 'left' ? 'left' : ''} ${c.className?.(row) ?? ''}`}
-          style={{ width: c.width }}
+          style={{ left: lefts[i], width: c.width }}
         >
           {cellText(c, row)}
         </span>
@@ -121,6 +131,7 @@ export function LiveGrid(props: { live: LiveTable; columns: GridColumn[]; initia
     overscan: 8,
   })
   const width = columns.reduce((w, c) => w + c.width, 0)
+  const lefts = useMemo(() => columnLefts(columns), [columns])
   return (
     <div className="grid" role="table" data-testid={props.testId} data-rows={rows.length}>
       <div className="grid-head" role="row" style={{ width }}>
@@ -147,7 +158,7 @@ export function LiveGrid(props: { live: LiveTable; columns: GridColumn[]; initia
           {virtualizer.getVirtualItems().map((item) => {
             const r = rows[item.index]
             if (!r) return null
-            return <LiveRow key={r.id} live={live} rowKey={r.id} columns={columns} top={item.start} index={item.index} />
+            return <LiveRow key={r.id} live={live} rowKey={r.id} columns={columns} lefts={lefts} width={width} top={item.start} index={item.index} />
           })}
         </div>
       </div>
