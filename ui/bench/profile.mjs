@@ -53,7 +53,8 @@ function summariseTrace(file) {
   const front = [...byThread.values()].sort((a, b) => b.filter((e) => e.name === 'Layout').length - a.filter((e) => e.name === 'Layout').length)[0] ?? []
   const q = (xs, p) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] : 0)
   for (const name of ['Layout', 'PrePaint', 'Paint', 'Layerize', 'Commit']) {
-    const ds = front.filter((e) => e.name === name).map((e) => e.dur / 1000)
+    // Paint events nest (the document's, then one per painted object): count the document's.
+    const ds = front.filter((e) => e.name === name && (name !== 'Paint' || e.args?.data?.nodeName === '#document')).map((e) => e.dur / 1000)
     const sum = ds.reduce((a, b) => a + b, 0)
     console.log(`front tab ${name.padEnd(8)} ${String(ds.length).padStart(6)} × · p50 ${q(ds, 0.5).toFixed(2)} p90 ${q(ds, 0.9).toFixed(2)} ms · ${(sum / seconds).toFixed(0)} ms/s`)
   }
