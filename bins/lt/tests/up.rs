@@ -76,6 +76,35 @@ fn up_args<'a>(data: &'a str, p: &'a Ports, duration: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// The response head of `GET /index.html` from the gateway (raw HTTP/1.1, blocking).
+fn index_head(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
+/// Reads a child's stdout on a thread: lines as they come, and all of it at the end.
+fn watch(child: &mut std::process::Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    (rx, reader)
+}
+
 fn lt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lt"))
         .args(args)
@@ -91,25 +120,21 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     let lake = format!("{data}/lake");
     let p = ports();
     let url = format!("nats://127.0.0.1:{}", p.nats);
+    // A UI to serve (the gateway serves a directory holding an index.html).
+    let ui = dir.path().join("ui");
+    std::fs::create_dir_all(&ui).unwrap();
+    std::fs::write(ui.join("index.html"), "<!doctype html><title>ui</title>").unwrap();
+    let ui = ui.to_str().unwrap();
 
     // First run, in the background, watched line by line.
     let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
         .args(up_args(data, &p, "12s"))
+        .args(["--ui-dir", ui])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
+    let (rx, reader) = watch(&mut child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = String::new();
     // Wait until rows reach the lake (status lines are printed once a second).
@@ -141,6 +166,14 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     // channels' snapshot through the gateway, and is refused what the token does not allow.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(live_check(&p.gateway, &token));
+    // The UI is served cross-origin isolated by default.
+    let head = index_head(p.gateway_port);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("cross-origin-opener-policy: same-origin"), "{head}");
+    assert!(
+        head.contains("cross-origin-embedder-policy: require-corp"),
+        "{head}"
+    );
 
     // lt query through the running platform (the lake file is held by lt up).
     let q = lt(&[
@@ -215,10 +248,31 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     assert_eq!(field(&first, "lake rows"), published1, "{first}");
     assert!(published1 >= 10_000, "{first}");
 
-    // Second run resumes the same store and lake.
-    let o = lt(&up_args(data, &p, "4s"));
-    let second = text(&o);
-    assert!(o.status.success(), "{second}");
+    // Second run resumes the same store and lake, serving the UI without isolation.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(up_args(data, &p, "6s"))
+        .args(["--ui-dir", ui, "--no-cross-origin-isolation"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (rx, reader) = watch(&mut child);
+    let gateway_line = format!("gateway: ws://{}/ws", p.gateway);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut served = false;
+    while !served && Instant::now() < deadline {
+        served = rx
+            .recv_timeout(Duration::from_secs(1))
+            .is_ok_and(|l| l.contains(&gateway_line));
+    }
+    assert!(served, "the second run never printed `{gateway_line}`");
+    let head = index_head(p.gateway_port);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("cross-origin-opener-policy"), "{head}");
+    assert!(!head.contains("cross-origin-embedder-policy"), "{head}");
+    let status = child.wait().unwrap();
+    let second = reader.join().unwrap();
+    assert!(status.success(), "{second}");
     assert!(second.contains("updated stream `LT_EVENTS`"), "{second}");
     let published2 = field(&second, "published");
     assert_eq!(field(&second, "lake rows"), published2, "{second}");

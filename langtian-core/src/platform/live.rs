@@ -102,6 +102,7 @@ pub(super) async fn start_live(
     let key = secret(&cfg.data_dir)?;
     let mut gcfg = GatewayConfig::new(cfg.gateway_addr, JwtConfig::hs256(key.clone()));
     gcfg.static_dir = cfg.ui_dir.clone().filter(|d| d.join("index.html").is_file());
+    gcfg.cross_origin_isolation = cfg.cross_origin_isolation;
     let has_ui = gcfg.static_dir.is_some();
     let gw = Gateway::bind(gcfg)
         .await

@@ -92,6 +92,8 @@ pub struct UpConfig {
     pub gateway_addr: SocketAddr,
     /// The built UI (served when it holds an `index.html`).
     pub ui_dir: Option<PathBuf>,
+    /// Serve the UI cross-origin isolated (COOP + COEP; see `GatewayConfig::cross_origin_isolation`).
+    pub cross_origin_isolation: bool,
 }
 
 impl Default for UpConfig {
@@ -115,6 +117,7 @@ impl Default for UpConfig {
             delta_interval: std::time::Duration::from_millis(33),
             gateway_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ui_dir: Some(PathBuf::from("ui/dist")),
+            cross_origin_isolation: true,
         }
     }
 }
