@@ -414,6 +414,22 @@ pub async fn http_get_status(port: u16, path: &str) -> Option<u16> {
 
 /// Minimal HTTP/1.0 GET against 127.0.0.1:`port`; returns status code and body.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_response(port, path).await.map(|r| (r.status, r.body))
+}
+
+/// A response read by [`http_get_response`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// The status line and headers, header names lower-cased (`name: value` per line).
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+/// Minimal HTTP/1.0 GET against 127.0.0.1:`port` that keeps the headers (2 s timeout).
+pub async fn http_get_response(port: u16, path: &str) -> Option<HttpResponse> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
@@ -423,11 +439,20 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).into_owned();
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Some((status, body))
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+        let head = head
+            .lines()
+            .map(|l| match l.split_once(':') {
+                Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),
+                None => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Some(HttpResponse {
+            status,
+            head,
+            body: body.to_owned(),
+        })
     };
     tokio::time::timeout(Duration::from_secs(2), fut)
         .await

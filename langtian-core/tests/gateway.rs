@@ -759,30 +759,23 @@ async fn a_websocket_client_rebuilds_from_snapshot_and_deltas_within_a_second() 
 /// SharedWorker run cross-origin isolated (5 µs timers for the browser benchmark).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_the_ui_cross_origin_isolated() {
-    /// The whole HTTP/1.1 response (status line, headers, body) to `GET /index.html`.
-    async fn get_index(addr: std::net::SocketAddr) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        let _ = tcp.read_to_string(&mut out).await;
-        out
-    }
+    use langtian_core::natsd::http_get_response;
     let srv = common::server().await;
     let bus = common::bus(&srv.url()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "<!doctype html><p>langtian</p>").unwrap();
     let ui = dir.path().to_path_buf();
     let gw = gateway(&bus, |c| c.static_dir = Some(ui)).await;
-    let out = get_index(gw.addr).await;
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.contains("<p>langtian</p>"), "{out}");
-    assert!(out.contains("cross-origin-opener-policy: same-origin"), "{out}");
+    let out = http_get_response(gw.addr.port(), "/index.html").await.unwrap();
+    assert_eq!(out.status, 200, "{out:?}");
+    assert!(out.body.contains("<p>langtian</p>"), "{out:?}");
     assert!(
-        out.contains("cross-origin-embedder-policy: require-corp"),
-        "{out}"
+        out.head.contains("cross-origin-opener-policy: same-origin"),
+        "{out:?}"
+    );
+    assert!(
+        out.head.contains("cross-origin-embedder-policy: require-corp"),
+        "{out:?}"
     );
 
     // Switched off (`--no-cross-origin-isolation`): the same files, without the two headers.
@@ -792,9 +785,9 @@ async fn serves_the_ui_cross_origin_isolated() {
         c.cross_origin_isolation = false;
     })
     .await;
-    let out = get_index(plain.addr).await;
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.contains("<p>langtian</p>"), "{out}");
-    assert!(!out.contains("cross-origin-opener-policy"), "{out}");
-    assert!(!out.contains("cross-origin-embedder-policy"), "{out}");
+    let out = http_get_response(plain.addr.port(), "/index.html").await.unwrap();
+    assert_eq!(out.status, 200, "{out:?}");
+    assert!(out.body.contains("<p>langtian</p>"), "{out:?}");
+    assert!(!out.head.contains("cross-origin-opener-policy"), "{out:?}");
+    assert!(!out.head.contains("cross-origin-embedder-policy"), "{out:?}");
 }

@@ -76,19 +76,6 @@ fn up_args<'a>(data: &'a str, p: &'a Ports, duration: &'a str) -> Vec<&'a str> {
     ]
 }
 
-/// The response head of `GET /index.html` from the gateway (raw HTTP/1.1, blocking).
-fn index_head(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
-    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
-}
-
 /// Reads a child's stdout on a thread: lines as they come, and all of it at the end.
 fn watch(child: &mut std::process::Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
     let (tx, rx) = mpsc::channel::<String>();
@@ -167,8 +154,14 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(live_check(&p.gateway, &token));
     // The UI is served cross-origin isolated by default.
-    let head = index_head(p.gateway_port);
-    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let index = rt
+        .block_on(langtian_core::natsd::http_get_response(
+            p.gateway_port,
+            "/index.html",
+        ))
+        .unwrap();
+    assert_eq!(index.status, 200, "{index:?}");
+    let head = index.head;
     assert!(head.contains("cross-origin-opener-policy: same-origin"), "{head}");
     assert!(
         head.contains("cross-origin-embedder-policy: require-corp"),
@@ -266,8 +259,14 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
             .is_ok_and(|l| l.contains(&gateway_line));
     }
     assert!(served, "the second run never printed `{gateway_line}`");
-    let head = index_head(p.gateway_port);
-    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let index = rt
+        .block_on(langtian_core::natsd::http_get_response(
+            p.gateway_port,
+            "/index.html",
+        ))
+        .unwrap();
+    assert_eq!(index.status, 200, "{index:?}");
+    let head = index.head;
     assert!(!head.contains("cross-origin-opener-policy"), "{head}");
     assert!(!head.contains("cross-origin-embedder-policy"), "{head}");
     let status = child.wait().unwrap();

@@ -12,11 +12,10 @@
 import { createCollection, type Collection } from '@tanstack/db'
 import { flushSync } from 'react-dom'
 import type { FeedConnection } from '../feed/connection'
-import type { FeedName, FeedRow, HubToPage } from '../worker/protocol'
+import type { FeedName, FeedRow, RowsMessage } from '../worker/protocol'
 import { duringFrame, perf } from '../perf'
 import { FrameCoalescer } from './frame'
 
-type RowsMessage = Extract<HubToPage, { type: 'rows' }>
 
 export class LiveTable {
   readonly collection: Collection<FeedRow, string>

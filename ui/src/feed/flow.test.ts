@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { PageFlow, type RowsMessage } from './flow'
+import { PageFlow } from './flow'
 import { FrameAck } from './connection'
-import type { FeedRow, HubToPage } from '../worker/protocol'
+import type { FeedRow, HubToPage, RowsMessage } from '../worker/protocol'
 
 const row = (key: string, seq: number): FeedRow => ({ key, seq })
 const rows = (feed: 'ticks' | 'cells', rs: FeedRow[], reset = false, deleted: string[] = []): RowsMessage => ({

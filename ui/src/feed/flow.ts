@@ -17,9 +17,7 @@
  * flow.ack(2)            // the page got a frame after two messages: held rows go out
  * ```
  */
-import type { FeedName, FeedRow, HubToPage } from '../worker/protocol'
-
-export type RowsMessage = Extract<HubToPage, { type: 'rows' }>
+import type { FeedName, FeedRow, HubToPage, RowsMessage } from '../worker/protocol'
 
 /** Unacknowledged rows messages a page may have: one being painted, one or two arriving meanwhile. */
 export const FLOW_WINDOW = 3

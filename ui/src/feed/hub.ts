@@ -16,10 +16,10 @@ import type { Tick } from '../gen/langtian/md/v1/md_pb'
 import { backoffDelay } from './backoff'
 import { Batcher, FlushTimer } from './batcher'
 import { cellCodec, RAW_TOPICS, tickCodec } from './feeds'
-import { FLOW_WINDOW, PageFlow, type RowsMessage } from './flow'
+import { FLOW_WINDOW, PageFlow } from './flow'
 import { MdFeed } from './mdfeed'
 import { RefCounts } from './refcount'
-import type { ConnState, FeedName, HubStatus, HubToPage, PageToHub, RawMessage } from '../worker/protocol'
+import type { ConnState, FeedName, HubStatus, HubToPage, PageToHub, RawMessage, RowsMessage } from '../worker/protocol'
 
 /** Now in ms since the epoch, sub-millisecond where the clock allows (cross-origin isolated: 5 µs). */
 const nowMs = () => performance.timeOrigin + performance.now()

@@ -51,3 +51,6 @@ export type HubToPage =
   | { type: 'rows'; feed: FeedName; reset: boolean; rows: FeedRow[]; deleted: string[]; sentAt: number }
   | { type: 'raw'; feed: FeedName; messages: RawMessage[] }
   | { type: 'error'; message: string }
+
+/** A `rows` message (the keyed feeds' batches and snapshots). */
+export type RowsMessage = Extract<HubToPage, { type: 'rows' }>
