@@ -76,6 +76,15 @@ fn up_args<'a>(data: &'a str, p: &'a Ports, duration: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// The status line and headers of the UI's `index.html` (asserting it is served).
+fn index_head(rt: &tokio::runtime::Runtime, port: u16) -> String {
+    let index = rt
+        .block_on(langtian_core::natsd::http_get_response(port, "/index.html"))
+        .unwrap();
+    assert_eq!(index.status, 200, "{index:?}");
+    index.head
+}
+
 /// Reads a child's stdout on a thread: lines as they come, and all of it at the end.
 fn watch(child: &mut std::process::Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
     let (tx, rx) = mpsc::channel::<String>();
@@ -154,14 +163,7 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(live_check(&p.gateway, &token));
     // The UI is served cross-origin isolated by default.
-    let index = rt
-        .block_on(langtian_core::natsd::http_get_response(
-            p.gateway_port,
-            "/index.html",
-        ))
-        .unwrap();
-    assert_eq!(index.status, 200, "{index:?}");
-    let head = index.head;
+    let head = index_head(&rt, p.gateway_port);
     assert!(head.contains("cross-origin-opener-policy: same-origin"), "{head}");
     assert!(
         head.contains("cross-origin-embedder-policy: require-corp"),
@@ -259,14 +261,7 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
             .is_ok_and(|l| l.contains(&gateway_line));
     }
     assert!(served, "the second run never printed `{gateway_line}`");
-    let index = rt
-        .block_on(langtian_core::natsd::http_get_response(
-            p.gateway_port,
-            "/index.html",
-        ))
-        .unwrap();
-    assert_eq!(index.status, 200, "{index:?}");
-    let head = index.head;
+    let head = index_head(&rt, p.gateway_port);
     assert!(!head.contains("cross-origin-opener-policy"), "{head}");
     assert!(!head.contains("cross-origin-embedder-policy"), "{head}");
     let status = child.wait().unwrap();
