@@ -61,6 +61,10 @@ test('views recover within 3 s after the gateway restarts', async () => {
     const feed = () => feeds(pages)
     await until('every tab live', async () => (await feed()).every((f) => f?.state === "connected" && f.ticks >= 150))
 
+    // The hub's snapshot rebuilds so far (first loads); the restart must add at least one.
+    // (The hub sends its stats once a second: wait for one that counts the first loads.)
+    await until('the first loads counted as rebuilds', async () => (await feed())[0].rebuilds >= 1, 5_000)
+    const rebuildsBefore = (await feed())[0].rebuilds
     gateway.kill('SIGKILL')
     await new Promise((r) => gateway.on('exit', r))
     await until('every tab notices', async () => (await feed()).every((f) => f.state === 'reconnecting'))
@@ -78,6 +82,18 @@ test('views recover within 3 s after the gateway restarts', async () => {
     const health = await (await fetch(`http://127.0.0.1:${gw}/healthz`)).json()
     assert.equal(health.ws_active, 1, 'still one WebSocket for the three tabs')
     await pages[0].screenshot({ path: join(artifacts, 'after-restart.png') })
+    // The system view shows the re-reads after the reconnect and how long the last one took
+    // (seed 002: a rebuild after a disconnect takes ≤ 1 s).
+    await until('stats counting the reconnect\'s rebuilds', async () => (await feed())[0].rebuilds > rebuildsBefore, 5_000)
+    await pages[2].evaluate(() => (location.hash = '#/system'))
+    const rebuilds = pages[2].locator('[data-testid=rebuilds]')
+    await until('the system view showing the rebuilds', async () => /rebuilds .*: \d+ · last \d+ ms/.test((await rebuilds.textContent()) ?? ''), 5_000)
+    const text = (await rebuilds.textContent()) ?? ''
+    console.log(`system view after the restart: ${text}`)
+    const [, count, last] = text.match(/: (\d+) · last (\d+) ms/) ?? []
+    assert.ok(Number(count) > rebuildsBefore, `rebuild count ${count} > ${rebuildsBefore} before the restart`)
+    assert.ok(Number(last) <= 1000, `the last rebuild took ${last} ms (≤ 1 s)`)
+    assert.match(text, /waiting now 0/)
   } finally {
     await browser.close()
     gateway.kill('SIGTERM')

@@ -99,6 +99,24 @@ test('five tabs share one WebSocket through one SharedWorker; every view works; 
     await until('a rate for ticks_out', async () => /\/s$/.test((await system.locator('[data-metric=ticks_out] td').nth(2).textContent()) ?? ''))
     assert.equal(await system.locator('[data-testid=degrade-banner]').count(), 0)
     assert.match(await system.locator('[data-testid=hub]').textContent(), /shared-worker.*connected.*tabs on this connection 5/s)
+    // End-to-end figures: the hub's receipt latency, bandwidth and the first loads' rebuilds at
+    // once; tick → paint once a tab showing a grid has painted (the front one gets frames).
+    await pages[0].bringToFront()
+    const e2eRow = async (stage) => (await system.locator(`[data-testid=e2e] tr[data-stage=${stage}] td`).allTextContents()).slice(1)
+    const msFigures = (cells) => cells.slice(0, 3).map((c) => Number(/^(\d+) ms$/.exec(c)?.[1] ?? NaN))
+    await until('tick → paint reported by the ticks tab', async () => Number((await e2eRow('paint'))[3]) > 0, 10_000)
+    for (const stage of ['browser', 'paint']) {
+      const cells = await e2eRow(stage)
+      const [p50, p95, p99] = msFigures(cells)
+      assert.ok(p50 >= 0 && p50 <= p95 && p95 <= p99, `${stage}: p50/p95/p99 ${cells.join(' / ')}`)
+      assert.ok(Number(cells[3]) > 0, `${stage}: rows counted`)
+    }
+    // The rate needs two of the hub's once-a-second stats since this page loaded.
+    const bandwidth = /WebSocket in: \d+\.\d (KiB|MiB)\/s · \d+ frames\/s · total \d+\.\d (KiB|MiB) in [1-9]\d* frames/
+    await until('the bandwidth from two stats', async () => bandwidth.test((await system.locator('[data-testid=bandwidth]').textContent()) ?? ''), 5_000)
+    assert.doesNotMatch((await system.locator('[data-testid=bandwidth]').textContent()) ?? '', /WebSocket in: 0\.0 KiB\/s/, 'ticks are flowing')
+    assert.match((await system.locator('[data-testid=rebuilds]').textContent()) ?? '', /rebuilds .*: [1-9]\d* · last \d+ ms · longest \d+ ms · waiting now 0/)
+    await system.bringToFront()
     await system.screenshot({ path: join(artifacts, 'system.png'), fullPage: true })
 
     // Analysis view: a lake query published as an Arrow table reaches the browser.

@@ -5,8 +5,8 @@ import { nodesCollection } from './data/raw'
 import { AnalysisStore, AnalysisView } from './views/AnalysisView'
 import { CellsView, TicksView } from './views/GridViews'
 import { SystemView } from './views/SystemView'
-import { startFrameSampling } from './perf'
-import type { HubStatus } from './worker/protocol'
+import { startFrameSampling, takePaintLatencies } from './perf'
+import type { HubStats, HubStatus } from './worker/protocol'
 
 declare global {
   interface Window {
@@ -23,6 +23,8 @@ declare global {
       tickBatches: number
       cellBatches: number
       resets: number
+      /** The hub's snapshot rebuilds so far (from its latest once-a-second stats). */
+      rebuilds: number
       nodes: number
       analysis: string[]
       errors: string[]
@@ -42,6 +44,11 @@ function viewFromHash(): View {
 /** Everything one tab holds: its link to the hub and the collections fed by it. */
 function createSession(token: string) {
   const conn: FeedConnection = connectFeed(token)
+  // This tab's tick → paint latencies go to the hub, which merges every tab's for the system view.
+  setInterval(() => {
+    const counts = takePaintLatencies()
+    if (counts.length > 0) conn.send({ type: 'latency', counts })
+  }, 1000)
   return {
     conn,
     ticks: new LiveTable('ticks', conn),
@@ -72,10 +79,13 @@ export function App() {
     startFrameSampling()
     return () => removeEventListener('hashchange', on)
   }, [])
+  // The latest stats, for the tests' probe only (the system view renders its own).
+  const stats = useRef<HubStats | undefined>(undefined)
   useEffect(() => {
     if (!session || typeof session === 'string') return
     return session.conn.onMessage((m) => {
       if (m.type === 'status') setStatus(m)
+      else if (m.type === 'stats') stats.current = m
       else if (m.type === 'error') setErrors((e) => [...e.slice(-4), m.message])
     })
   }, [session])
@@ -97,6 +107,7 @@ export function App() {
         tickBatches: session.ticks.batches,
         cellBatches: session.cells.batches,
         resets: session.ticks.resets + session.cells.resets,
+        rebuilds: stats.current?.rebuilds ?? 0,
         nodes: session.nodes.size,
         analysis: [...session.analysis.snapshot().keys()],
         errors: errs,
@@ -138,7 +149,7 @@ export function App() {
       <main>
         {view === 'ticks' ? <TicksView live={session.ticks} /> : null}
         {view === 'cells' ? <CellsView live={session.cells} /> : null}
-        {view === 'system' ? <SystemView status={status} nodes={session.nodes} /> : null}
+        {view === 'system' ? <SystemView status={status} nodes={session.nodes} conn={session.conn} /> : null}
         {view === 'analysis' ? <AnalysisView store={session.analysis} /> : null}
       </main>
     </div>

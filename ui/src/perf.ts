@@ -3,7 +3,10 @@
  * requestAnimationFrame, and tick → paint latency — from a row's source timestamp (`tsMs`, ms
  * since the epoch, stamped by the publisher) to the first task after the frame that painted it
  * (rAF → setTimeout(0), the "after next paint" point). Bounded ring buffers; read as `window.__perf`.
+ * The tick → paint latencies also go, as a histogram, to the feed hub once a second
+ * (`takePaintLatencies`), which shows the browser's figures in the system view.
  */
+import { LatencyHistogram, type SparseCounts } from './feed/histogram'
 const CAP = 20_000
 
 class Ring {
@@ -36,6 +39,16 @@ const arrival = new Ring()
 const received = new Ring()
 /** Source time → React committed the row to the DOM (adds applying the batch and the frame wait). */
 const committed = new Ring()
+/** Tick → paint latencies since the last `takePaintLatencies` (not cleared by `perf.reset`). Only
+ * while the tab gets frames steadily: none more than `THROTTLED_GAP_MS` apart in the last
+ * `STEADY_MS`. A tab the browser throttles (hidden, minimised, in the background: measured, a
+ * burst of frames about once a second) paints rows late because it gets no frames, and that wait
+ * is the browser's choice, not the feed's. */
+const paintSinceReport = new LatencyHistogram()
+export const THROTTLED_GAP_MS = 250
+const STEADY_MS = 2000
+/** When the last frame that came more than `THROTTLED_GAP_MS` after the one before came. */
+let lastThrottled = 0
 let pending: number[] = []
 let scheduled = false
 /** True while an animation-frame callback commits rows (see `duringFrame`). */
@@ -83,7 +96,11 @@ export function markRendered(tsMs: number): void {
   const afterPaint = () =>
     setTimeout(() => {
       const now = performance.timeOrigin + performance.now()
-      for (const t of pending) latency.push(now - t)
+      const report = last > 0 && last - lastThrottled >= STEADY_MS && document.visibilityState === 'visible'
+      for (const t of pending) {
+        latency.push(now - t)
+        if (report) paintSinceReport.add(now - t)
+      }
       pending = []
       scheduled = false
     }, 0)
@@ -92,9 +109,19 @@ export function markRendered(tsMs: number): void {
   else requestAnimationFrame(afterPaint)
 }
 
+/** The tick → paint latencies measured since the previous call (for the hub's end-to-end figures). */
+export function takePaintLatencies(): SparseCounts {
+  const out = paintSinceReport.toSparse()
+  paintSinceReport.clear()
+  return out
+}
+
 let last = 0
 function loop(t: number): void {
-  if (last > 0) frames.push(t - last)
+  if (last > 0) {
+    frames.push(t - last)
+    if (t - last > THROTTLED_GAP_MS) lastThrottled = t
+  } else lastThrottled = t
   last = t
   requestAnimationFrame(loop)
 }

@@ -7,6 +7,9 @@ import type { FeedName } from '../worker/protocol'
 
 const NS_PER_MS = 1_000_000n
 
+/** Nanoseconds since the epoch → ms since the epoch, keeping the sub-millisecond part. */
+export const epochMs = (ns: bigint) => Number(ns / NS_PER_MS) + Number(ns % NS_PER_MS) / 1e6
+
 /** Market ticks: deltas on `xy.md.tick.<venue>.<shard>`, snapshots `xy.md.snapshot.<venue>`. */
 export const tickCodec: MdCodec<Tick> = {
   topic: 'xy.md.tick.>',
@@ -34,7 +37,7 @@ export const tickCodec: MdCodec<Tick> = {
     oi: t.oi,
     seq: Number(t.seq),
     // Publish time at the source (ms since the epoch): the start of tick → paint latency.
-    tsMs: Number(t.tsExchange / NS_PER_MS) + Number(t.tsExchange % NS_PER_MS) / 1e6,
+    tsMs: epochMs(t.tsExchange),
   }),
 }
 
@@ -94,7 +97,10 @@ export const cellCodec: MdCodec<ChannelSample> = {
     soc: s.soc,
     seq: Number(s.seq),
     status: channelStatus(s),
-    tsMs: Number(s.tsDevice / NS_PER_MS),
+    // The source time of a channel sample is the collector's receipt of its datagram: the
+    // device's own clock (`tsDevice`) is not the browser's (the simulator's runs on cell time).
+    // No receipt time (trimmed at degradation level 2): no latency for the row.
+    ...(s.tsReceived > 0n ? { tsMs: epochMs(s.tsReceived) } : {}),
   }),
 }
 

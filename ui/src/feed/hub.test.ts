@@ -163,6 +163,49 @@ describe('feed hub', () => {
     vi.useRealTimers()
   })
 
+  it("end-to-end figures once a second: bytes and frames in, tick → browser, the pages' tick → paint, rebuilds", () => {
+    const { hub, sockets, port } = setup()
+    const a = port()
+    hub.onMessage(a, { type: 'hello', url: 'ws://gw/ws', token: 't' })
+    const ws = sockets[0]!
+    let bytes = 0
+    const deliver = (frame: Parameters<FakeSocket['deliver']>[0]) => {
+      bytes += toBinary(ServerFrameSchema, create(ServerFrameSchema, frame)).byteLength
+      ws.deliver(frame)
+    }
+    ws.open()
+    hub.onMessage(a, { type: 'sub', feed: 'ticks' })
+    deliver({ kind: { case: 'batch', value: { messages: [{ subId: 1, subject: 'xy.md.tick.shfe.0', payload: delta(0, 1, 0, [tick('a', 1)]) }] } } })
+    const requestId = (() => {
+      const r = ws.sent.find((f) => f.kind.case === 'getSnapshot')
+      return r?.kind.case === 'getSnapshot' ? r.kind.value.requestId : 0
+    })()
+    expect(hub.stats().rebuilding).toBe(1)
+    deliver({ kind: { case: 'snapshot', value: { requestId, key: 'xy.md.snapshot.shfe', payload: snapshot([tick('a', 1)], [1]) } } })
+    vi.advanceTimersByTime(16)
+    // Two ticks stamped 25.5 ms before now: the hub counts source → receipt for the rows it delivers.
+    const stamped = (symbol: string, seq: number) =>
+      create(TickSchema, { venue: 'shfe', symbol, seq: BigInt(seq), last: seq, tsExchange: BigInt(Math.round((performance.timeOrigin + performance.now() - 25.5) * 1e6)) })
+    deliver({ kind: { case: 'batch', value: { messages: [{ subId: 1, subject: 'xy.md.tick.shfe.0', payload: delta(0, 2, 1, [stamped('a', 2), stamped('b', 1)]) }] } } })
+    vi.advanceTimersByTime(16)
+    // A page reports its tick → paint histogram; a malformed entry is dropped.
+    hub.onMessage(a, { type: 'latency', counts: [[40, 3], [41, 1], 'x' as unknown as [number, number]] })
+    const before = a.got.filter((m) => m.type === 'stats').length
+    vi.advanceTimersByTime(1000)
+    const stats = a.got.filter((m): m is Extract<HubToPage, { type: 'stats' }> => m.type === 'stats')
+    expect(stats.length).toBe(before + 1)
+    const s = stats.at(-1)!
+    expect([s.bytesIn, s.framesIn]).toEqual([bytes, 3])
+    expect(s.toBrowser.n).toBe(2)
+    expect(s.toBrowser.p50).toBeGreaterThanOrEqual(25)
+    expect(s.toBrowser.p99).toBeLessThan(1000)
+    expect(s.toPaint).toEqual({ n: 4, p50: 40, p95: 41, p99: 41 })
+    expect([s.rebuilds, s.rebuilding, s.windowS]).toEqual([1, 0, 10])
+    expect(s.rebuildLastMs).toBeGreaterThanOrEqual(0)
+    hub.close()
+    vi.useRealTimers()
+  })
+
   it('reconnects with backoff, subscribes again and re-reads snapshots; retries a missing snapshot', () => {
     const { hub, sockets, port } = setup()
     const a = port()

@@ -7,7 +7,9 @@
  * - batches every 16 ms and de-duplicates (latest row per key, latest raw message per subject);
  * - keeps a last-value cache, so a new page paints at once;
  * - sends each page only as many batches as it shows: per-page flow control (`./flow.ts`);
- * - reconnects with exponential backoff (capped, jittered) and re-reads every snapshot afterwards.
+ * - reconnects with exponential backoff (capped, jittered) and re-reads every snapshot afterwards;
+ * - sends every page the browser's end-to-end figures once a second (`HubStats`: latency, bandwidth,
+ *   snapshot rebuilds), for the system view.
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { ClientFrameSchema, ErrorCode, ServerFrameSchema, type ClientFrame } from '../gen/langtian/gateway/v1/gateway_pb'
@@ -15,17 +17,16 @@ import type { ChannelSample } from '../gen/langtian/battery/v1/battery_pb'
 import type { Tick } from '../gen/langtian/md/v1/md_pb'
 import { backoffDelay } from './backoff'
 import { Batcher, FlushTimer } from './batcher'
-import { cellCodec, RAW_TOPICS, tickCodec } from './feeds'
+import { cellCodec, epochMs, RAW_TOPICS, tickCodec } from './feeds'
 import { FLOW_WINDOW, PageFlow } from './flow'
+import { RecentHistogram } from './histogram'
 import { MdFeed } from './mdfeed'
 import { RefCounts } from './refcount'
-import type { ConnState, FeedName, HubStatus, HubToPage, PageToHub, RawMessage, RowsMessage } from '../worker/protocol'
+import type { ConnState, FeedName, HubStats, HubStatus, HubToPage, PageToHub, RawMessage, RowsMessage } from '../worker/protocol'
 
 /** Now in ms since the epoch, sub-millisecond where the clock allows (cross-origin isolated: 5 µs). */
 const nowMs = () => performance.timeOrigin + performance.now()
 
-/** A frame's nanoseconds since the epoch in ms. */
-const epochMs = (ns: bigint) => Number(ns / 1_000_000n) + Number(ns % 1_000_000n) / 1e6
 
 /** Where the hub sends a page its messages. */
 export interface HubPort {
@@ -44,7 +45,12 @@ export interface HubOptions {
   /** Unacknowledged rows messages per page (flow control; default `FLOW_WINDOW`). */
   flowWindow?: number
   socket?: SocketFactory
+  /** How often every page gets `HubStats` (default 1000 ms; 0: never, e.g. in unit tests). */
+  statsMs?: number
 }
+
+/** The window of the end-to-end latency figures, in seconds. */
+export const STATS_WINDOW_S = 10
 
 export class FeedHub {
   private readonly ports = new Set<HubPort>()
@@ -67,6 +73,11 @@ export class FeedHub {
   private nextId = 1
   /** Undecodable frames or payloads. */
   decodeErrors = 0
+  private bytesIn = 0
+  private framesIn = 0
+  private readonly toBrowser = new RecentHistogram(STATS_WINDOW_S)
+  private readonly toPaint = new RecentHistogram(STATS_WINDOW_S)
+  private statsTimer: ReturnType<typeof setInterval> | undefined
 
   constructor(private readonly opts: HubOptions) {
     const request = (key: string) => this.requestSnapshot(key)
@@ -75,6 +86,8 @@ export class FeedHub {
   }
 
   attach(port: HubPort): void {
+    const statsMs = this.opts.statsMs ?? 1000
+    if (statsMs > 0 && this.statsTimer === undefined) this.statsTimer = setInterval(() => this.broadcast(this.stats()), statsMs)
     this.ports.add(port)
     if (!this.flows.has(port)) this.flows.set(port, new PageFlow((m) => port.post(m), this.opts.flowWindow ?? FLOW_WINDOW, nowMs))
     this.broadcastStatus()
@@ -92,6 +105,8 @@ export class FeedHub {
     this.target = undefined
     this.socket?.close(1000)
     this.timer.stop()
+    if (this.statsTimer !== undefined) clearInterval(this.statsTimer)
+    this.statsTimer = undefined
   }
 
   onMessage(port: HubPort, m: PageToHub): void {
@@ -119,6 +134,10 @@ export class FeedHub {
       case 'resync':
         this.md[m.feed]?.resyncAll()
         break
+      case 'latency':
+        // From our own pages, but still checked: a malformed report is dropped, not trusted.
+        if (Array.isArray(m.counts)) this.toPaint.addCounts(m.counts.filter((c) => Array.isArray(c) && c.length === 2))
+        break
       case 'bye':
         this.detach(port)
         break
@@ -136,6 +155,25 @@ export class FeedHub {
       mode: this.opts.mode,
       applied: Object.values(this.md).reduce((n, f) => n + f.applied, 0),
       resyncs: Object.values(this.md).reduce((n, f) => n + f.resyncs, 0),
+    }
+  }
+
+  /** The browser's end-to-end figures (sent to every page once a second). */
+  stats(): HubStats {
+    const feeds = Object.values(this.md)
+    const latest = feeds.reduce<{ rebuildLastAt: number; rebuildLastMs: number | null } | undefined>((a, f) => (f.rebuildLastAt > (a?.rebuildLastAt ?? -Infinity) ? f : a), undefined)
+    const max = feeds.map((f) => f.rebuildMaxMs).filter((x): x is number => x !== null)
+    return {
+      type: 'stats',
+      bytesIn: this.bytesIn,
+      framesIn: this.framesIn,
+      windowS: STATS_WINDOW_S,
+      toBrowser: this.toBrowser.summary(),
+      toPaint: this.toPaint.summary(),
+      rebuilds: feeds.reduce((n, f) => n + f.rebuilds, 0),
+      rebuildLastMs: latest?.rebuildLastMs ?? null,
+      rebuildMaxMs: max.length ? Math.max(...max) : null,
+      rebuilding: feeds.reduce((n, f) => n + f.rebuilding, 0),
     }
   }
 
@@ -203,7 +241,11 @@ export class FeedHub {
       for (const md of Object.values(this.md)) md.resyncAll()
       this.broadcastStatus()
     }
-    ws.onmessage = (ev: MessageEvent<ArrayBuffer>) => this.onFrame(new Uint8Array(ev.data))
+    ws.onmessage = (ev: MessageEvent<ArrayBuffer>) => {
+      this.bytesIn += ev.data.byteLength
+      this.framesIn++
+      this.onFrame(new Uint8Array(ev.data))
+    }
     ws.onclose = (ev: CloseEvent) => {
       if (this.socket === ws) this.socket = undefined
       if (!this.target) return
@@ -318,6 +360,9 @@ export class FeedHub {
       const out = md.flush()
       if (!out) continue
       const m: RowsMessage = { type: 'rows', feed, reset: out.reset, rows: out.rows, deleted: [], sentAt }
+      if (!out.reset) {
+        for (const r of out.rows) if (typeof r.tsMs === 'number' && typeof r.rxMs === 'number') this.toBrowser.add(r.rxMs - r.tsMs)
+      }
       for (const p of this.refs.ports(feed)) this.sendRows(p, m)
     }
     for (const [feed, b] of this.raw) {

@@ -40,10 +40,19 @@ export class MdFeed<R> {
   applied = 0
   /** Snapshot requests made because of a gap or an unknown group. */
   resyncs = 0
+  /** When each group waiting for a snapshot asked for it (ms, `now`). */
+  private readonly rebuildSince = new Map<string, number>()
+  /** Snapshot rebuilds finished, and how long the last and the longest took (request → applied). */
+  rebuilds = 0
+  rebuildLastMs: number | null = null
+  /** When the last rebuild finished (`now`), to tell which feed's was last. */
+  rebuildLastAt = -Infinity
+  rebuildMaxMs: number | null = null
 
   constructor(
     readonly codec: MdCodec<R>,
     private readonly requestSnapshot: (key: string) => void,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** A delta from the gateway. Throws on an undecodable payload (the hub counts it). */
@@ -78,12 +87,28 @@ export class MdFeed<R> {
     this.pending.delete(group)
     this.groups.set(group, replica)
     this.reset = true
+    const since = this.rebuildSince.get(group)
+    if (since !== undefined) {
+      this.rebuildSince.delete(group)
+      const at = this.now()
+      const ms = at - since
+      this.rebuilds++
+      this.rebuildLastMs = ms
+      this.rebuildLastAt = at
+      this.rebuildMaxMs = Math.max(this.rebuildMaxMs ?? 0, ms)
+    }
+  }
+
+  /** Groups waiting for their snapshot. */
+  get rebuilding(): number {
+    return this.rebuildSince.size
   }
 
   /** After a reconnect: every group re-reads its snapshot (deltas were missed meanwhile). */
   resyncAll(): void {
     for (const g of this.groups.keys()) {
       this.resyncs++
+      this.markRebuilding(g)
       this.requestSnapshot(this.codec.snapshotKey(g))
     }
   }
@@ -133,6 +158,12 @@ export class MdFeed<R> {
     }
     this.pending.set(group, [d])
     this.resyncs++
+    this.markRebuilding(group)
     this.requestSnapshot(this.codec.snapshotKey(group))
+  }
+
+  /** A rebuild's clock starts at its first request (asking again does not restart it). */
+  private markRebuilding(group: string): void {
+    if (!this.rebuildSince.has(group)) this.rebuildSince.set(group, this.now())
   }
 }

@@ -63,7 +63,14 @@ const LiveRow = memo(function LiveRow(props: { live: LiveTable; rowKey: string; 
     (cb) => live.subscribeKey(rowKey, cb),
     () => live.get(rowKey),
   )
+  // Tick → paint is measured for updates of a row on screen, not for a row that just came into
+  // view (its value may be seconds old: that is its age, not the feed's latency).
+  const mounted = useRef(false)
   useLayoutEffect(() => {
+    if (!mounted.current) {
+      mounted.current = true
+      return
+    }
     if (row && typeof row.tsMs === 'number') markRendered(row.tsMs)
   }, [row])
   if (!row) return null

@@ -1,10 +1,13 @@
-/** The system view: connection + degradation, the platform's metrics, the discovery list. */
+/** The system view: connection + degradation, the browser's end-to-end figures (latency, bandwidth,
+ * snapshot rebuilds), the platform's metrics, the discovery list. */
 import { useEffect, useMemo, useState } from 'react'
 import { useLiveQuery } from '@tanstack/react-db'
 import type { Collection } from '@tanstack/db'
 import { componentOf, metricTypes, parsePrometheus, type MetricSample } from '../data/metrics'
 import type { NodeRow } from '../data/raw'
-import type { HubStatus } from '../worker/protocol'
+import type { FeedConnection } from '../feed/connection'
+import type { LatencySummary } from '../feed/histogram'
+import type { HubStats, HubStatus } from '../worker/protocol'
 
 const SCRAPE_MS = 1000
 /** A node whose last heartbeat is older than this is shown as stale (the KV TTL is 15 s). */
@@ -49,9 +52,78 @@ function useMetrics(): { samples: MetricSample[]; error?: string; at?: number } 
   return state
 }
 
+/** The hub's latest `HubStats` and the bandwidth between it and the one before. */
+function useHubStats(conn: FeedConnection): { stats?: HubStats; bytesPerS?: number; framesPerS?: number } {
+  const [state, setState] = useState<{ stats?: HubStats; bytesPerS?: number; framesPerS?: number }>({})
+  useEffect(() => {
+    let prev: { at: number; stats: HubStats } | undefined
+    return conn.onMessage((m) => {
+      if (m.type !== 'stats') return
+      const at = performance.now()
+      const dt = prev ? (at - prev.at) / 1000 : 0
+      const next = {
+        stats: m,
+        bytesPerS: prev && dt > 0 ? (m.bytesIn - prev.stats.bytesIn) / dt : undefined,
+        framesPerS: prev && dt > 0 ? (m.framesIn - prev.stats.framesIn) / dt : undefined,
+      }
+      prev = { at, stats: m }
+      setState(next)
+    })
+  }, [conn])
+  return state
+}
+
+const ms = (v: number | null | undefined) => (v === null || v === undefined ? '—' : `${v.toFixed(0)} ms`)
+const bytes = (v: number) => (v >= 1 << 20 ? `${(v / (1 << 20)).toFixed(1)} MiB` : `${(v / 1024).toFixed(1)} KiB`)
+
+function LatencyRow({ stage, what, s }: { stage: string; what: string; s: LatencySummary | undefined }) {
+  return (
+    <tr data-stage={stage}>
+      <td>{what}</td>
+      <td className="num">{ms(s?.p50)}</td>
+      <td className="num">{ms(s?.p95)}</td>
+      <td className="num">{ms(s?.p99)}</td>
+      <td className="num muted">{s?.n ?? 0}</td>
+    </tr>
+  )
+}
+
+/** Latency from the source to this browser and to the screen, bandwidth, snapshot rebuilds. */
+function EndToEnd({ conn }: { conn: FeedConnection }) {
+  const { stats, bytesPerS, framesPerS } = useHubStats(conn)
+  return (
+    <>
+      <h3>End to end (this browser{stats ? `, last ${stats.windowS} s` : ''})</h3>
+      <table className="plain" data-testid="e2e">
+        <thead>
+          <tr>
+            <th>from the source timestamp to</th>
+            <th>p50</th>
+            <th>p95</th>
+            <th>p99</th>
+            <th>rows</th>
+          </tr>
+        </thead>
+        <tbody>
+          <LatencyRow stage="browser" what="this browser (the feed hub received it)" s={stats?.toBrowser} />
+          <LatencyRow stage="paint" what="painted (every tab showing a live grid)" s={stats?.toPaint} />
+        </tbody>
+      </table>
+      <p data-testid="bandwidth">
+        WebSocket in: <b>{bytesPerS === undefined ? '—' : `${bytes(bytesPerS)}/s`}</b> · {framesPerS === undefined ? '—' : framesPerS.toFixed(0)} frames/s · total{' '}
+        <b>{stats ? bytes(stats.bytesIn) : '—'}</b> in {stats?.framesIn ?? 0} frames
+      </p>
+      <p data-testid="rebuilds">
+        snapshot rebuilds (first load, gaps, reconnects): <b>{stats?.rebuilds ?? 0}</b> · last <b>{ms(stats?.rebuildLastMs)}</b> · longest{' '}
+        <b>{ms(stats?.rebuildMaxMs)}</b> · waiting now <b>{stats?.rebuilding ?? 0}</b>
+      </p>
+    </>
+  )
+}
+
 const fmt = (v: number) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? v.toFixed(0) : v.toPrecision(3))
 
-export function SystemView({ status, nodes }: { status: HubStatus | undefined; nodes: Collection<NodeRow, string> }) {
+export function SystemView({ status, nodes, conn }: { status: HubStatus | undefined; nodes: Collection<NodeRow, string>; conn: FeedConnection }) {
   const { samples, error, at } = useMetrics()
   const { data: nodeRows } = useLiveQuery((q) => q.from({ n: nodes }).orderBy(({ n }) => n.node_id), [nodes])
   const [now, setNow] = useState(Date.now())
@@ -74,6 +146,7 @@ export function SystemView({ status, nodes }: { status: HubStatus | undefined; n
         feed: <b>{status?.mode ?? '—'}</b> · connection <b>{status?.state ?? '—'}</b> · tabs on this connection <b>{status?.ports ?? 0}</b> ·
         sockets opened <b>{status?.sockets ?? 0}</b> · deltas applied <b>{status?.applied ?? 0}</b> · snapshot requests <b>{status?.resyncs ?? 0}</b>
       </p>
+      <EndToEnd conn={conn} />
       <h3>Nodes (discovery, KV lt_nodes)</h3>
       <table className="plain" data-testid="nodes">
         <thead>

@@ -1,5 +1,6 @@
 /** Messages between a page (tab) and the feed hub (the SharedWorker, or the leader tab of the
  * Web Locks fallback) over a MessagePort or a BroadcastChannel. */
+import type { LatencySummary, SparseCounts } from '../feed/histogram'
 
 /** The live feeds a page can subscribe to (see `src/feed/feeds.ts`). */
 export type FeedName = 'ticks' | 'cells' | 'nodes' | 'analysis'
@@ -12,6 +13,8 @@ export type PageToHub =
   | { type: 'resync'; feed: FeedName }
   /** The page got an animation frame after `n` rows messages (flow control: `src/feed/flow.ts`). */
   | { type: 'ack'; n: number }
+  /** The page's tick → paint latencies since its last report (1 ms buckets: `src/feed/histogram.ts`). */
+  | { type: 'latency'; counts: SparseCounts }
   | { type: 'bye' }
 
 export type ConnState = 'connecting' | 'connected' | 'reconnecting' | 'unauthorized'
@@ -45,8 +48,29 @@ export interface HubStatus {
   resyncs: number
 }
 
+/** The browser's end-to-end figures, sent by the hub to every page once a second (the system view). */
+export interface HubStats {
+  type: 'stats'
+  /** Bytes and frames received over the one WebSocket since the hub started. */
+  bytesIn: number
+  framesIn: number
+  /** The latency figures cover the last `windowS` seconds. */
+  windowS: number
+  /** Source time → the hub received the frame carrying the row (every row the hub delivered). */
+  toBrowser: LatencySummary
+  /** Source time → the row was painted, as reported by the pages that show live grids. */
+  toPaint: LatencySummary
+  /** Snapshot rebuilds finished (first load, gap, reconnect); the last and the longest, in ms. */
+  rebuilds: number
+  rebuildLastMs: number | null
+  rebuildMaxMs: number | null
+  /** Groups waiting for their snapshot right now. */
+  rebuilding: number
+}
+
 export type HubToPage =
   | HubStatus
+  | HubStats
   /** Changed rows of a keyed feed since the previous flush (latest per key); `reset`: replace all. */
   | { type: 'rows'; feed: FeedName; reset: boolean; rows: FeedRow[]; deleted: string[]; sentAt: number }
   | { type: 'raw'; feed: FeedName; messages: RawMessage[] }
