@@ -27,7 +27,6 @@ import type { ConnState, FeedName, HubStats, HubStatus, HubToPage, PageToHub, Ra
 /** Now in ms since the epoch, sub-millisecond where the clock allows (cross-origin isolated: 5 µs). */
 const nowMs = () => performance.timeOrigin + performance.now()
 
-
 /** Where the hub sends a page its messages. */
 export interface HubPort {
   post(m: HubToPage): void
