@@ -29,14 +29,31 @@ pub fn log_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, String>
     tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("--log `{filter}`: {e}"))
 }
 
-/// Starts logging to stderr with the `--log` filter (see [`log_filter`]).
-pub fn init_logging(filter: &str) -> Result<(), String> {
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(filter)?)
-        .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| format!("logging: {e}"))
+/// How log lines are written (`--log-format`, env `LT_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people: time, level, target, message, `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line for log pipelines: `timestamp`, `level`, `target`, `fields`
+    /// (with `message` and every field, e.g. the `code` of a refusal), `span`/`spans`.
+    Json,
 }
+
+/// Starts logging to stderr with the `--log` filter (see [`log_filter`]) in `format`.
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
+    crate::console::set_json(format == LogFormat::Json);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(filter)?)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| format!("logging: {e}"))
+}
+
+pub use crate::console::say;
 
 /// NATS connection flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -103,7 +120,7 @@ pub async fn stop_signal(name: &str, what: &str) {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-    eprintln!("{name}: stopping — {what}");
+    say(&format!("{name}: stopping — {what}"));
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!   JetStream acks, dead letters from server advisories, declarative provisioning.
 //! - [`aggregate`] (feature `aggregate`): keyed latest state → 33 ms deltas + snapshots (KV).
 //! - `cli` (feature `cli`): the flags, stop signal and ops address shared by the service binaries.
+//! - [`console`]: the service binaries' banners and status lines (plain, or JSON log events).
 //! - [`collector`]: UDP datagrams → envelopes → JetStream, with a bounded outage buffer.
 //! - [`discovery`]: node registry on JetStream KV (TTL, watch, history).
 //! - [`gateway`] (feature `gateway`): the browser WebSocket gateway (JWT, ACL, batching, degradation).
@@ -28,6 +29,7 @@ pub mod bus;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod collector;
+pub mod console;
 pub mod discovery;
 pub mod envelope;
 #[cfg(feature = "flow")]

@@ -57,6 +57,9 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info", env = "LT_LOG")]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, value_enum, default_value_t = langtian_core::cli::LogFormat::Text, env = "LT_LOG_FORMAT")]
+    log_format: langtian_core::cli::LogFormat,
 }
 
 fn config(cli: &Cli) -> Result<AggregatorConfig, String> {
@@ -90,7 +93,7 @@ fn config(cli: &Cli) -> Result<AggregatorConfig, String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log, cli.log_format) {
         eprintln!("lt-aggregator: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }
@@ -123,7 +126,10 @@ async fn main() -> ExitCode {
     let stop = cli::stop_signal("lt-aggregator", "publishing the last deltas and snapshots…");
     match run_aggregator_service(bus, cfg, sopts, stop).await {
         Ok(stats) => {
-            eprintln!("lt-aggregator: stopped cleanly\n{}", status_line(&stats));
+            langtian_core::cli::say(&format!(
+                "lt-aggregator: stopped cleanly\n{}",
+                status_line(&stats)
+            ));
             ExitCode::SUCCESS
         }
         Err(e @ AggregateError::Config { .. }) => {

@@ -63,12 +63,15 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info", env = "LT_LOG")]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, value_enum, default_value_t = langtian_core::cli::LogFormat::Text, env = "LT_LOG_FORMAT")]
+    log_format: langtian_core::cli::LogFormat,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log, cli.log_format) {
         eprintln!("lt-collector: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }
@@ -103,15 +106,18 @@ async fn main() -> ExitCode {
     let stop = cli::stop_signal("lt-collector", "publishing the backlog…");
     match run_collector_service(cfg, bus, opts, stop).await {
         Ok(r) if r.unpublished_at_stop > 0 => {
-            eprintln!(
+            cli::say(&format!(
                 "lt-collector: stopped with {} envelopes unpublished\n{}",
                 r.unpublished_at_stop,
                 status_line(&r.stats)
-            );
+            ));
             ExitCode::from(15)
         }
         Ok(r) => {
-            eprintln!("lt-collector: stopped cleanly\n{}", status_line(&r.stats));
+            cli::say(&format!(
+                "lt-collector: stopped cleanly\n{}",
+                status_line(&r.stats)
+            ));
             ExitCode::SUCCESS
         }
         Err(

@@ -34,6 +34,9 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info", env = "LT_LOG")]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, value_enum, default_value_t = langtian_core::cli::LogFormat::Text, env = "LT_LOG_FORMAT")]
+    log_format: langtian_core::cli::LogFormat,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -45,7 +48,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log, cli.log_format) {
         eprintln!("lt-flow: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }
@@ -74,7 +77,7 @@ async fn main() -> ExitCode {
     };
     match run_service(file, &opts).await {
         Ok(stats) => {
-            eprintln!("lt-flow: stopped — {}", status_line(&stats));
+            langtian_core::cli::say(&format!("lt-flow: stopped — {}", status_line(&stats)));
             ExitCode::SUCCESS
         }
         Err(e) => {

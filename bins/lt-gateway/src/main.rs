@@ -87,6 +87,9 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info", env = "LT_LOG")]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, value_enum, default_value_t = langtian_core::cli::LogFormat::Text, env = "LT_LOG_FORMAT")]
+    log_format: langtian_core::cli::LogFormat,
 }
 
 fn jwt(cli: &Cli) -> Result<JwtConfig, String> {
@@ -117,7 +120,7 @@ fn jwt(cli: &Cli) -> Result<JwtConfig, String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log, cli.log_format) {
         eprintln!("lt-gateway: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }
@@ -165,7 +168,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("lt-gateway: UI {} · WebSocket {}", gw.http_url(), gw.ws_url());
+    langtian_core::cli::say(&format!(
+        "lt-gateway: UI {} · WebSocket {}",
+        gw.http_url(),
+        gw.ws_url()
+    ));
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         cli::stop_signal("lt-gateway", "closing connections…").await;

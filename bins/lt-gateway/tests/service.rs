@@ -1,7 +1,9 @@
 //! The `lt-gateway` binary: a development token from the secret file, /healthz against a real
-//! nats-server, a WebSocket subscription with that token; bad settings exit 10.
+//! nats-server, a WebSocket subscription with that token, JSON log lines with error codes for a
+//! refused token and a denied subscription; bad settings exit 10.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,7 @@ async fn serves_websocket_clients_with_a_dev_token() {
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
 
     let port = langtian_core::natsd::free_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
         .args([
             "--jwt-secret-file",
             secret,
@@ -45,11 +47,15 @@ async fn serves_websocket_clients_with_a_dev_token() {
             &format!("127.0.0.1:{port}"),
             "--nats-url",
             &srv.url(),
+            "--log-format",
+            "json",
         ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _guard = Guard(Some(child));
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let log_lines = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let mut guard = Guard(Some(child));
     let deadline = Instant::now() + Duration::from_secs(20);
     while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
         assert!(Instant::now() < deadline, "not ready within 20 s");
@@ -83,6 +89,70 @@ async fn serves_websocket_clients_with_a_dev_token() {
     let (code, page) = langtian_core::natsd::http_get(port, "/").await.unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("Langtian gateway"), "the no-UI page");
+
+    // A subject the token does not allow: an error frame, and an audit line with its code.
+    let f = pb::ClientFrame {
+        kind: Some(pb::client_frame::Kind::Subscribe(pb::Subscribe {
+            id: 2,
+            subject: "lt.secret.>".into(),
+            priority: false,
+        })),
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        f.encode_to_vec().into(),
+    ))
+    .await
+    .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let frame = pb::ServerFrame::decode(m.into_data().as_ref()).unwrap();
+    assert!(
+        matches!(frame.kind, Some(pb::server_frame::Kind::Error(_))),
+        "{frame:?}"
+    );
+    // A token that is not a JWT: refused before the upgrade.
+    let refused = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token=not-a-jwt")).await;
+    assert!(refused.is_err(), "a bad token is refused");
+
+    // Every log line is one JSON object; the two refusals carry their codes.
+    let mut child = guard.0.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = log_lines.join().unwrap();
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let with_code = |code: &str| {
+        events
+            .iter()
+            .find(|e| e["fields"]["code"] == code)
+            .unwrap_or_else(|| panic!("no log line with code {code} in {lines:#?}"))
+    };
+    let denied = with_code("forbidden");
+    assert_eq!(
+        (denied["target"].as_str(), denied["level"].as_str()),
+        (Some("audit"), Some("WARN"))
+    );
+    assert_eq!(denied["fields"]["subject"], "lt.secret.>");
+    let bad_token = with_code("auth_invalid");
+    assert_eq!(bad_token["target"], "audit");
+    assert!(
+        bad_token["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid token"),
+        "{bad_token}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "gateway listening"),
+        "info lines too"
+    );
 }
 
 #[test]

@@ -67,6 +67,9 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info", env = "LT_LOG")]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, value_enum, default_value_t = langtian_core::cli::LogFormat::Text, env = "LT_LOG_FORMAT")]
+    log_format: langtian_core::cli::LogFormat,
 }
 
 fn lake_config(cli: &Cli) -> LakeConfig {
@@ -81,7 +84,7 @@ fn lake_config(cli: &Cli) -> LakeConfig {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log, cli.log_format) {
         eprintln!("lt-query: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }
@@ -139,10 +142,10 @@ async fn main() -> ExitCode {
     let beat = node.as_ref().map(|n| n.spawn_heartbeat());
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = tokio::spawn(QueryService::new(bus.clone(), lake, scfg).run(stop_rx));
-    eprintln!(
+    langtian_core::cli::say(&format!(
         "lt-query: serving {} (queue group {}) on {}",
         cli.subject, cli.queue_group, cli.nats.nats_url
-    );
+    ));
     cli::stop_signal("lt-query", "finishing the queries in progress").await;
     let _ = stop_tx.send(true);
     let result = service.await;

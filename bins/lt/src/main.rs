@@ -32,6 +32,9 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `langtian_core=debug`.
     #[arg(long, global = true, env = "LT_LOG", default_value = "warn")]
     log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, global = true, value_enum, default_value_t = langtian_core::cli::LogFormat::Text, env = "LT_LOG_FORMAT")]
+    log_format: langtian_core::cli::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -361,7 +364,7 @@ struct BenchBusArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = langtian_core::cli::init_logging(&cli.log) {
+    if let Err(e) = langtian_core::cli::init_logging(&cli.log, cli.log_format) {
         eprintln!("lt: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }

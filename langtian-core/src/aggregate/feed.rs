@@ -83,9 +83,11 @@ async fn restore<R: MdRecord>(
                 groups.insert(group, GroupState::restore(snap, cfg.reorder));
             }
             Ok((group, snap, _)) => {
-                tracing::warn!(%key, %group, stored = snap.shard_versions.len(), configured = cfg.shards, "stored snapshot has another shard count; starting the group afresh")
+                tracing::warn!(code = "snapshot_shards_changed", %key, %group, stored = snap.shard_versions.len(), configured = cfg.shards, "stored snapshot has another shard count; starting the group afresh")
             }
-            Err(e) => tracing::warn!(%key, error = %e, "ignoring an undecodable stored snapshot"),
+            Err(e) => {
+                tracing::warn!(code = "snapshot_undecodable", %key, error = %e, "ignoring an undecodable stored snapshot")
+            }
         }
     }
     Ok((groups, oldest))
@@ -227,7 +229,7 @@ pub(super) async fn run_feed<R: MdRecord>(
                     }
                 }
                 // The ordered consumer recreates itself after gaps and server restarts.
-                Some(Err(e)) => tracing::warn!(error = %e, "source read error (the ordered consumer recovers)"),
+                Some(Err(e)) => tracing::warn!(code = "source_read_error", error = %e, "source read error (the ordered consumer recovers)"),
                 None => {
                     return Err(AggregateError::Nats {
                         what: format!("reading `{}`", feed.stream),
@@ -266,7 +268,7 @@ impl Emitter<'_> {
                 let body = R::encode_delta(group, &d, ts);
                 let subject = self.feed.delta_subject(group, d.shard);
                 if let Err(e) = self.bus.client().publish(subject.clone(), body.into()).await {
-                    tracing::warn!(%subject, error = %e, "publishing a delta failed");
+                    tracing::warn!(code = "publish_failed", %subject, error = %e, "publishing a delta failed");
                     continue;
                 }
                 self.stats.deltas_out.fetch_add(1, Ordering::Relaxed);
@@ -290,12 +292,12 @@ impl Emitter<'_> {
             if body.len() > self.max_payload {
                 self.stats.snapshot_errors.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("snapshot_errors", "feed" => self.name).increment(1);
-                tracing::error!(%subject, bytes = body.len(), max_payload = self.max_payload, keys = snap.records.len(), "snapshot larger than the server's max_payload; raise max_payload or split the group");
+                tracing::error!(code = "snapshot_too_large", %subject, bytes = body.len(), max_payload = self.max_payload, keys = snap.records.len(), "snapshot larger than the server's max_payload; raise max_payload or split the group");
                 continue;
             }
             if let Err(e) = self.bus.client().publish(subject.clone(), body.clone()).await {
                 self.stats.snapshot_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%subject, error = %e, "publishing a snapshot failed");
+                tracing::warn!(code = "publish_failed", %subject, error = %e, "publishing a snapshot failed");
                 continue;
             }
             if store.send((subject, body)).await.is_err() {
@@ -311,7 +313,7 @@ async fn store_snapshots(kv: kv::Store, mut rx: mpsc::Receiver<(String, Bytes)>)
     while let Some((key, body)) = rx.recv().await {
         if let Err(e) = kv.put(&key, body).await {
             metrics::counter!("snapshot_errors", "feed" => "kv").increment(1);
-            tracing::warn!(%key, error = %e, "storing a snapshot in KV failed");
+            tracing::warn!(code = "kv_store_failed", %key, error = %e, "storing a snapshot in KV failed");
         }
     }
 }

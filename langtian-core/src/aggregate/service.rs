@@ -96,7 +96,7 @@ pub async fn run_aggregator(
             reason: e.to_string(),
         })?;
         if let Err(e) = r {
-            tracing::error!(error = %e, "aggregator feed failed");
+            tracing::error!(code = "feed_failed", error = %e, "aggregator feed failed");
             first_err.get_or_insert(e);
             tasks.abort_all();
         }
@@ -197,7 +197,7 @@ pub async fn run_aggregator_service(
         let rx = stop_rx.clone();
         tokio::spawn(async move {
             if let Err(e) = obs::serve(listener, handle, probe, rx).await {
-                tracing::error!(error = %e, "ops endpoint stopped");
+                tracing::error!(code = "ops_endpoint_stopped", error = %e, "ops endpoint stopped");
             }
         });
     }
@@ -237,7 +237,7 @@ pub async fn run_aggregator_service(
                 break (&mut run).await;
             }
             _ = tick.tick(), if opts.status_every.is_some() => {
-                eprintln!("lt-aggregator: {}", status_line(&stats));
+                crate::console::say(&format!("lt-aggregator: {}", status_line(&stats)));
             }
         }
     };

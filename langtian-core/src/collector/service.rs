@@ -129,7 +129,7 @@ pub async fn run_collector_service(
                 break (&mut run).await;
             }
             _ = tick.tick(), if opts.status_every.is_some() => {
-                eprintln!("lt-collector: {}", status_line(&stats.snapshot()));
+                crate::console::say(&format!("lt-collector: {}", status_line(&stats.snapshot())));
             }
         }
     };

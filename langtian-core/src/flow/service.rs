@@ -89,16 +89,16 @@ pub async fn run_service(file: PipelineFile, opts: &ServiceOptions) -> Result<Ar
         tokio::select! {
             r = &mut run => break r.map_err(|e| RunError::Task(e.to_string())).and_then(|r| r),
             _ = term.recv() => {
-                eprintln!("lt-flow: SIGTERM — draining (deadline {deadline:?})…");
+                crate::console::say(&format!("lt-flow: SIGTERM — draining (deadline {deadline:?})…"));
                 let _ = tx.send(true);
                 break drain_within(&mut run, deadline).await;
             }
             _ = int.recv() => {
-                eprintln!("lt-flow: interrupted — draining (deadline {deadline:?})…");
+                crate::console::say(&format!("lt-flow: interrupted — draining (deadline {deadline:?})…"));
                 let _ = tx.send(true);
                 break drain_within(&mut run, deadline).await;
             }
-            _ = tick.tick(), if opts.status_every.is_some() => eprintln!("lt-flow: {}", status_line(&stats)),
+            _ = tick.tick(), if opts.status_every.is_some() => crate::console::say(&format!("lt-flow: {}", status_line(&stats))),
         }
     };
     let _ = ops_stop_tx.send(true);

@@ -123,6 +123,16 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The `code` of the log line that records this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "auth_missing",
+            AuthError::Expired => "auth_expired",
+            AuthError::Invalid(_) => "auth_invalid",
+            AuthError::NotAdmin => "not_admin",
+        }
+    }
+
     /// Short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -117,7 +117,7 @@ pub(super) async fn serve(socket: WebSocket, claims: Claims, peer: String, share
                 Ok(frame) => on_frame(frame, &conn, &shared, &claims, &mut subs).await,
                 Err(reason) => {
                     bad_frame(&shared, "undecodable");
-                    tracing::warn!(%reason, "malformed frame; closing");
+                    tracing::warn!(code = "malformed_frame", close_code = CLOSE_INVALID, %reason, "malformed frame; closing");
                     conn.request_close(CLOSE_INVALID, truncate(&reason));
                     break;
                 }
@@ -273,7 +273,7 @@ fn fresh_snapshot_subject(key: &str) -> Option<String> {
 fn deny(shared: &Shared, claims: &Claims, subject: &str, what: &'static str) {
     shared.stats.denied.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("ws_denied_subscriptions", "what" => what).increment(1);
-    tracing::warn!(target: "audit", user = %claims.sub, %subject, what, "denied by the token's subject ACL");
+    tracing::warn!(target: "audit", code = "forbidden", user = %claims.sub, %subject, what, "denied by the token's subject ACL");
     let record = serde_json::json!({
         "ts": now_nanos(),
         "actor": claims.sub,
@@ -504,7 +504,13 @@ async fn monitor_loop(conn: Arc<Conn>, shared: Arc<Shared>, claims: Claims) {
         if queued > policy.hard_limit_bytes || stalled > policy.max_stall {
             stats.slow_disconnects.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("ws_slow_disconnects").increment(1);
-            tracing::warn!(queued, ?stalled, "slow consumer beyond the hard limits; closing");
+            tracing::warn!(
+                code = "slow_consumer",
+                close_code = CLOSE_SLOW,
+                queued,
+                ?stalled,
+                "slow consumer beyond the hard limits; closing"
+            );
             conn.request_close(CLOSE_SLOW, "slow consumer: too far behind");
             return;
         }
@@ -522,6 +528,7 @@ async fn monitor_loop(conn: Arc<Conn>, shared: Arc<Shared>, claims: Claims) {
             stats.backpressure_events.fetch_add(1, Ordering::Relaxed);
         }
         tracing::warn!(
+            code = "degrade_level",
             from = change.from,
             to = change.to,
             queued,

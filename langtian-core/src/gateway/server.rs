@@ -323,7 +323,7 @@ async fn ws_upgrade(
 ) -> Response {
     if let Err(m) = origin_allowed(&shared.cfg, &headers) {
         metrics::counter!("ws_origin_refused").increment(1);
-        tracing::warn!(%peer, reason = %m, "WebSocket refused");
+        tracing::warn!(code = "origin_refused", %peer, reason = %m, "WebSocket refused");
         return refuse(StatusCode::FORBIDDEN, m);
     }
     let claims = match authenticate(&shared, &q, &headers) {
@@ -331,7 +331,7 @@ async fn ws_upgrade(
         Err(e) => {
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("ws_auth_failures", "reason" => e.kind()).increment(1);
-            tracing::warn!(target: "audit", %peer, reason = %e, "WebSocket authentication failed");
+            tracing::warn!(target: "audit", code = e.code(), %peer, reason = %e, "WebSocket authentication failed");
             return refuse(StatusCode::UNAUTHORIZED, e.to_string());
         }
     };
@@ -397,7 +397,7 @@ fn admin(shared: &Shared, q: &TokenQuery, headers: &HeaderMap) -> Result<Claims,
         authenticate(shared, q, headers).and_then(|c| if c.admin { Ok(c) } else { Err(AuthError::NotAdmin) });
     r.map_err(|e| {
         metrics::counter!("admin_auth_failures", "reason" => e.kind()).increment(1);
-        tracing::warn!(target: "audit", reason = %e, "admin request refused");
+        tracing::warn!(target: "audit", code = e.code(), reason = %e, "admin request refused");
         let code = if matches!(e, AuthError::NotAdmin) {
             StatusCode::FORBIDDEN
         } else {
@@ -468,7 +468,7 @@ async fn audit(shared: &Shared, record: serde_json::Value) -> Result<(), Refusal
         Err(e) => Err(e.to_string()),
     };
     stored.map_err(|e| {
-        tracing::error!(error = %e, "audit record not stored; change refused");
+        tracing::error!(code = "audit_store_failed", error = %e, "audit record not stored; change refused");
         Refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("audit record not stored: {e}"),
