@@ -188,7 +188,10 @@ impl Registry {
     pub async fn provision(bus: &Bus, cfg: DiscoveryConfig) -> Result<Self, DiscoveryError> {
         let markers = server_supports_limit_markers(bus);
         if !markers {
-            tracing::warn!("nats-server < 2.11: no KV limit markers, watchers will not see TTL expiry");
+            tracing::warn!(
+                code = "no_kv_limit_markers",
+                "nats-server < 2.11: no KV limit markers, watchers will not see TTL expiry"
+            );
         }
         ensure_kv(bus, &cfg.kv_spec(markers)).await?;
         Self::open(bus, cfg).await
@@ -386,7 +389,7 @@ impl NodeHandle {
                 tick.tick().await;
                 let load = me.info.load;
                 if let Err(e) = me.heartbeat(load).await {
-                    tracing::warn!(node = %me.info.node_id, error = %e, "heartbeat failed");
+                    tracing::warn!(code = "heartbeat_failed", node = %me.info.node_id, error = %e, "heartbeat failed");
                 }
             }
         })

@@ -106,7 +106,11 @@ impl BusOptions {
             .event_callback(|ev| async move {
                 match ev {
                     async_nats::Event::SlowConsumer(sid) => {
-                        tracing::warn!(sid, "slow consumer: the client dropped messages")
+                        tracing::warn!(
+                            code = "client_slow_consumer",
+                            sid,
+                            "slow consumer: the client dropped messages"
+                        )
                     }
                     other => tracing::debug!(event = %other, "nats connection event"),
                 }

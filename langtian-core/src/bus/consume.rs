@@ -631,12 +631,14 @@ impl Consumer {
                         }
                         batch.messages.push(d)
                     }
-                    Err(e) => tracing::warn!(error = %e, "skipping a message without JetStream metadata"),
+                    Err(e) => {
+                        tracing::warn!(code = "no_jetstream_metadata", error = %e, "skipping a message without JetStream metadata")
+                    }
                 },
                 Some(Err(e)) => match e.kind() {
                     pull::MessagesErrorKind::MissingHeartbeat => {
                         self.missed_heartbeats += 1;
-                        tracing::warn!(stream = %self.spec.stream, consumer = %self.spec.durable, "missed idle heartbeat (transient)");
+                        tracing::warn!(code = "missed_heartbeat", stream = %self.spec.stream, consumer = %self.spec.durable, "missed idle heartbeat (transient)");
                     }
                     pull::MessagesErrorKind::ConsumerDeleted => {
                         self.messages = None;
@@ -651,7 +653,7 @@ impl Consumer {
                         return Err(self.consume_err(e.to_string()));
                     }
                     _ => {
-                        tracing::warn!(stream = %self.spec.stream, consumer = %self.spec.durable, error = %e, "pull error (transient)");
+                        tracing::warn!(code = "pull_error", stream = %self.spec.stream, consumer = %self.spec.durable, error = %e, "pull error (transient)");
                     }
                 },
                 None => {
@@ -715,7 +717,7 @@ impl Consumer {
                 Ok(HandlerOutcome::Naked)
             }
             Err(HandlerError::Fatal(why)) => {
-                tracing::warn!(subject = %d.subject, seq = d.stream_sequence, %why, "handler failed fatally; terminating the message");
+                tracing::warn!(code = "handler_fatal", subject = %d.subject, seq = d.stream_sequence, %why, "handler failed fatally; terminating the message");
                 d.term(Some(&why)).await?;
                 Ok(HandlerOutcome::Terminated)
             }

@@ -237,11 +237,11 @@ impl DeadLetterForwarder {
                     }
                     Ok(false) => adv.ack().await?,
                     Err(ForwardError::Bad(why)) => {
-                        tracing::warn!(seq = adv.stream_sequence, %why, "unreadable advisory; terminating it");
+                        tracing::warn!(code = "advisory_unreadable", seq = adv.stream_sequence, %why, "unreadable advisory; terminating it");
                         adv.term(Some(&why)).await?;
                     }
                     Err(ForwardError::Transient(e)) => {
-                        tracing::warn!(seq = adv.stream_sequence, error = %e, "could not forward a dead letter yet");
+                        tracing::warn!(code = "dead_letter_forward_failed", seq = adv.stream_sequence, error = %e, "could not forward a dead letter yet");
                         adv.nak(Some(Duration::from_secs(1))).await?;
                     }
                 }

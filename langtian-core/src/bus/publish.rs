@@ -395,7 +395,7 @@ impl Publisher {
                 Ok(ack) => return Ok(receipt(ack, attempts, msg.msg_id.clone())),
                 Err(PublishFailure::Fatal(e)) => return Err(e),
                 Err(PublishFailure::Retry) if attempts < self.cfg.max_attempts => {
-                    tracing::warn!(subject = %msg.subject, msg_id = ?msg.msg_id, attempts, "no PubAck yet; retrying with the same message id");
+                    tracing::warn!(code = "puback_retry", subject = %msg.subject, msg_id = ?msg.msg_id, attempts, "no PubAck yet; retrying with the same message id");
                     tokio::time::sleep(self.cfg.backoff_after(attempts)).await;
                 }
                 Err(PublishFailure::Retry) => {

@@ -61,7 +61,7 @@ impl Forwarder<'_> {
             .last_error_log
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
         {
-            tracing::warn!(error = %e, queued_again = self.again.len(), "publish failed; will publish again");
+            tracing::warn!(code = "publish_failed", error = %e, queued_again = self.again.len(), "publish failed; will publish again");
             self.last_error_log = Some(Instant::now());
         }
         tokio::time::sleep(self.backoff).await;
@@ -80,7 +80,7 @@ impl Forwarder<'_> {
             Err(e @ (BusError::PayloadTooLarge { .. } | BusError::MissingMessageId { .. })) => {
                 // The message's own fault (the decoder's size limit makes this rare): count it.
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "envelope rejected by the publisher");
+                tracing::warn!(code = "envelope_rejected", error = %e, "envelope rejected by the publisher");
                 Ok(())
             }
             Err(e) => self.recover(e).await,
@@ -184,6 +184,7 @@ pub(super) async fn forward(
     f.update_held();
     if left > 0 {
         tracing::error!(
+            code = "unpublished_at_stop",
             left,
             "collector stopped with envelopes unpublished (NATS unreachable until the drain timeout)"
         );

@@ -224,6 +224,7 @@ impl Collector {
         let local = socket.local_addr().map_err(sock_err)?;
         if recv_buffer < cfg.recv_buffer_bytes {
             tracing::warn!(
+                code = "recv_buffer_capped",
                 requested = cfg.recv_buffer_bytes,
                 effective = recv_buffer,
                 "UDP receive buffer capped by the kernel; raise net.core.rmem_max for bursty senders"
@@ -330,7 +331,7 @@ async fn read_loop(
                 metrics::counter!("collector_malformed", "reason" => e.kind()).increment(1);
             }
             if last_warn.elapsed() >= Duration::from_secs(1) {
-                tracing::warn!(%peer, error = %decoded.errors[0], also_suppressed = suppressed, "malformed datagram");
+                tracing::warn!(code = "malformed_datagram", %peer, error = %decoded.errors[0], also_suppressed = suppressed, "malformed datagram");
                 last_warn = Instant::now();
                 suppressed = 0;
             } else {

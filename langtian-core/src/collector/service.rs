@@ -91,7 +91,7 @@ pub async fn run_collector_service(
         let rx = stop_rx.clone();
         tokio::spawn(async move {
             if let Err(e) = obs::serve(listener, handle, probe, rx).await {
-                tracing::error!(error = %e, "ops endpoint stopped");
+                tracing::error!(code = "ops_endpoint_stopped", error = %e, "ops endpoint stopped");
             }
         });
     }
@@ -110,7 +110,7 @@ pub async fn run_collector_service(
                             *slot.lock().await = Some(r);
                             return;
                         }
-                        Err(e) => tracing::warn!(error = %e, "node registration failed; retrying"),
+                        Err(e) => tracing::warn!(code = "registration_failed", error = %e, "node registration failed; retrying"),
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

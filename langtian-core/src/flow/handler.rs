@@ -238,7 +238,7 @@ impl BatchHandler {
         let narrow = !self.narrowing_off;
         match self.invoke_once(payloads, meta, narrow) {
             Err(HandlerError::Sql { source, .. }) if narrow && self.narrowed_last => {
-                tracing::warn!(error = %source, "SQL failed on the narrowed relation; running it on all columns from now on");
+                tracing::warn!(code = "sql_narrowing_failed", error = %source, "SQL failed on the narrowed relation; running it on all columns from now on");
                 self.narrowing_off = true;
                 self.pushdown.clear();
                 self.proto_mask = None;

@@ -306,7 +306,7 @@ pub async fn run_pipeline(
         Ok(()) => tracing::info!(committed, "pipeline drained and stopped"),
         Err(e) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(committed, error = %e, "pipeline stopped");
+            tracing::error!(code = "pipeline_stopped", committed, error = %e, "pipeline stopped");
         }
     }
     result
@@ -478,7 +478,7 @@ impl Ctx<'_> {
                     });
                 }
                 (Policy::IGNORE, _) | (Policy::DLQ, None) => {
-                    tracing::warn!(seq = m.meta.stream_seq, phase, %error, "ignored a failed message");
+                    tracing::warn!(code = "message_ignored", seq = m.meta.stream_seq, phase, %error, "ignored a failed message");
                 }
                 (Policy::DLQ, Some(dlq)) => {
                     self.dead_letter(dlq, m, phase, error).await?;

@@ -77,7 +77,7 @@ pub async fn run_service(file: PipelineFile, opts: &ServiceOptions) -> Result<Ar
         tracing::info!(%addr, "serving /metrics and /healthz");
         tokio::spawn(async move {
             if let Err(e) = obs::serve(listener, handle, probe, ops_stop_rx).await {
-                tracing::error!(error = %e, "ops endpoint stopped");
+                tracing::error!(code = "ops_endpoint_stopped", error = %e, "ops endpoint stopped");
             }
         });
     }

@@ -228,7 +228,7 @@ impl Source {
                     if matches!(cfg.deliver_policy, DeliverPolicy::All) {
                         return Err(e.into());
                     }
-                    tracing::warn!(error = %e, "could not reset the consumer (deliver_policy is not `all`); redeliveries after a crash may arrive out of order");
+                    tracing::warn!(code = "consumer_reset_failed", error = %e, "could not reset the consumer (deliver_policy is not `all`); redeliveries after a crash may arrive out of order");
                 }
             }
             Source::Jsonl { lines, .. } => {

@@ -66,7 +66,7 @@ impl TlsListener {
                 let (stream, peer) = match tcp.accept().await {
                     Ok(s) => s,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        tracing::warn!(code = "tls_accept_failed", error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

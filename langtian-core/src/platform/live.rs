@@ -88,7 +88,7 @@ pub(super) async fn start_live(
         let c = agg_cfg.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = run_aggregator(bus, c, stats, stop).await {
-                tracing::error!(error = %e, "aggregator stopped");
+                tracing::error!(code = "aggregator_stopped", error = %e, "aggregator stopped");
             }
         }));
     }
@@ -113,7 +113,7 @@ pub(super) async fn start_live(
         let (bus, stats, stop) = (bus.clone(), gateway.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = gw.run(bus, stats, stop).await {
-                tracing::error!(error = %e, "gateway stopped");
+                tracing::error!(code = "gateway_stopped", error = %e, "gateway stopped");
             }
         }));
     }
@@ -163,7 +163,7 @@ pub(super) async fn start_live(
         let bus = bus.clone();
         sim_task = Some(tokio::spawn(async move {
             if let Err(e) = publish_ticks(&bus, &mut sim, &run, sim_rx, |_| {}).await {
-                tracing::error!(error = %e, "tick simulator stopped");
+                tracing::error!(code = "tick_sim_stopped", error = %e, "tick simulator stopped");
             }
         }));
     }

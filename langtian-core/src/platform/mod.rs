@@ -286,7 +286,7 @@ pub async fn run_up(
             match collector.run(bus, col_stop_rx).await {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    tracing::error!(error = %e, "collector stopped");
+                    tracing::error!(code = "collector_stopped", error = %e, "collector stopped");
                     None
                 }
             }
@@ -320,7 +320,7 @@ pub async fn run_up(
                 })
                 .await
             {
-                tracing::error!(error = %e, "dead-letter forwarder stopped");
+                tracing::error!(code = "dead_letter_forwarder_stopped", error = %e, "dead-letter forwarder stopped");
             }
         }));
     }
@@ -376,7 +376,7 @@ pub async fn run_up(
         ));
         sim_task = Some(tokio::spawn(async move {
             if let Err(e) = send_battery_udp(&sc, sim_stop_rx, |_| {}).await {
-                tracing::error!(error = %e, "battery simulator stopped");
+                tracing::error!(code = "battery_sim_stopped", error = %e, "battery simulator stopped");
             }
         }));
     } else {
@@ -494,7 +494,7 @@ fn start_flow(
     Ok(tokio::spawn(async move {
         if let Err(e) = Box::pin(crate::flow::runner::run_pipeline(file, stats, stop)).await {
             counters.failed.store(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "flow battery-to-lake stopped");
+            tracing::error!(code = "flow_stopped", error = %e, "flow battery-to-lake stopped");
         }
     }))
 }
@@ -515,7 +515,7 @@ fn start_query(
     ));
     Ok(tokio::spawn(async move {
         if let Err(e) = service.run(stop).await {
-            tracing::error!(error = %e, "query service stopped");
+            tracing::error!(code = "query_service_stopped", error = %e, "query service stopped");
         }
     }))
 }
@@ -556,7 +556,7 @@ async fn start_ops(
     });
     tokio::spawn(async move {
         if let Err(e) = obs::serve(listener, handle, probe, stop).await {
-            tracing::error!(error = %e, "ops endpoint stopped");
+            tracing::error!(code = "ops_endpoint_stopped", error = %e, "ops endpoint stopped");
         }
     });
     Ok(())

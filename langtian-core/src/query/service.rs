@@ -136,7 +136,7 @@ async fn send_error(client: &async_nats::Client, reply: String, chunk: u64, f: &
         (HEADER_ERROR, f.code.as_str().to_owned()),
     ]);
     if let Err(e) = client.publish_with_headers(reply, h, body.into()).await {
-        tracing::warn!(error = %e, "sending a query error failed");
+        tracing::warn!(code = "reply_failed", error = %e, "sending a query error failed");
     }
 }
 
@@ -193,7 +193,7 @@ async fn answer(
         if let Some(prev) = held.replace(chunk) {
             let h = headers(&[(HEADER_CHUNK, index.to_string())]);
             if let Err(e) = client.publish_with_headers(reply.clone(), h, prev.into()).await {
-                tracing::warn!(error = %e, "sending a query chunk failed");
+                tracing::warn!(code = "reply_failed", error = %e, "sending a query chunk failed");
                 return;
             }
             index += 1;
@@ -221,7 +221,7 @@ async fn answer(
                 .publish_with_headers(reply, headers(&pairs), body.into())
                 .await
             {
-                tracing::warn!(error = %e, "sending the last query chunk failed");
+                tracing::warn!(code = "reply_failed", error = %e, "sending the last query chunk failed");
             }
             tracing::debug!(
                 rows = done.rows,

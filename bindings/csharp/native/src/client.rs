@@ -283,7 +283,7 @@ impl Client {
                 let Some(h) = g.as_mut() else { break };
                 let load = h.info().load;
                 if let Err(e) = h.heartbeat(load).await {
-                    tracing::warn!(node = %h.info().node_id, error = %e, "heartbeat failed");
+                    tracing::warn!(code = "heartbeat_failed", node = %h.info().node_id, error = %e, "heartbeat failed");
                 }
             }
         });
