@@ -45,6 +45,21 @@ describe('PageFlow', () => {
     expect(flow.credits).toBe(2)
   })
 
+  it('rows held for a feed the page unsubscribed are not sent; other feeds still are', () => {
+    const got: HubToPage[] = []
+    const flow = new PageFlow((m) => got.push(m), 1)
+    flow.rows(rows('ticks', [row('a', 1)]))
+    flow.rows(rows('ticks', [row('a', 2)]))
+    flow.rows(rows('cells', [row('x', 1)]))
+    expect(flow.heldFeeds).toBe(2)
+    flow.drop('ticks')
+    flow.ack(1)
+    expect(got.map((m) => m.type === 'rows' && m.feed)).toEqual(['ticks', 'cells'])
+    flow.ack(1)
+    expect(got).toHaveLength(2)
+    expect(flow.heldFeeds).toBe(0)
+  })
+
   it('a snapshot replaces what was held for its feed; later deltas merge into it; other feeds are held apart', () => {
     const got: HubToPage[] = []
     const flow = new PageFlow((m) => got.push(m), 1)

@@ -79,6 +79,12 @@ export class PageFlow {
     }
   }
 
+  /** The page unsubscribed `feed`: what is held of it is not sent (a later subscribe starts
+   * from the hub's last-value cache). */
+  drop(feed: FeedName): void {
+    this.held.delete(feed)
+  }
+
   /** The page got a frame after `n` rows messages: credit comes back, held rows go out. */
   ack(n: number): void {
     if (!(n > 0)) return

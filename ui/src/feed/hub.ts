@@ -125,6 +125,7 @@ export class FeedHub {
         break
       }
       case 'unsub':
+        this.flows.get(port)?.drop(m.feed)
         if (this.refs.release(m.feed, port)) this.unsubscribeUpstream(m.feed)
         break
       case 'ack':
