@@ -1,6 +1,7 @@
 //! The WebSocket gateway against a real nats-server with real WebSocket clients
 //! (tokio-tungstenite): auth, ACL, forwarding in batches, snapshots, admin flags with audit,
-//! malformed frames, and slow-consumer degradation that leaves other clients unharmed.
+//! malformed frames, clients' end-to-end reports, and slow-consumer degradation that leaves other
+//! clients unharmed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -345,6 +346,71 @@ async fn malformed_frames_close_the_connection_with_a_code() {
     )
     .await;
     assert!(matches!(recv(&mut ws).await, Out::Pong(p) if p.nonce == 9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_stats_are_checked_then_recorded() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    let gw = gateway(&bus, |_| {}).await;
+    let t = token(&["xy.>"], Duration::from_secs(600), false);
+    let mut ws = connect(&gw, &t).await;
+    let lc = |ms, count| pb::LatencyCount { ms, count };
+    send(
+        &mut ws,
+        In::Stats(pb::ClientStats {
+            paint: vec![lc(31, 4), lc(48, 2)],
+            receipt: vec![lc(12, 6)],
+            rebuild_ms: vec![40],
+        }),
+    )
+    .await;
+    let stats = gw.stats.clone();
+    common::retry_until(Duration::from_secs(5), || {
+        let stats = stats.clone();
+        async move {
+            let n = stats.client_paint_samples.load(Ordering::Relaxed);
+            if n == 6 {
+                Ok(())
+            } else {
+                Err(format!("{n} paint samples recorded"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(gw.stats.client_reports.load(Ordering::Relaxed), 1);
+    // Out of range: an error frame naming it, nothing recorded, and the connection stays.
+    send(
+        &mut ws,
+        In::Stats(pb::ClientStats {
+            paint: vec![lc(20, 1), lc(5_000, 1)],
+            ..Default::default()
+        }),
+    )
+    .await;
+    let o = recv(&mut ws).await;
+    assert_eq!(error_code(&o), pb::ErrorCode::BadStats);
+    assert!(
+        matches!(&o, Out::Error(e) if e.message.contains("paint: bucket 5000 ms")),
+        "{o:?}"
+    );
+    assert_eq!(gw.stats.bad_client_stats.load(Ordering::Relaxed), 1);
+    assert_eq!(gw.stats.client_paint_samples.load(Ordering::Relaxed), 6);
+    assert_eq!(gw.stats.client_reports.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        gw.stats.bad_frames.load(Ordering::Relaxed),
+        0,
+        "not a malformed frame"
+    );
+    send(
+        &mut ws,
+        In::Ping(pb::Ping {
+            nonce: 7,
+            client_ts: 0,
+        }),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws).await, Out::Pong(p) if p.nonce == 7));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

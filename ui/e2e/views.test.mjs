@@ -116,6 +116,10 @@ test('five tabs share one WebSocket through one SharedWorker; every view works; 
     await until('the bandwidth from two stats', async () => bandwidth.test((await system.locator('[data-testid=bandwidth]').textContent()) ?? ''), 5_000)
     assert.doesNotMatch((await system.locator('[data-testid=bandwidth]').textContent()) ?? '', /WebSocket in: 0\.0 KiB\/s/, 'ticks are flowing')
     assert.match((await system.locator('[data-testid=rebuilds]').textContent()) ?? '', /rebuilds .*: [1-9]\d* · last \d+ ms · longest \d+ ms · waiting now 0/)
+    // The hub's ClientStats report (every 10 s) reaches the gateway's /metrics.
+    await until('the browsers\' tick → paint in the gateway\'s metrics', async () => (await system.locator('[data-metric=ui_tick_to_paint_latency_count]').count()) === 1, 25_000)
+    assert.ok(Number(await system.locator('[data-metric=ui_tick_to_paint_latency_count] td').nth(1).textContent()) > 0, 'paint samples recorded')
+    assert.ok(Number(await system.locator('[data-metric=ui_stats_reports] td').nth(1).textContent()) >= 1)
     await system.bringToFront()
     await system.screenshot({ path: join(artifacts, 'system.png'), fullPage: true })
 

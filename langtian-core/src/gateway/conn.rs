@@ -190,6 +190,22 @@ async fn on_frame(
             server_ts: now_nanos(),
         })),
         In::Subscribe(s) => subscribe(s, conn, shared, claims, subs).await,
+        In::Stats(s) => match super::client_stats::check(&s) {
+            Ok(c) => {
+                super::client_stats::record(&s);
+                shared.stats.client_reports.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .client_paint_samples
+                    .fetch_add(c.paint_samples, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared.stats.bad_client_stats.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ws_bad_client_stats").increment(1);
+                tracing::warn!(code = "bad_client_stats", reason = %e, "client stats refused");
+                conn.error(pb::ErrorCode::BadStats, e.to_string(), 0);
+            }
+        },
         In::Unsubscribe(u) => match subs.remove(&u.id) {
             Some(s) => {
                 s.task.abort();
@@ -368,6 +384,7 @@ async fn subscribe(
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
 
 async fn send(sink: &mut Sink, conn: &Conn, frame: Bytes) -> bool {
+    metrics::counter!("ws_bytes_sent").increment(frame.len() as u64);
     *lock(&conn.in_flight) = Some((Instant::now(), frame.len()));
     let ok = sink.send(Message::Binary(frame)).await.is_ok();
     *lock(&conn.in_flight) = None;

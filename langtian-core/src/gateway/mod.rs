@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod client_stats;
 mod conn;
 pub mod degrade;
 mod server;
@@ -133,6 +134,12 @@ pub struct GatewayStats {
     pub at_level: [AtomicU64; 3],
     /// Connections closed for being too slow (`ws_slow_disconnects`).
     pub slow_disconnects: AtomicU64,
+    /// Clients' end-to-end reports recorded (`ui_stats_reports`).
+    pub client_reports: AtomicU64,
+    /// Source → paint samples in those reports (`ui_tick_to_paint_latency_count`).
+    pub client_paint_samples: AtomicU64,
+    /// Reports refused as out of range (`ws_bad_client_stats`; answered with `ERROR_CODE_BAD_STATS`).
+    pub bad_client_stats: AtomicU64,
 }
 
 impl GatewayStats {

@@ -25,6 +25,7 @@ describe('system view data', () => {
     expect(metricTypes(text).get('ticks_out')).toBe('counter')
     expect(componentOf('ws_active')).toBe('gateway')
     expect(componentOf('src_gap')).toBe('aggregator')
+    expect(componentOf('ui_tick_to_paint_latency_count')).toBe('browsers')
     expect(componentOf('collector_dropped')).toBe('collector')
     expect(componentOf('consumer_lag')).toBe('flow')
   })

@@ -36,5 +36,7 @@ export function componentOf(name: string): string {
   if (/^(message_count|error_count|batch_processing|sink_|source_|consumer_lag|committed_sequence|dead_letters|duplicates_dropped)/.test(name))
     return 'flow'
   if (/^query_/.test(name)) return 'query'
+  // The browsers' own end-to-end reports (ClientStats), recorded by the gateway.
+  if (/^ui_/.test(name)) return 'browsers'
   return 'other'
 }

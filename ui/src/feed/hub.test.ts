@@ -202,6 +202,21 @@ describe('feed hub', () => {
     expect(s.toPaint).toEqual({ n: 4, p50: 40, p95: 41, p99: 41 })
     expect([s.rebuilds, s.rebuilding, s.windowS]).toEqual([1, 0, 10])
     expect(s.rebuildLastMs).toBeGreaterThanOrEqual(0)
+    // Every 10 s the gateway gets what was measured since the last report, for its /metrics.
+    vi.advanceTimersByTime(9_000)
+    const reports = () => ws.sent.filter((f) => f.kind.case === 'stats').map((f) => (f.kind.case === 'stats' ? f.kind.value : undefined))
+    expect(reports()).toHaveLength(1)
+    const r = reports()[0]!
+    expect(r.paint.map((c) => [c.ms, c.count])).toEqual([
+      [40, 3],
+      [41, 1],
+    ])
+    expect(r.receipt.reduce((n, c) => n + c.count, 0)).toBe(2)
+    expect(r.receipt.every((c) => c.ms >= 25 && c.ms < 1000)).toBe(true)
+    expect(r.rebuildMs).toHaveLength(1)
+    // Nothing new: no report.
+    vi.advanceTimersByTime(10_000)
+    expect(reports()).toHaveLength(1)
     hub.close()
     vi.useRealTimers()
   })

@@ -9,7 +9,8 @@
  * - sends each page only as many batches as it shows: per-page flow control (`./flow.ts`);
  * - reconnects with exponential backoff (capped, jittered) and re-reads every snapshot afterwards;
  * - sends every page the browser's end-to-end figures once a second (`HubStats`: latency, bandwidth,
- *   snapshot rebuilds), for the system view.
+ *   snapshot rebuilds), for the system view, and the gateway a `ClientStats` report every 10 s
+ *   for its /metrics (`ui_tick_to_paint_latency`, …).
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { ClientFrameSchema, ErrorCode, ServerFrameSchema, type ClientFrame } from '../gen/langtian/gateway/v1/gateway_pb'
@@ -19,7 +20,7 @@ import { backoffDelay } from './backoff'
 import { Batcher, FlushTimer } from './batcher'
 import { cellCodec, epochMs, RAW_TOPICS, tickCodec } from './feeds'
 import { FLOW_WINDOW, PageFlow } from './flow'
-import { RecentHistogram } from './histogram'
+import { LatencyHistogram, RecentHistogram, type SparseCounts } from './histogram'
 import { MdFeed } from './mdfeed'
 import { RefCounts } from './refcount'
 import type { ConnState, FeedName, HubStats, HubStatus, HubToPage, PageToHub, RawMessage, RowsMessage } from '../worker/protocol'
@@ -46,6 +47,8 @@ export interface HubOptions {
   socket?: SocketFactory
   /** How often every page gets `HubStats` (default 1000 ms; 0: never, e.g. in unit tests). */
   statsMs?: number
+  /** How often the gateway gets a `ClientStats` report (default 10,000 ms; 0: never). */
+  reportMs?: number
 }
 
 /** The window of the end-to-end latency figures, in seconds. */
@@ -77,6 +80,10 @@ export class FeedHub {
   private readonly toBrowser = new RecentHistogram(STATS_WINDOW_S)
   private readonly toPaint = new RecentHistogram(STATS_WINDOW_S)
   private statsTimer: ReturnType<typeof setInterval> | undefined
+  /** What the next `ClientStats` report to the gateway holds. */
+  private readonly paintReport = new LatencyHistogram()
+  private readonly receiptReport = new LatencyHistogram()
+  private reportTimer: ReturnType<typeof setInterval> | undefined
 
   constructor(private readonly opts: HubOptions) {
     const request = (key: string) => this.requestSnapshot(key)
@@ -87,6 +94,8 @@ export class FeedHub {
   attach(port: HubPort): void {
     const statsMs = this.opts.statsMs ?? 1000
     if (statsMs > 0 && this.statsTimer === undefined) this.statsTimer = setInterval(() => this.broadcast(this.stats()), statsMs)
+    const reportMs = this.opts.reportMs ?? 10_000
+    if (reportMs > 0 && this.reportTimer === undefined) this.reportTimer = setInterval(() => this.reportToGateway(), reportMs)
     this.ports.add(port)
     if (!this.flows.has(port)) this.flows.set(port, new PageFlow((m) => port.post(m), this.opts.flowWindow ?? FLOW_WINDOW, nowMs))
     this.broadcastStatus()
@@ -106,6 +115,8 @@ export class FeedHub {
     this.timer.stop()
     if (this.statsTimer !== undefined) clearInterval(this.statsTimer)
     this.statsTimer = undefined
+    if (this.reportTimer !== undefined) clearInterval(this.reportTimer)
+    this.reportTimer = undefined
   }
 
   onMessage(port: HubPort, m: PageToHub): void {
@@ -136,7 +147,11 @@ export class FeedHub {
         break
       case 'latency':
         // From our own pages, but still checked: a malformed report is dropped, not trusted.
-        if (Array.isArray(m.counts)) this.toPaint.addCounts(m.counts.filter((c) => Array.isArray(c) && c.length === 2))
+        if (Array.isArray(m.counts)) {
+          const counts = m.counts.filter((c) => Array.isArray(c) && c.length === 2)
+          this.toPaint.addCounts(counts)
+          this.paintReport.addCounts(counts)
+        }
         break
       case 'bye':
         this.detach(port)
@@ -175,6 +190,17 @@ export class FeedHub {
       rebuildMaxMs: max.length ? Math.max(...max) : null,
       rebuilding: feeds.reduce((n, f) => n + f.rebuilding, 0),
     }
+  }
+
+  /** Sends the gateway what was measured since the last report (kept while the socket is down). */
+  private reportToGateway(): void {
+    if (this.socket?.readyState !== OPEN) return
+    const rebuildMs = Object.values(this.md).flatMap((f) => f.takeRebuildDurations().map((ms) => Math.min(3_600_000, Math.round(ms))))
+    if (this.paintReport.count === 0 && this.receiptReport.count === 0 && rebuildMs.length === 0) return
+    const counts = (s: SparseCounts) => s.map(([ms, count]) => ({ ms, count }))
+    this.send(create(ClientFrameSchema, { kind: { case: 'stats', value: { paint: counts(this.paintReport.toSparse()), receipt: counts(this.receiptReport.toSparse()), rebuildMs } } }))
+    this.paintReport.clear()
+    this.receiptReport.clear()
   }
 
   private broadcastStatus(): void {
@@ -361,7 +387,11 @@ export class FeedHub {
       if (!out) continue
       const m: RowsMessage = { type: 'rows', feed, reset: out.reset, rows: out.rows, deleted: [], sentAt }
       if (!out.reset) {
-        for (const r of out.rows) if (typeof r.tsMs === 'number' && typeof r.rxMs === 'number') this.toBrowser.add(r.rxMs - r.tsMs)
+        for (const r of out.rows) {
+          if (typeof r.tsMs !== 'number' || typeof r.rxMs !== 'number') continue
+          this.toBrowser.add(r.rxMs - r.tsMs)
+          this.receiptReport.add(r.rxMs - r.tsMs)
+        }
       }
       for (const p of this.refs.ports(feed)) this.sendRows(p, m)
     }

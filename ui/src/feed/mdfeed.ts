@@ -48,6 +48,9 @@ export class MdFeed<R> {
   /** When the last rebuild finished (`now`), to tell which feed's was last. */
   rebuildLastAt = -Infinity
   rebuildMaxMs: number | null = null
+  /** Durations of the rebuilds since the last `takeRebuildDurations` (for the gateway's metrics;
+   * at most 1,000 kept). */
+  private rebuildDurations: number[] = []
 
   constructor(
     readonly codec: MdCodec<R>,
@@ -95,8 +98,16 @@ export class MdFeed<R> {
       this.rebuilds++
       this.rebuildLastMs = ms
       this.rebuildLastAt = at
+      if (this.rebuildDurations.length < 1000) this.rebuildDurations.push(ms)
       this.rebuildMaxMs = Math.max(this.rebuildMaxMs ?? 0, ms)
     }
+  }
+
+  /** The rebuild durations (ms) since the previous call. */
+  takeRebuildDurations(): number[] {
+    const out = this.rebuildDurations
+    this.rebuildDurations = []
+    return out
   }
 
   /** Groups waiting for their snapshot. */
