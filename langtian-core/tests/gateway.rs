@@ -348,6 +348,62 @@ async fn malformed_frames_close_the_connection_with_a_code() {
     assert!(matches!(recv(&mut ws).await, Out::Pong(p) if p.nonce == 9));
 }
 
+/// The HTTP status a refused WebSocket upgrade answered with.
+async fn refused_status(gw: &Gw, token: &str) -> u16 {
+    let url = format!("ws://{}/ws?token={token}", gw.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Ok(_) => panic!("the upgrade was accepted"),
+        Err(e) => panic!("not an HTTP refusal: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_per_user_and_in_total() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    let gw = gateway(&bus, |c| {
+        c.max_connections = 3;
+        c.max_connections_per_user = 2;
+    })
+    .await;
+    let claims = |sub: &str| {
+        let c = Claims::new(sub, vec!["xy.>".to_owned()], Duration::from_secs(600));
+        sign_hs256(SECRET, &c).unwrap()
+    };
+    let (alice, bob, carol) = (claims("alice"), claims("bob"), claims("carol"));
+    let a1 = connect(&gw, &alice).await;
+    let _a2 = connect(&gw, &alice).await;
+    assert_eq!(refused_status(&gw, &alice).await, 429, "a third for alice");
+    let _b1 = connect(&gw, &bob).await;
+    assert_eq!(refused_status(&gw, &carol).await, 503, "the gateway is full");
+    // A closed connection gives its slot back.
+    drop(a1);
+    let stats = gw.stats.clone();
+    common::retry_until(Duration::from_secs(5), || {
+        let stats = stats.clone();
+        async move {
+            let n = stats.active.load(Ordering::Relaxed);
+            if n == 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} active"))
+            }
+        }
+    })
+    .await;
+    let mut c1 = connect(&gw, &carol).await;
+    send(
+        &mut c1,
+        In::Ping(pb::Ping {
+            nonce: 3,
+            client_ts: 0,
+        }),
+    )
+    .await;
+    assert!(matches!(recv(&mut c1).await, Out::Pong(p) if p.nonce == 3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_stats_are_checked_then_recorded() {
     let srv = common::server().await;

@@ -69,6 +69,13 @@ struct Cli {
     /// Subscriptions per connection.
     #[arg(long, default_value_t = 256)]
     max_subscriptions: usize,
+    /// WebSocket connections the gateway holds at most; more are refused with HTTP 503.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections one token subject (`sub`) may hold at most; more are refused with HTTP 429.
+    /// A browser needs one (its tabs share it).
+    #[arg(long, default_value_t = 32)]
+    max_connections_per_user: usize,
     /// Kernel send buffer per connection in bytes (default: the kernel's autotuning).
     #[arg(long)]
     send_buffer: Option<usize>,
@@ -153,6 +160,8 @@ async fn main() -> ExitCode {
     cfg.degrade.batch_interval = cli.batch_interval;
     cfg.degrade.sample_interval = cli.sample_interval;
     cfg.max_subscriptions = cli.max_subscriptions;
+    cfg.max_connections = cli.max_connections;
+    cfg.max_connections_per_user = cli.max_connections_per_user;
     cfg.send_buffer_bytes = cli.send_buffer;
     let gw = match Gateway::bind(cfg).await {
         Ok(g) => g,

@@ -83,7 +83,13 @@ struct Sub {
 }
 
 /// Serves one upgraded connection until either side closes.
-pub(super) async fn serve(socket: WebSocket, claims: Claims, peer: String, shared: Arc<Shared>) {
+pub(super) async fn serve(
+    socket: WebSocket,
+    claims: Claims,
+    peer: String,
+    shared: Arc<Shared>,
+    slot: super::slots::Slot,
+) {
     let stats = shared.stats.clone();
     stats.active.fetch_add(1, Ordering::Relaxed);
     stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -155,6 +161,8 @@ pub(super) async fn serve(socket: WebSocket, claims: Claims, peer: String, share
     if level > 0 {
         stats.at_level[usize::from(level - 1)].fetch_sub(1, Ordering::Relaxed);
     }
+    // The slot comes back before `ws_active` drops: whoever sees the lower count can connect.
+    drop(slot);
     stats.active.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("disconnected");
 }

@@ -14,6 +14,7 @@ pub mod client_stats;
 mod conn;
 pub mod degrade;
 mod server;
+pub mod slots;
 mod tls;
 
 use std::net::SocketAddr;
@@ -51,6 +52,10 @@ pub struct GatewayConfig {
     pub send_buffer_bytes: Option<usize>,
     /// Subscriptions per connection.
     pub max_subscriptions: usize,
+    /// WebSocket connections the gateway holds at most (more → HTTP 503).
+    pub max_connections: usize,
+    /// Connections one token subject (`sub`) may hold at most (more → HTTP 429).
+    pub max_connections_per_user: usize,
     /// Largest client frame accepted (bytes); larger ones close the connection (1009).
     pub max_frame_bytes: usize,
     /// KV bucket of the aggregator's snapshots (`GetSnapshot`).
@@ -74,6 +79,8 @@ impl GatewayConfig {
             tls: None,
             send_buffer_bytes: None,
             max_subscriptions: 256,
+            max_connections: 10_000,
+            max_connections_per_user: 32,
             max_frame_bytes: 64 << 10,
             snapshot_bucket: "md_snapshots".into(),
             flags_bucket: "lt_feature_flags".into(),

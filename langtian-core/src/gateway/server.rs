@@ -26,6 +26,7 @@ use crate::envelope::now_nanos;
 /// What every connection and handler shares.
 pub(super) struct Shared {
     pub(super) bus: Bus,
+    slots: Arc<super::slots::Slots>,
     pub(super) cfg: Arc<GatewayConfig>,
     pub(super) stats: Arc<GatewayStats>,
     pub(super) verifier: Verifier,
@@ -72,6 +73,17 @@ impl Gateway {
             key: "degrade",
             reason,
         })?;
+        for (key, v) in [
+            ("max_connections", cfg.max_connections),
+            ("max_connections_per_user", cfg.max_connections_per_user),
+        ] {
+            if v == 0 {
+                return Err(GatewayError::Config {
+                    key,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
         if let Some(dir) = &cfg.static_dir
             && !dir.is_dir()
         {
@@ -144,6 +156,7 @@ impl Gateway {
         })?;
         let shared = Arc::new(Shared {
             bus,
+            slots: super::slots::Slots::new(self.cfg.max_connections, self.cfg.max_connections_per_user),
             cfg: Arc::new(self.cfg),
             stats,
             verifier: self.verifier,
@@ -335,11 +348,29 @@ async fn ws_upgrade(
             return refuse(StatusCode::UNAUTHORIZED, e.to_string());
         }
     };
+    // A slot is held from before the upgrade until the connection ends (dropped with the closure
+    // if the upgrade fails), so a burst of upgrades cannot overshoot the limits.
+    let slot = match shared.slots.try_take(&claims.sub) {
+        Ok(s) => s,
+        Err(e) => {
+            let (status, scope, code) = match e {
+                super::slots::SlotError::Total { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "total", "capacity_total")
+                }
+                super::slots::SlotError::User { .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, "user", "capacity_user")
+                }
+            };
+            metrics::counter!("ws_capacity_refused", "scope" => scope).increment(1);
+            tracing::warn!(code, %peer, user = %claims.sub, reason = %e, "WebSocket refused");
+            return refuse(status, e.to_string());
+        }
+    };
     let max = shared.cfg.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| conn::serve(socket, claims, peer.to_string(), shared))
+        .on_upgrade(move |socket| conn::serve(socket, claims, peer.to_string(), shared, slot))
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
