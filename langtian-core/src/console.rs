@@ -87,7 +87,11 @@ mod tests {
             let text = std::fs::read_to_string(f).unwrap();
             for (line, args) in warn_and_error_calls(&text) {
                 calls += 1;
-                if !args.split(',').any(|a| a.trim_start().starts_with("code = ")) {
+                // `code = "…"`, or the shorthand `code` for a local named so.
+                if !args
+                    .split(',')
+                    .any(|a| a.trim_start().starts_with("code = ") || a.trim() == "code")
+                {
                     missing.push(format!("{}:{line}", f.display()));
                 }
             }
@@ -107,5 +111,9 @@ mod tests {
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0], (1, "x, \"a (b\"".to_owned()));
         assert!(calls[1].1.contains("code = \"c\""));
+        assert_eq!(
+            warn_and_error_calls("tracing::warn!(code, %peer, \"x\");")[0].1,
+            "code, %peer, \"x\""
+        );
     }
 }
