@@ -110,6 +110,29 @@ fn sub(id: u32, subject: &str, priority: bool) -> In {
     })
 }
 
+/// The connection answers a ping with its nonce (it is still served).
+async fn answers_ping(ws: &mut Ws, nonce: u64) {
+    send(ws, In::Ping(pb::Ping { nonce, client_ts: 0 })).await;
+    assert!(matches!(recv(ws).await, Out::Pong(p) if p.nonce == nonce));
+}
+
+/// Waits (5 s at most) until one of the gateway's counters reads `want`.
+async fn until_stat(gw: &Gw, counter: fn(&GatewayStats) -> &std::sync::atomic::AtomicU64, want: u64) {
+    let stats = gw.stats.clone();
+    common::retry_until(Duration::from_secs(5), || {
+        let stats = stats.clone();
+        async move {
+            let n = counter(&stats).load(Ordering::Relaxed);
+            if n == want {
+                Ok(())
+            } else {
+                Err(format!("the counter reads {n}, not {want}"))
+            }
+        }
+    })
+    .await;
+}
+
 fn error_code(o: &Out) -> pb::ErrorCode {
     match o {
         Out::Error(e) => pb::ErrorCode::try_from(e.code).unwrap(),
@@ -337,15 +360,7 @@ async fn malformed_frames_close_the_connection_with_a_code() {
     assert!(gw.stats.bad_frames.load(Ordering::Relaxed) >= 3);
     // The gateway still serves.
     let mut ws = connect(&gw, &t).await;
-    send(
-        &mut ws,
-        In::Ping(pb::Ping {
-            nonce: 9,
-            client_ts: 0,
-        }),
-    )
-    .await;
-    assert!(matches!(recv(&mut ws).await, Out::Pong(p) if p.nonce == 9));
+    answers_ping(&mut ws, 9).await;
 }
 
 /// The HTTP status a refused WebSocket upgrade answered with.
@@ -379,29 +394,9 @@ async fn connection_limits_per_user_and_in_total() {
     assert_eq!(refused_status(&gw, &carol).await, 503, "the gateway is full");
     // A closed connection gives its slot back.
     drop(a1);
-    let stats = gw.stats.clone();
-    common::retry_until(Duration::from_secs(5), || {
-        let stats = stats.clone();
-        async move {
-            let n = stats.active.load(Ordering::Relaxed);
-            if n == 2 {
-                Ok(())
-            } else {
-                Err(format!("{n} active"))
-            }
-        }
-    })
-    .await;
+    until_stat(&gw, |s| &s.active, 2).await;
     let mut c1 = connect(&gw, &carol).await;
-    send(
-        &mut c1,
-        In::Ping(pb::Ping {
-            nonce: 3,
-            client_ts: 0,
-        }),
-    )
-    .await;
-    assert!(matches!(recv(&mut c1).await, Out::Pong(p) if p.nonce == 3));
+    answers_ping(&mut c1, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,19 +416,7 @@ async fn client_stats_are_checked_then_recorded() {
         }),
     )
     .await;
-    let stats = gw.stats.clone();
-    common::retry_until(Duration::from_secs(5), || {
-        let stats = stats.clone();
-        async move {
-            let n = stats.client_paint_samples.load(Ordering::Relaxed);
-            if n == 6 {
-                Ok(())
-            } else {
-                Err(format!("{n} paint samples recorded"))
-            }
-        }
-    })
-    .await;
+    until_stat(&gw, |s| &s.client_paint_samples, 6).await;
     assert_eq!(gw.stats.client_reports.load(Ordering::Relaxed), 1);
     // Out of range: an error frame naming it, nothing recorded, and the connection stays.
     send(
@@ -458,15 +441,7 @@ async fn client_stats_are_checked_then_recorded() {
         0,
         "not a malformed frame"
     );
-    send(
-        &mut ws,
-        In::Ping(pb::Ping {
-            nonce: 7,
-            client_ts: 0,
-        }),
-    )
-    .await;
-    assert!(matches!(recv(&mut ws).await, Out::Pong(p) if p.nonce == 7));
+    answers_ping(&mut ws, 7).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,35 @@ impl Drop for Guard {
     }
 }
 
+/// Subscribes to `subject` and returns the gateway's answer.
+async fn subscribe<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    id: u32,
+    subject: &str,
+) -> pb::ServerFrame
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let f = pb::ClientFrame {
+        kind: Some(pb::client_frame::Kind::Subscribe(pb::Subscribe {
+            id,
+            subject: subject.into(),
+            priority: false,
+        })),
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        f.encode_to_vec().into(),
+    ))
+    .await
+    .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    pb::ServerFrame::decode(m.into_data().as_ref()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_websocket_clients_with_a_dev_token() {
     let srv = TestServer::start().await.unwrap();
@@ -64,24 +93,7 @@ async fn serves_websocket_clients_with_a_dev_token() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token={token}"))
         .await
         .unwrap();
-    let f = pb::ClientFrame {
-        kind: Some(pb::client_frame::Kind::Subscribe(pb::Subscribe {
-            id: 1,
-            subject: "xy.md.tick.>".into(),
-            priority: false,
-        })),
-    };
-    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
-        f.encode_to_vec().into(),
-    ))
-    .await
-    .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let frame = pb::ServerFrame::decode(m.into_data().as_ref()).unwrap();
+    let frame = subscribe(&mut ws, 1, "xy.md.tick.>").await;
     assert!(
         matches!(frame.kind, Some(pb::server_frame::Kind::Subscribed(_))),
         "{frame:?}"
@@ -91,24 +103,7 @@ async fn serves_websocket_clients_with_a_dev_token() {
     assert!(page.contains("Langtian gateway"), "the no-UI page");
 
     // A subject the token does not allow: an error frame, and an audit line with its code.
-    let f = pb::ClientFrame {
-        kind: Some(pb::client_frame::Kind::Subscribe(pb::Subscribe {
-            id: 2,
-            subject: "lt.secret.>".into(),
-            priority: false,
-        })),
-    };
-    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
-        f.encode_to_vec().into(),
-    ))
-    .await
-    .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let frame = pb::ServerFrame::decode(m.into_data().as_ref()).unwrap();
+    let frame = subscribe(&mut ws, 2, "lt.secret.>").await;
     assert!(
         matches!(frame.kind, Some(pb::server_frame::Kind::Error(_))),
         "{frame:?}"
