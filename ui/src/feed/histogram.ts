@@ -117,3 +117,41 @@ export class RecentHistogram {
     return slot.h
   }
 }
+
+/** One latency series as the hub keeps it: the last seconds for the system view, and what came
+ * since the last report to the gateway. */
+export class LatencySeries {
+  private readonly recent: RecentHistogram
+  private readonly sinceReport = new LatencyHistogram()
+
+  constructor(seconds: number, now?: () => number) {
+    this.recent = new RecentHistogram(seconds, now)
+  }
+
+  add(ms: number): void {
+    this.recent.add(ms)
+    this.sinceReport.add(ms)
+  }
+
+  addCounts(pairs: SparseCounts): void {
+    this.recent.addCounts(pairs)
+    this.sinceReport.addCounts(pairs)
+  }
+
+  /** Percentiles over the last seconds. */
+  summary(): LatencySummary {
+    return this.recent.summary()
+  }
+
+  /** Samples since the last `takeReport`. */
+  get unreported(): number {
+    return this.sinceReport.count
+  }
+
+  /** What came since the last call, as sparse counts. */
+  takeReport(): SparseCounts {
+    const out = this.sinceReport.toSparse()
+    this.sinceReport.clear()
+    return out
+  }
+}

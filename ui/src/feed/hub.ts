@@ -20,7 +20,7 @@ import { backoffDelay } from './backoff'
 import { Batcher, FlushTimer } from './batcher'
 import { cellCodec, epochMs, RAW_TOPICS, tickCodec } from './feeds'
 import { FLOW_WINDOW, PageFlow } from './flow'
-import { LatencyHistogram, RecentHistogram, type SparseCounts } from './histogram'
+import { LatencySeries, type SparseCounts } from './histogram'
 import { MdFeed } from './mdfeed'
 import { RefCounts } from './refcount'
 import type { ConnState, FeedName, HubStats, HubStatus, HubToPage, PageToHub, RawMessage, RowsMessage } from '../worker/protocol'
@@ -77,12 +77,10 @@ export class FeedHub {
   decodeErrors = 0
   private bytesIn = 0
   private framesIn = 0
-  private readonly toBrowser = new RecentHistogram(STATS_WINDOW_S)
-  private readonly toPaint = new RecentHistogram(STATS_WINDOW_S)
+  /** Source → hub receipt and source → painted (the pages' reports). */
+  private readonly toBrowser = new LatencySeries(STATS_WINDOW_S)
+  private readonly toPaint = new LatencySeries(STATS_WINDOW_S)
   private statsTimer: ReturnType<typeof setInterval> | undefined
-  /** What the next `ClientStats` report to the gateway holds. */
-  private readonly paintReport = new LatencyHistogram()
-  private readonly receiptReport = new LatencyHistogram()
   private reportTimer: ReturnType<typeof setInterval> | undefined
 
   constructor(private readonly opts: HubOptions) {
@@ -147,11 +145,7 @@ export class FeedHub {
         break
       case 'latency':
         // From our own pages, but still checked: a malformed report is dropped, not trusted.
-        if (Array.isArray(m.counts)) {
-          const counts = m.counts.filter((c) => Array.isArray(c) && c.length === 2)
-          this.toPaint.addCounts(counts)
-          this.paintReport.addCounts(counts)
-        }
+        if (Array.isArray(m.counts)) this.toPaint.addCounts(m.counts.filter((c) => Array.isArray(c) && c.length === 2))
         break
       case 'bye':
         this.detach(port)
@@ -196,11 +190,9 @@ export class FeedHub {
   private reportToGateway(): void {
     if (this.socket?.readyState !== OPEN) return
     const rebuildMs = Object.values(this.md).flatMap((f) => f.takeRebuildDurations().map((ms) => Math.min(3_600_000, Math.round(ms))))
-    if (this.paintReport.count === 0 && this.receiptReport.count === 0 && rebuildMs.length === 0) return
+    if (this.toPaint.unreported === 0 && this.toBrowser.unreported === 0 && rebuildMs.length === 0) return
     const counts = (s: SparseCounts) => s.map(([ms, count]) => ({ ms, count }))
-    this.send(create(ClientFrameSchema, { kind: { case: 'stats', value: { paint: counts(this.paintReport.toSparse()), receipt: counts(this.receiptReport.toSparse()), rebuildMs } } }))
-    this.paintReport.clear()
-    this.receiptReport.clear()
+    this.send(create(ClientFrameSchema, { kind: { case: 'stats', value: { paint: counts(this.toPaint.takeReport()), receipt: counts(this.toBrowser.takeReport()), rebuildMs } } }))
   }
 
   private broadcastStatus(): void {
@@ -387,11 +379,7 @@ export class FeedHub {
       if (!out) continue
       const m: RowsMessage = { type: 'rows', feed, reset: out.reset, rows: out.rows, deleted: [], sentAt }
       if (!out.reset) {
-        for (const r of out.rows) {
-          if (typeof r.tsMs !== 'number' || typeof r.rxMs !== 'number') continue
-          this.toBrowser.add(r.rxMs - r.tsMs)
-          this.receiptReport.add(r.rxMs - r.tsMs)
-        }
+        for (const r of out.rows) if (typeof r.tsMs === 'number' && typeof r.rxMs === 'number') this.toBrowser.add(r.rxMs - r.tsMs)
       }
       for (const p of this.refs.ports(feed)) this.sendRows(p, m)
     }
