@@ -74,7 +74,7 @@ namespace Langtian.Tests
             var e = Assert.Throws<LangtianArgumentException>(() => lt.Publish("note", Utf8("{}"), new PublishOptions { Qos = 7 }), "QoS 7");
             Assert.Equal("ERR_ARGUMENT", e.Code, "code");
             Assert.True(e.Message.Contains("qos"), "names the argument: " + e.Message);
-            Assert.Equal("ERR_PUBLISH", Assert.Throws<PublishException>(() => lt.Publish("note", Utf8("{}"), new PublishOptions { Subject = "nowhere.stored" }), "no stream").Code, "code");
+            Assert.Equal("ERR_PUBLISH", Assert.Throws<PublishException>(() => lt.Publish("note", Utf8("{}"), new PublishOptions { Subject = "lt.analysis.nowhere" }), "no stream").Code, "code");
             Assert.Equal("ERR_ENVELOPE", Assert.Throws<EnvelopeException>(() => lt.Publish("", Utf8("{}")), "empty event type").Code, "code");
             var qos0 = lt.Publish("note", Utf8("{}"), new PublishOptions { Qos = 0 });
             Assert.True(qos0.Stream == null && qos0.Sequence == null, "QoS 0 has no PubAck");

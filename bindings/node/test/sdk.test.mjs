@@ -105,7 +105,7 @@ describe('publish and subscribe', () => {
     const r = await lt.publish('note', Buffer.from('{}'), { qos: 0 })
     assert.equal(r.stream, undefined)
     await assert.rejects(lt.publish('note', Buffer.from('{}'), { qos: 7 }), { code: 'ERR_PUBLISH' })
-    await assert.rejects(lt.publish('note', Buffer.from('{}'), { subject: 'nowhere.stored' }), { code: 'ERR_PUBLISH' })
+    await assert.rejects(lt.publish('note', Buffer.from('{}'), { subject: 'lt.analysis.nowhere' }), { code: 'ERR_PUBLISH' })
   })
 
   test('for await receives in order; break ends the subscription', async () => {

@@ -15,6 +15,7 @@ use langtian_core::bus::{
 };
 use langtian_core::discovery::{DiscoveryConfig, NodeEvent, Registry};
 use langtian_core::envelope::{Envelope, EnvelopeBuilder};
+use langtian_core::platform::access::NatsAuth;
 use langtian_core::platform::{UpConfig, run_up};
 
 mod query_cmd;
@@ -60,6 +61,15 @@ pub(crate) struct ConnArgs {
     /// NKey user seed.
     #[arg(long, global = true, env = "LT_NATS_NKEY_SEED")]
     nkey_seed: Option<String>,
+    /// File holding an NKey user seed (as `lt up` keeps its services' keys:
+    /// `.langtian/nats/keys/admin.nk`).
+    #[arg(
+        long,
+        global = true,
+        env = "LT_NATS_NKEY_SEED_FILE",
+        conflicts_with = "nkey_seed"
+    )]
+    nkey_seed_file: Option<PathBuf>,
     /// CA certificate (PEM) to trust for TLS.
     #[arg(long, global = true, env = "LT_NATS_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -68,7 +78,7 @@ pub(crate) struct ConnArgs {
 const DEFAULT_URL: &str = "nats://127.0.0.1:14222";
 
 impl ConnArgs {
-    fn options(&self) -> BusOptions {
+    fn options(&self) -> Result<BusOptions, String> {
         let mut o = BusOptions::new(self.nats_url.as_deref().unwrap_or(DEFAULT_URL));
         o.name = Some("lt".into());
         o.creds_file = self.creds.clone();
@@ -76,12 +86,17 @@ impl ConnArgs {
         o.user = self.user.clone();
         o.password = self.password.clone();
         o.nkey_seed = self.nkey_seed.clone();
+        if let Some(f) = &self.nkey_seed_file {
+            let seed =
+                std::fs::read_to_string(f).map_err(|e| format!("--nkey-seed-file {}: {e}", f.display()))?;
+            o.nkey_seed = Some(seed.trim().to_owned());
+        }
         o.tls.ca_file = self.tls_ca.clone();
         o.tls.required = self.tls_ca.is_some();
-        o
+        Ok(o)
     }
     pub(crate) async fn connect(&self) -> Result<Bus, String> {
-        Bus::connect(&self.options()).await.map_err(|e| {
+        Bus::connect(&self.options()?).await.map_err(|e| {
             format!(
                 "{e}\nhint: start the platform with `lt up`, or point --nats-url / LT_NATS_URL at a server"
             )
@@ -177,6 +192,13 @@ struct UpArgs {
     /// Monitoring port of the embedded nats-server.
     #[arg(long, default_value_t = 18222)]
     nats_http_port: u16,
+    /// How the embedded nats-server authenticates. `local`: every service connects as its own
+    /// NKey user allowed only what it does, and clients without credentials (SDKs, this CLI)
+    /// get the limited `local` user; `keys`: every client must present a key (the services'
+    /// seeds are in <data-dir>/nats/keys; `--nkey-seed-file …/admin.nk` may do anything);
+    /// `open`: no authentication, every client may do anything.
+    #[arg(long, default_value = "local")]
+    nats_auth: NatsAuth,
     /// Topology file (streams, consumers, KV) instead of the built-in config/topology.yaml.
     #[arg(long)]
     topology: Option<PathBuf>,
@@ -420,7 +442,8 @@ async fn sigterm() {
 async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
     let cfg = UpConfig {
         data_dir: a.data_dir.clone(),
-        connect: conn.nats_url.as_ref().map(|_| conn.options()),
+        connect: conn.nats_url.as_ref().map(|_| conn.options()).transpose()?,
+        nats_auth: a.nats_auth,
         nats_port: a.nats_port,
         nats_http_port: a.nats_http_port,
         topology: a.topology.clone(),

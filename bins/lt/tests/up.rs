@@ -242,6 +242,19 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     let published1 = field(&first, "published");
     assert_eq!(field(&first, "lake rows"), published1, "{first}");
     assert!(published1 >= 10_000, "{first}");
+    // Every service ran as its own NATS user, and nats-server refused none of their operations
+    // (a missing permission shows up here as `denied N` and a `nats_permission_denied` line).
+    assert!(first.contains("least-privilege permissions"), "{first}");
+    assert_eq!(field(&first, "denied"), 0, "{first}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let key = std::path::Path::new(data).join("nats/keys/gateway.nk");
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     // Second run resumes the same store and lake, serving the UI without isolation.
     let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
@@ -270,6 +283,7 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     assert!(second.contains("updated stream `LT_EVENTS`"), "{second}");
     let published2 = field(&second, "published");
     assert_eq!(field(&second, "lake rows"), published2, "{second}");
+    assert_eq!(field(&second, "denied"), 0, "{second}");
 
     // With lt up stopped, lt query opens the lake file itself: every sample of both runs, once.
     let q = lt(&[

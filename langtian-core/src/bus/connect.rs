@@ -1,4 +1,6 @@
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -68,6 +70,10 @@ pub struct BusOptions {
     /// Max outstanding PubAcks per connection (JetStream context semaphore).
     #[serde(default = "default_max_ack_inflight")]
     pub max_ack_inflight: usize,
+    /// Inbox prefix instead of `_INBOX` (an identity whose NATS permissions give it its own
+    /// inbox subjects: see [`access::inbox_prefix`](super::access::inbox_prefix)).
+    #[serde(default)]
+    pub inbox_prefix: Option<String>,
 }
 
 fn default_request_timeout() -> Duration {
@@ -96,27 +102,50 @@ impl BusOptions {
             request_timeout: default_request_timeout(),
             retry_on_initial_connect: false,
             max_ack_inflight: default_max_ack_inflight(),
+            inbox_prefix: None,
         }
     }
 
-    async fn to_async_nats(&self) -> Result<async_nats::ConnectOptions, BusError> {
+    async fn to_async_nats(&self, denials: Arc<AtomicU64>) -> Result<async_nats::ConnectOptions, BusError> {
+        let name = self.name.clone().unwrap_or_default();
         let mut o = async_nats::ConnectOptions::new()
             .request_timeout(Some(self.request_timeout))
             .subscription_capacity(256 * 1024)
-            .event_callback(|ev| async move {
-                match ev {
-                    async_nats::Event::SlowConsumer(sid) => {
-                        tracing::warn!(
-                            code = "client_slow_consumer",
-                            sid,
-                            "slow consumer: the client dropped messages"
-                        )
+            .event_callback(move |ev| {
+                let (denials, name) = (denials.clone(), name.clone());
+                async move {
+                    match ev {
+                        async_nats::Event::SlowConsumer(sid) => {
+                            tracing::warn!(
+                                code = "client_slow_consumer",
+                                sid,
+                                "slow consumer: the client dropped messages"
+                            )
+                        }
+                        async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                            if is_permission_violation(&text) =>
+                        {
+                            denials.fetch_add(1, Ordering::Relaxed);
+                            #[cfg(feature = "obs")]
+                            metrics::counter!("nats_permission_violations", "client" => name.clone())
+                                .increment(1);
+                            tracing::warn!(
+                                target: "audit",
+                                code = "nats_permission_denied",
+                                client = %name,
+                                reason = %text,
+                                "nats-server refused an operation this connection's user is not allowed"
+                            )
+                        }
+                        other => tracing::debug!(event = %other, "nats connection event"),
                     }
-                    other => tracing::debug!(event = %other, "nats connection event"),
                 }
             });
         if let Some(n) = &self.name {
             o = o.name(n);
+        }
+        if let Some(p) = &self.inbox_prefix {
+            o = o.custom_inbox_prefix(p.clone());
         }
         let auth_count = [
             self.token.is_some(),
@@ -188,6 +217,13 @@ impl BusOptions {
 pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
+    denials: Arc<AtomicU64>,
+}
+
+/// Whether a server error is a permissions violation (`Permissions Violation for Publish to …`,
+/// `… for Subscription to …`).
+fn is_permission_violation(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("permissions violation")
 }
 
 impl Bus {
@@ -196,7 +232,8 @@ impl Bus {
         if opts.urls.is_empty() {
             return Err(BusError::Options("no server URL given".into()));
         }
-        let o = opts.to_async_nats().await?;
+        let denials = Arc::new(AtomicU64::new(0));
+        let o = opts.to_async_nats(denials.clone()).await?;
         let client = o
             .connect(opts.urls.clone())
             .await
@@ -204,7 +241,9 @@ impl Bus {
                 urls: opts.urls.join(","),
                 reason: e.to_string(),
             })?;
-        Ok(Self::from_client(client, opts))
+        let mut bus = Self::from_client(client, opts);
+        bus.denials = denials;
+        Ok(bus)
     }
 
     /// [`connect`](Self::connect), giving up after `limit` with [`BusError::Connect`]
@@ -226,7 +265,18 @@ impl Bus {
             .max_ack_inflight(opts.max_ack_inflight)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        Self { client, js }
+        Self {
+            client,
+            js,
+            denials: Arc::default(),
+        }
+    }
+
+    /// How many operations nats-server refused on this connection because its user lacks the
+    /// permission (each is also logged with code `nats_permission_denied` and counted in
+    /// `nats_permission_violations`). Counted only on connections made by [`connect`](Self::connect).
+    pub fn permission_denials(&self) -> u64 {
+        self.denials.load(Ordering::Relaxed)
     }
 
     /// The core NATS client.

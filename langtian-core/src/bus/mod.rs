@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 mod connect;
 mod consume;
 mod dlq;

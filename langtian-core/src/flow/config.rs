@@ -249,6 +249,9 @@ pub struct NatsSource {
     /// NKey seed.
     #[serde(default)]
     pub nkey_seed: Option<String>,
+    /// Inbox prefix instead of `_INBOX` (when the user's permissions give it its own inboxes).
+    #[serde(default)]
+    pub inbox_prefix: Option<String>,
     /// CA file for TLS.
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,

@@ -134,11 +134,26 @@ pub fn bus_options(n: &NatsSource, name: &str) -> BusOptions {
     opts.user = n.user.clone();
     opts.password = n.password.clone();
     opts.nkey_seed = n.nkey_seed.clone();
+    opts.inbox_prefix = n.inbox_prefix.clone();
     if let Some(ca) = &n.tls_ca {
         opts.tls.ca_file = Some(ca.clone());
         opts.tls.required = true;
     }
     opts
+}
+
+/// The inverse of [`bus_options`]: makes source block `n` connect with `o`'s authentication
+/// and inbox prefix (how `lt up` runs its flow as the flow's own NATS user).
+pub fn connect_as(n: &mut NatsSource, o: &BusOptions) {
+    n.creds_file = o.creds_file.clone();
+    n.token = o.token.clone();
+    n.user = o.user.clone();
+    n.password = o.password.clone();
+    n.nkey_seed = o.nkey_seed.clone();
+    n.inbox_prefix = o.inbox_prefix.clone();
+    if o.tls.ca_file.is_some() {
+        n.tls_ca = o.tls.ca_file.clone();
+    }
 }
 
 /// The consumer spec of a `nats` source block within pipeline `p`.

@@ -16,15 +16,14 @@ use crate::gateway::{Gateway, GatewayConfig, GatewayStats};
 use crate::sim::ticks::{TickRun, publish_ticks};
 use crate::sim::{TickSim, TickSimConfig};
 
-/// Subjects the UI token may subscribe to: market data, battery channels, analysis tables, the
-/// execution health feed and the discovery heartbeats (KV `lt_nodes`, for the system view).
-pub const UI_SUBJECTS: [&str; 5] = [
-    "xy.md.>",
-    "lt.md.>",
-    "lt.analysis.>",
-    "xy.exec.health",
-    "$KV.lt_nodes.>",
-];
+pub use super::UI_SUBJECTS;
+
+/// The connections of the live services, each as its own NATS user.
+pub(super) struct LiveBuses {
+    pub(super) aggregator: Bus,
+    pub(super) gateway: Bus,
+    pub(super) ticks: Bus,
+}
 
 /// The running live services.
 pub(super) struct Live {
@@ -70,7 +69,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), UpError> {
 /// Starts the tick simulator, the aggregator and the gateway.
 pub(super) async fn start_live(
     cfg: &UpConfig,
-    bus: &Bus,
+    buses: LiveBuses,
     stop: watch::Receiver<bool>,
     on_line: &mut impl FnMut(&str),
 ) -> Result<Live, UpError> {
@@ -84,7 +83,7 @@ pub(super) async fn start_live(
         .map_err(|e| setup("the aggregator (--delta-interval)")(e.to_string()))?;
     let aggregator = Arc::new(AggregatorStats::default());
     {
-        let (bus, stats, stop) = (bus.clone(), aggregator.clone(), stop.clone());
+        let (bus, stats, stop) = (buses.aggregator, aggregator.clone(), stop.clone());
         let c = agg_cfg.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = run_aggregator(bus, c, stats, stop).await {
@@ -110,7 +109,7 @@ pub(super) async fn start_live(
     let (http, ws) = (gw.http_url(), gw.ws_url());
     let gateway = Arc::new(GatewayStats::default());
     {
-        let (bus, stats, stop) = (bus.clone(), gateway.clone(), stop.clone());
+        let (bus, stats, stop) = (buses.gateway, gateway.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = gw.run(bus, stats, stop).await {
                 tracing::error!(code = "gateway_stopped", error = %e, "gateway stopped");
@@ -160,7 +159,7 @@ pub(super) async fn start_live(
             run.burst_factor,
             run.burst_every.as_secs()
         ));
-        let bus = bus.clone();
+        let bus = buses.ticks;
         sim_task = Some(tokio::spawn(async move {
             if let Err(e) = publish_ticks(&bus, &mut sim, &run, sim_rx, |_| {}).await {
                 tracing::error!(code = "tick_sim_stopped", error = %e, "tick simulator stopped");

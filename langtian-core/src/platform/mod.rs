@@ -10,6 +10,7 @@
 //! simulators, lets the collector publish its backlog, lets the flow commit its last batch, then
 //! stops the rest.
 
+pub mod access;
 #[cfg(all(feature = "aggregate", feature = "gateway"))]
 pub mod live;
 
@@ -27,6 +28,17 @@ use crate::collector::{Collector, CollectorConfig, CollectorError, CollectorStat
 use crate::discovery::{DiscoveryConfig, DiscoveryError, NodeInfo, Registry};
 use crate::natsd::{NatsServer, NatsServerConfig, NatsdError};
 use crate::sim::udp::{BatteryUdpConfig, send_battery_udp};
+use access::{NatsAuth, PlatformAccess, PlatformNames};
+
+/// Subjects the UI token may subscribe to: market data, battery channels, analysis tables, the
+/// execution health feed and the discovery heartbeats (KV `lt_nodes`, for the system view).
+pub const UI_SUBJECTS: [&str; 5] = [
+    "xy.md.>",
+    "lt.md.>",
+    "lt.analysis.>",
+    "xy.exec.health",
+    "$KV.lt_nodes.>",
+];
 
 /// Errors that stop `lt up`.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +72,10 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     /// Use this NATS (URLs, auth, TLS) instead of starting one.
     pub connect: Option<BusOptions>,
+    /// How the embedded nats-server authenticates: every service as its own NKey user with
+    /// least-privilege permissions, plus a limited `local` user for clients without credentials
+    /// (the default); NKeys only; or open. Not used with `connect`.
+    pub nats_auth: NatsAuth,
     /// Client port of the embedded server.
     pub nats_port: u16,
     /// Monitoring port of the embedded server.
@@ -101,6 +117,7 @@ impl Default for UpConfig {
         Self {
             data_dir: PathBuf::from(".langtian"),
             connect: None,
+            nats_auth: NatsAuth::Local,
             nats_port: 14222,
             nats_http_port: 18222,
             topology: None,
@@ -151,13 +168,16 @@ pub struct UpStatus {
     pub live_keys: u64,
     /// WebSocket clients of the gateway.
     pub ws_clients: u64,
+    /// Operations nats-server refused because the service's user lacks the permission (0
+    /// when every service stays within its grant).
+    pub nats_denied: u64,
 }
 
 impl UpStatus {
     /// One terminal line.
     pub fn line(&self) -> String {
         format!(
-            "up {:>5.0}s | in {:>7.0} ev/s | published {:>9} | backlog {:>6} | lake rows {:>9} | lag {:>6} | dlq {:>4} | live keys {:>5} | ws {} | nodes {} | errors {}",
+            "up {:>5.0}s | in {:>7.0} ev/s | published {:>9} | backlog {:>6} | lake rows {:>9} | lag {:>6} | dlq {:>4} | live keys {:>5} | ws {} | nodes {} | errors {} | denied {}",
             self.uptime_s,
             self.events_in_per_s,
             self.published,
@@ -168,7 +188,8 @@ impl UpStatus {
             self.live_keys,
             self.ws_clients,
             self.nodes,
-            self.errors
+            self.errors,
+            self.nats_denied
         )
     }
 }
@@ -236,13 +257,30 @@ pub async fn run_up(
         what: format!("data dir {}", cfg.data_dir.display()),
         reason: e.to_string(),
     })?;
+    let topology = match &cfg.topology {
+        Some(p) => Topology::from_file(p)?,
+        None => Topology::default_topology()?,
+    };
+    let mode = if cfg.connect.is_some() {
+        NatsAuth::Open
+    } else {
+        cfg.nats_auth
+    };
+    let access =
+        PlatformAccess::open(&cfg.data_dir, mode, PlatformNames::for_topology(&topology)).map_err(|e| {
+            UpError::Setup {
+                what: "NATS identities".into(),
+                reason: e.to_string(),
+            }
+        })?;
     let mut server = None;
-    let mut opts = match &cfg.connect {
-        Some(o) => o.clone(),
+    let url = match &cfg.connect {
+        Some(o) => o.urls.join(","),
         None => {
             let mut sc = NatsServerConfig::new(cfg.data_dir.join("nats"));
             sc.port = cfg.nats_port;
             sc.http_port = cfg.nats_http_port;
+            sc.extra_config = access.server_config();
             let s = NatsServer::start(sc).await?;
             on_line(&format!(
                 "nats-server running: {} (monitoring {}; store {})",
@@ -252,17 +290,34 @@ pub async fn run_up(
             ));
             let url = s.client_url();
             server = Some(s);
-            BusOptions::new(&url)
+            url
         }
     };
-    let url = opts.urls.join(",");
-    opts.name = Some("lt-up".into());
-    let bus = Bus::connect(&opts).await?;
-
-    let topology = match &cfg.topology {
-        Some(p) => Topology::from_file(p)?,
-        None => Topology::default_topology()?,
+    match mode {
+        NatsAuth::Open if cfg.connect.is_none() => on_line("NATS auth: open (every client may do anything)"),
+        NatsAuth::Open => {}
+        m => on_line(&format!(
+            "NATS auth: each service is its own NKey user with least-privilege permissions (keys in {}); {}",
+            access.keys_dir.display(),
+            if m == NatsAuth::Local {
+                "clients without credentials get the limited `local` user"
+            } else {
+                "every client needs a key"
+            }
+        )),
+    }
+    // One connection per service, each as its own NATS user (with `connect`: the given options).
+    let options = |name: &str| match &cfg.connect {
+        Some(o) => {
+            let mut o = o.clone();
+            o.name = Some(format!("lt-up:{name}"));
+            o
+        }
+        None => access.options(&url, name),
     };
+    let bus = Bus::connect(&options("admin")).await?;
+    let mut buses = vec![bus.clone()];
+
     for line in topology.apply(&bus).await? {
         on_line(&format!("provisioned: {line}"));
     }
@@ -280,8 +335,10 @@ pub async fn run_up(
         collector.recv_buffer_bytes() / 1024
     ));
     let (col_stop_tx, col_stop_rx) = watch::channel(false);
+    let collector_bus = Bus::connect(&options("collector")).await?;
+    buses.push(collector_bus.clone());
     let collector_task = {
-        let bus = bus.clone();
+        let bus = collector_bus;
         tokio::spawn(async move {
             match collector.run(bus, col_stop_rx).await {
                 Ok(r) => Some(r),
@@ -328,13 +385,15 @@ pub async fn run_up(
     if cfg.flow {
         tasks.push(start_flow(
             &cfg,
-            &url,
+            &options("flow"),
             flow.clone(),
             stop_rx.clone(),
             &mut on_line,
         )?);
         if cfg.query {
-            tasks.push(start_query(&cfg, &bus, stop_rx.clone(), &mut on_line)?);
+            let query_bus = Bus::connect(&options("query")).await?;
+            buses.push(query_bus.clone());
+            tasks.push(start_query(&cfg, &query_bus, stop_rx.clone(), &mut on_line)?);
         }
     }
     #[cfg(feature = "obs")]
@@ -347,7 +406,17 @@ pub async fn run_up(
 
     #[cfg(all(feature = "aggregate", feature = "gateway"))]
     let live = if cfg.live {
-        Some(live::start_live(&cfg, &bus, stop_rx.clone(), &mut on_line).await?)
+        let live_buses = live::LiveBuses {
+            aggregator: Bus::connect(&options("aggregator")).await?,
+            gateway: Bus::connect(&options("gateway")).await?,
+            ticks: Bus::connect(&options("ticks")).await?,
+        };
+        buses.extend([
+            live_buses.aggregator.clone(),
+            live_buses.gateway.clone(),
+            live_buses.ticks.clone(),
+        ]);
+        Some(live::start_live(&cfg, live_buses, stop_rx.clone(), &mut on_line).await?)
     } else {
         None
     };
@@ -397,6 +466,7 @@ pub async fn run_up(
                 let mut status = collect_status(&bus, &registry, &cstats, &flow, started).await;
                 status.events_in_per_s = (records - last_records) as f64 / dt;
                 live_counts(&mut status);
+                status.nats_denied = buses.iter().map(Bus::permission_denials).sum();
                 last_records = records;
                 last_t = Instant::now();
                 on_status(&status);
@@ -433,7 +503,9 @@ pub async fn run_up(
     let _ = node.unregister().await;
     let mut status = collect_status(&bus, &registry, &cstats, &flow, started).await;
     live_counts(&mut status);
+    status.nats_denied = buses.iter().map(Bus::permission_denials).sum();
     let _ = bus.flush().await;
+    drop(buses);
     drop(bus);
     if let Some(mut s) = server {
         s.stop().await?;
@@ -468,16 +540,16 @@ pub fn lake_dir(data_dir: &std::path::Path) -> PathBuf {
 #[cfg(feature = "flow")]
 fn start_flow(
     cfg: &UpConfig,
-    url: &str,
+    nats: &BusOptions,
     counters: Arc<FlowCounters>,
     stop: watch::Receiver<bool>,
     on_line: &mut impl FnMut(&str),
 ) -> Result<tokio::task::JoinHandle<()>, UpError> {
     let lake = lake_dir(&cfg.data_dir);
     let mut vars = std::collections::BTreeMap::new();
-    vars.insert("SQLFLOW_NATS_URL".to_owned(), url.to_owned());
+    vars.insert("SQLFLOW_NATS_URL".to_owned(), nats.urls.join(","));
     vars.insert("SQLFLOW_LAKE_DIR".to_owned(), lake.display().to_string());
-    let file = crate::flow::config::PipelineFile::from_str(
+    let mut file = crate::flow::config::PipelineFile::from_str(
         "config/pipelines/battery-to-lake.yml (built in)",
         crate::flow::EXAMPLE_PIPELINE,
         &vars,
@@ -486,6 +558,10 @@ fn start_flow(
         what: e.file.clone(),
         reason: e.message,
     })?;
+    // The flow connects as its own NATS user (or with the options given to `lt up`).
+    if let Some(n) = file.pipeline.source.nats.as_mut() {
+        crate::flow::source::connect_as(n, nats);
+    }
     on_line(&format!(
         "flow `battery-to-lake`: lt.evt.battery.> → SQL → DuckLake {} table battery_samples (exactly once)",
         lake.display()
@@ -604,5 +680,6 @@ async fn collect_status(
         errors: s.malformed + s.dropped + s.kernel_drops + flow.errors(),
         live_keys: 0,
         ws_clients: 0,
+        nats_denied: 0,
     }
 }
