@@ -150,15 +150,22 @@ async fn clients_without_credentials_get_the_local_user() {
     let local = Bus::connect(&o).await.unwrap();
     // It may publish events (QoS 1: the PubAck comes to the default inbox) and read the node registry...
     qos1(&local, "lt.evt.note.sdk").await.unwrap();
+    // A publish the user may not make fails with a typed error naming the subject, not an ack timeout.
+    let err = qos1(&local, "xy.md.tick.shfe.0").await.unwrap_err();
+    assert!(
+        matches!(&err, BusError::PermissionDenied { subject } if subject == "xy.md.tick.shfe.0"),
+        "{err:?}"
+    );
+    until_denied(&local, 1).await;
     let kv = local.jetstream().get_key_value("lt_nodes").await.unwrap();
     assert!(kv.get("nobody").await.unwrap().is_none());
-    assert_eq!(local.permission_denials(), 0);
+    assert_eq!(local.permission_denials(), 1);
     // ...but not pose as the query service, nor read a service's replies, nor touch the streams.
     let _q = local.client().subscribe("lt.query.v1").await.unwrap();
     local.flush().await.unwrap();
-    until_denied(&local, 1).await;
-    assert!(local.jetstream().delete_stream("LT_EVENTS").await.is_err());
     until_denied(&local, 2).await;
+    assert!(local.jetstream().delete_stream("LT_EVENTS").await.is_err());
+    until_denied(&local, 3).await;
     // A service's inbox stays private: the query service's reply never reaches a `>` reader.
     let mut all = local.client().subscribe(">").await.unwrap();
     local.flush().await.unwrap();

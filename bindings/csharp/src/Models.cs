@@ -16,6 +16,8 @@ namespace Langtian
         [DataMember(Name = "password", EmitDefaultValue = false)] public string Password { get; set; }
         /// <summary>A credentials file (user JWT + NKey seed).</summary>
         [DataMember(Name = "creds", EmitDefaultValue = false)] public string Creds { get; set; }
+        /// <summary>An NKey user seed ("SU…", e.g. the text of lt up's .langtian/nats/keys/&lt;service&gt;.nk).</summary>
+        [DataMember(Name = "nkeySeed", EmitDefaultValue = false)] public string NkeySeed { get; set; }
         /// <summary>Give up connecting after this many milliseconds (default 5000).</summary>
         [DataMember(Name = "timeoutMs", EmitDefaultValue = false)] public int? TimeoutMs { get; set; }
     }

@@ -12,7 +12,7 @@ namespace Langtian.Tests
 {
     public static class ClientTests
     {
-        static string ltBin, natsServer, trayTool, url;
+        static string ltBin, natsServer, trayTool, url, dataDir;
         static int udpPort;
         static LangtianClient lt;
 
@@ -26,6 +26,7 @@ namespace Langtian.Tests
             udpPort = Proc.FreeUdpPort();
             var dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "lt-cs-" + Guid.NewGuid().ToString("N"));
             url = "nats://127.0.0.1:" + nats;
+            dataDir = dir;
             Console.WriteLine("native library " + LangtianClient.NativeVersion + "; lt up on " + url);
             using (new Proc(ltBin, string.Format("up --data-dir {0} --nats-port {1} --nats-http-port {2} --udp 127.0.0.1:{3} --metrics-addr 127.0.0.1:{4} --no-sim --no-live",
                 dir, nats, http, udpPort, metrics), "query service on"))
@@ -66,6 +67,21 @@ namespace Langtian.Tests
                 Assert.True(again.Duplicate, "the same event id again is a duplicate");
                 Assert.Equal(r.Sequence, again.Sequence, "the duplicate points at the first copy");
             }
+        }
+
+        [Test]
+        public static void AnNkeySeedConnectsAsThatLtUpService()
+        {
+            // lt up keeps each service's NKey seed; with one, the client is that NATS user and the
+            // server enforces its permissions: the collector may store events, not market data.
+            var seed = System.IO.File.ReadAllText(System.IO.Path.Combine(dataDir, "nats", "keys", "collector.nk"));
+            using (var c = LangtianClient.Connect(url, new ConnectOptions { Name = "cs-as-collector", NkeySeed = seed }))
+            {
+                Assert.True(c.Publish("note", Utf8("{}"), new PublishOptions { Source = "cs-nkey" }).Sequence > 0, "the collector may store events");
+                var e = Assert.Throws<PublishException>(() => c.Publish("x", Utf8("1"), new PublishOptions { Subject = "xy.md.tick.cs.0" }), "market data is not the collector's");
+                Assert.True(e.Message.Contains("not allowed"), "says why: " + e.Message);
+            }
+            Assert.Throws<ConnectException>(() => LangtianClient.Connect(url, new ConnectOptions { NkeySeed = "SUnotaseed", TimeoutMs = 2000 }), "a bad seed");
         }
 
         [Test]

@@ -63,6 +63,8 @@ pub struct ConnectOptions {
     pub password: Option<String>,
     /// Credentials file (user JWT + NKey seed).
     pub creds: Option<String>,
+    /// NKey user seed (`SU…`, e.g. the text of `lt up`'s `.langtian/nats/keys/<service>.nk`).
+    pub nkey_seed: Option<String>,
     /// Give up connecting after this many milliseconds (default 5000).
     pub timeout_ms: Option<u32>,
 }
@@ -210,6 +212,7 @@ impl Client {
         opts.user = o.user;
         opts.password = o.password;
         opts.creds_file = o.creds.map(Into::into);
+        opts.nkey_seed = o.nkey_seed.map(|s| s.trim().to_owned());
         let limit = Duration::from_millis(u64::from(o.timeout_ms.unwrap_or(5000)));
         let bus = Bus::connect_within(&opts, limit).await.map_err(bus_err)?;
         Ok(Client { bus })

@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { createRequire } from 'node:module'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { simBattery, startBareNats, startPlatform, until } from './platform.mjs'
 
 const require = createRequire(import.meta.url)
@@ -106,6 +108,19 @@ describe('publish and subscribe', () => {
     assert.equal(r.stream, undefined)
     await assert.rejects(lt.publish('note', Buffer.from('{}'), { qos: 7 }), { code: 'ERR_PUBLISH' })
     await assert.rejects(lt.publish('note', Buffer.from('{}'), { subject: 'lt.analysis.nowhere' }), { code: 'ERR_PUBLISH' })
+  })
+
+  test("an NKey seed connects as that lt up service, whose permissions the server enforces", async () => {
+    const seed = readFileSync(join(platform.dir, 'nats', 'keys', 'collector.nk'), 'utf8')
+    const collector = await Client.connect(platform.url, { name: 'node-as-collector', nkeySeed: seed })
+    const r = await collector.publish('note', Buffer.from('{}'), { source: 'node-nkey' })
+    assert.ok(r.sequence > 0, JSON.stringify(r))
+    await assert.rejects(collector.publish('x', Buffer.from('1'), { subject: 'xy.md.tick.node.0' }), (e) => {
+      assert.equal(e.code, 'ERR_PUBLISH')
+      assert.match(e.message, /not allowed/)
+      return true
+    })
+    await assert.rejects(Client.connect(platform.url, { nkeySeed: 'SUnotaseed', timeoutMs: 2000 }), { code: 'ERR_CONNECT' })
   })
 
   test('for await receives in order; break ends the subscription', async () => {

@@ -106,7 +106,7 @@ struct Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (url = "nats://127.0.0.1:14222", *, name = None, token = None, user = None, password = None, creds = None, timeout = 5.0))]
+    #[pyo3(signature = (url = "nats://127.0.0.1:14222", *, name = None, token = None, user = None, password = None, creds = None, nkey_seed = None, timeout = 5.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -116,6 +116,7 @@ impl Client {
         user: Option<String>,
         password: Option<String>,
         creds: Option<PathBuf>,
+        nkey_seed: Option<String>,
         timeout: f64,
     ) -> PyResult<Self> {
         let mut opts = BusOptions::new(url);
@@ -124,6 +125,7 @@ impl Client {
         opts.user = user;
         opts.password = password;
         opts.creds_file = creds;
+        opts.nkey_seed = nkey_seed.map(|s| s.trim().to_owned());
         let limit = Duration::from_secs_f64(timeout.clamp(0.1, 3600.0));
         let r = block(py, async {
             tokio::time::timeout(limit, Bus::connect(&opts)).await

@@ -93,6 +93,18 @@ def test_publish_then_subscribe_round_trip(lt):
     sub.close()
 
 
+def test_an_nkey_seed_connects_as_that_lt_up_service(platform):
+    # lt up keeps each service's NKey seed; with one, the SDK is that NATS user and the server
+    # enforces its permissions: the collector may store events but not publish market data.
+    seed = (platform.dir / "nats" / "keys" / "collector.nk").read_text()
+    collector = langtian.connect(platform.url, nkey_seed=seed, name="pytest-as-collector")
+    assert collector.publish("note", {"n": 1}, source="pytest-nkey")["sequence"] > 0
+    with pytest.raises(langtian.PublishError, match="not allowed"):
+        collector.publish("x", b"1", qos=1, subject="xy.md.tick.pytest.0")
+    with pytest.raises(langtian.ConnectError):
+        langtian.connect(platform.url, nkey_seed="SUnotaseed", timeout=2)
+
+
 def test_publish_errors_are_typed(lt):
     with pytest.raises(langtian.PublishError):
         lt.publish("x", b"1", qos=1, subject="lt.analysis.nowhere")  # no stream captures it (a subject lt up's local user may publish)

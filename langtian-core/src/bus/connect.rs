@@ -106,7 +106,7 @@ impl BusOptions {
         }
     }
 
-    async fn to_async_nats(&self, denials: Arc<AtomicU64>) -> Result<async_nats::ConnectOptions, BusError> {
+    async fn to_async_nats(&self, denials: Arc<Denials>) -> Result<async_nats::ConnectOptions, BusError> {
         let name = self.name.clone().unwrap_or_default();
         let mut o = async_nats::ConnectOptions::new()
             .request_timeout(Some(self.request_timeout))
@@ -125,7 +125,7 @@ impl BusOptions {
                         async_nats::Event::ServerError(async_nats::ServerError::Other(text))
                             if is_permission_violation(&text) =>
                         {
-                            denials.fetch_add(1, Ordering::Relaxed);
+                            denials.record(&text);
                             #[cfg(feature = "obs")]
                             metrics::counter!("nats_permission_violations", "client" => name.clone())
                                 .increment(1);
@@ -217,7 +217,64 @@ impl BusOptions {
 pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
-    denials: Arc<AtomicU64>,
+    denials: Arc<Denials>,
+}
+
+/// The permission violations the server reported on one connection: how many, the recently
+/// refused publish subjects (so a publish waiting for its PubAck can fail at once with
+/// [`BusError::PermissionDenied`] instead of timing out), and a wake-up for those waiting.
+#[derive(Debug, Default)]
+pub(crate) struct Denials {
+    count: AtomicU64,
+    recent: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, String)>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Denials {
+    const RECENT: usize = 64;
+
+    fn record(&self, text: &str) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(subject) = refused_publish_subject(text)
+            && let Ok(mut r) = self.recent.lock()
+        {
+            if r.len() == Self::RECENT {
+                r.pop_front();
+            }
+            r.push_back((std::time::Instant::now(), subject.to_owned()));
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Whether a publish to `subject` was refused at or after `since`.
+    pub(crate) fn refused_since(&self, subject: &str, since: std::time::Instant) -> bool {
+        self.recent
+            .lock()
+            .map(|r| r.iter().any(|(t, s)| *t >= since && s == subject))
+            .unwrap_or(false)
+    }
+
+    /// Resolves when a publish to `subject` made at or after `since` is refused.
+    pub(crate) async fn refused(&self, subject: &str, since: std::time::Instant) {
+        loop {
+            let wake = self.changed.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if self.refused_since(subject, since) {
+                return;
+            }
+            wake.await;
+        }
+    }
+}
+
+/// The subject of `Permissions Violation for Publish to "<subject>"`.
+fn refused_publish_subject(text: &str) -> Option<&str> {
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find("for publish to ")? + "for publish to ".len();
+    let rest = text.get(at..)?.trim();
+    let rest = rest.strip_prefix('"').unwrap_or(rest);
+    Some(rest.split('"').next().unwrap_or(rest).trim())
 }
 
 /// Whether a server error is a permissions violation (`Permissions Violation for Publish to …`,
@@ -232,7 +289,7 @@ impl Bus {
         if opts.urls.is_empty() {
             return Err(BusError::Options("no server URL given".into()));
         }
-        let denials = Arc::new(AtomicU64::new(0));
+        let denials = Arc::new(Denials::default());
         let o = opts.to_async_nats(denials.clone()).await?;
         let client = o
             .connect(opts.urls.clone())
@@ -276,7 +333,11 @@ impl Bus {
     /// permission (each is also logged with code `nats_permission_denied` and counted in
     /// `nats_permission_violations`). Counted only on connections made by [`connect`](Self::connect).
     pub fn permission_denials(&self) -> u64 {
-        self.denials.load(Ordering::Relaxed)
+        self.denials.count.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn denials(&self) -> &Denials {
+        &self.denials
     }
 
     /// The core NATS client.
@@ -300,5 +361,46 @@ impl Bus {
             what: "flushing the connection".into(),
             reason: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_refused_subject_is_read_from_the_servers_error() {
+        assert_eq!(
+            refused_publish_subject(r#"Permissions Violation for Publish to "xy.md.tick.shfe.0""#),
+            Some("xy.md.tick.shfe.0")
+        );
+        assert_eq!(
+            refused_publish_subject(r#"Permissions Violation for Subscription to "lt.evt.>""#),
+            None
+        );
+        assert!(is_permission_violation(
+            "permissions violation for publish to \"a\""
+        ));
+        assert!(!is_permission_violation("maximum payload exceeded"));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_publish_learns_of_its_refusal() {
+        let d = Arc::new(Denials::default());
+        let since = std::time::Instant::now();
+        let waiter = {
+            let d = d.clone();
+            tokio::spawn(async move { d.refused("a.b", since).await })
+        };
+        d.record(r#"Permissions Violation for Publish to "other""#);
+        d.record(r#"Permissions Violation for Publish to "a.b""#);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.count.load(Ordering::Relaxed), 2);
+        // A refusal from before the publish does not count against it.
+        assert!(!d.refused_since("a.b", std::time::Instant::now()));
     }
 }

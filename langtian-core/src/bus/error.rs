@@ -52,6 +52,14 @@ pub enum BusError {
         /// Server limit.
         max: usize,
     },
+    /// nats-server refused to let this connection's user publish to the subject.
+    #[error(
+        "publishing to `{subject}` is not allowed for this connection's NATS user (nats-server: permissions violation)"
+    )]
+    PermissionDenied {
+        /// Subject.
+        subject: String,
+    },
     /// No PubAck after all retries.
     #[error("no PubAck for `{subject}` (msg id {msg_id}) after {attempts} attempts")]
     AckTimeout {

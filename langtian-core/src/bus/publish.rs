@@ -344,10 +344,16 @@ impl Publisher {
         &self,
         msg: &OutgoingMessage,
         fut: PublishAckFuture,
+        sent_at: std::time::Instant,
     ) -> Result<async_nats::jetstream::publish::PublishAck, PublishFailure> {
         // The future's own timeout is `ack_timeout` (see `js`); TimedOut classifies as Retry.
-        fut.await
-            .map_err(|e| classify(msg, e.kind(), e.to_string(), self.max_payload))
+        // A refusal by the server (the user may not publish there) ends the wait at once.
+        tokio::select! {
+            r = fut => r.map_err(|e| classify(msg, e.kind(), e.to_string(), self.max_payload)),
+            () = self.bus.denials().refused(&msg.subject, sent_at) => {
+                Err(PublishFailure::Fatal(BusError::PermissionDenied { subject: msg.subject.clone() }))
+            }
+        }
     }
 
     /// "No responders" means no stream on a single server, but in a cluster it is also what a
@@ -383,8 +389,9 @@ impl Publisher {
         let mut attempts = already;
         loop {
             attempts += 1;
+            let sent_at = std::time::Instant::now();
             let result = match self.send(msg).await {
-                Ok(fut) => self.await_ack(msg, fut).await,
+                Ok(fut) => self.await_ack(msg, fut, sent_at).await,
                 Err(e) => Err(e),
             };
             let result = match result {
@@ -457,6 +464,7 @@ fn receipt(
 struct InFlight {
     msg: OutgoingMessage,
     fut: Option<PublishAckFuture>,
+    sent_at: std::time::Instant,
 }
 
 /// A bounded window of outstanding PubAcks (see [`Publisher::window`]).
@@ -506,10 +514,18 @@ impl PublishWindow<'_> {
         }
         if p.cfg.qos == Qos::ExactlyOnce {
             let subject = msg.subject.clone();
-            self.inflight.push_back(InFlight { msg, fut: None });
+            self.inflight.push_back(InFlight {
+                msg,
+                fut: None,
+                sent_at: std::time::Instant::now(),
+            });
             p.verify_duplicate_window(&subject).await?;
         } else {
-            self.inflight.push_back(InFlight { msg, fut: None });
+            self.inflight.push_back(InFlight {
+                msg,
+                fut: None,
+                sent_at: std::time::Instant::now(),
+            });
         }
         let done = if self.inflight.len() > p.cfg.window.max(1) {
             self.confirm_oldest().await?
@@ -517,6 +533,7 @@ impl PublishWindow<'_> {
             None
         };
         if let Some(last) = self.inflight.back_mut() {
+            last.sent_at = std::time::Instant::now();
             match p.send(&last.msg).await {
                 Ok(f) => last.fut = Some(f),
                 Err(PublishFailure::Retry) => {} // retried when this entry is completed
@@ -546,7 +563,7 @@ impl PublishWindow<'_> {
         };
         let p = self.publisher;
         let first = match entry.fut.take() {
-            Some(fut) => p.await_ack(&entry.msg, fut).await,
+            Some(fut) => p.await_ack(&entry.msg, fut, entry.sent_at).await,
             None => Err(PublishFailure::Retry),
         };
         let first = match first {

@@ -107,6 +107,7 @@ pub struct ConnectOptions {
     pub user: Option<String>,
     pub password: Option<String>,
     pub creds: Option<String>,
+    pub nkey_seed: Option<String>,
     pub timeout_ms: Option<u64>,
 }
 
@@ -138,6 +139,7 @@ impl Client {
         opts.user = options.user;
         opts.password = options.password;
         opts.creds_file = options.creds.map(Into::into);
+        opts.nkey_seed = options.nkey_seed.map(|s| s.trim().to_owned());
         let ms = options.timeout_ms.unwrap_or(5000);
         let bus = runtime()?.block_on(Bus::connect_within(&opts, Duration::from_millis(ms)))?;
         Ok(Client { bus })

@@ -14,6 +14,7 @@ class Client:
         user: str | None = None,
         password: str | None = None,
         creds: str | None = None,
+        nkey_seed: str | None = None,
         timeout: float = 5.0,
     ) -> None: ...
     @property

@@ -208,5 +208,6 @@ class Client:
 
 def connect(url: str = "nats://127.0.0.1:14222", **options: Mapping[str, Any]) -> Client:
     """Connects to the platform's NATS (``lt up`` serves ``nats://127.0.0.1:14222``). Options:
-    ``name``, ``token``, ``user``/``password``, ``creds`` (file), ``timeout`` (seconds)."""
+    ``name``, ``token``, ``user``/``password``, ``creds`` (file), ``nkey_seed`` (``SU…``, e.g. the
+    text of ``lt up``'s ``.langtian/nats/keys/<service>.nk``), ``timeout`` (seconds)."""
     return Client(url, **options)
