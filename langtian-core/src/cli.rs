@@ -67,6 +67,13 @@ pub struct NatsArgs {
     /// Token authentication to NATS.
     #[arg(long, env = "LT_NATS_TOKEN")]
     pub token: Option<String>,
+    /// File holding the NKey user seed to connect with (`lt up` keeps one per service in
+    /// `<data-dir>/nats/keys/<service>.nk`).
+    #[arg(long, env = "LT_NATS_NKEY_SEED_FILE")]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// Inbox prefix instead of `_INBOX` (an NKey user of `lt up` reads only `_LT.<service>.>`).
+    #[arg(long, env = "LT_NATS_INBOX_PREFIX")]
+    pub inbox_prefix: Option<String>,
     /// CA certificate (PEM) to trust for TLS to NATS.
     #[arg(long, env = "LT_NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -79,6 +86,8 @@ impl NatsArgs {
         o.name = Some(name.to_owned());
         o.creds_file = self.creds.clone();
         o.token = self.token.clone();
+        o.nkey_seed_file = self.nkey_seed_file.clone();
+        o.inbox_prefix = self.inbox_prefix.clone();
         o.tls.ca_file = self.tls_ca.clone();
         o.tls.required = self.tls_ca.is_some();
         o

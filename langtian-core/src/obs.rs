@@ -142,3 +142,60 @@ pub async fn serve(
         .await
         .map_err(ObsError::Serve)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Every metric the library records is in docs/metrics.md, the field dictionary (seed 002:
+    /// Prometheus scrape plus a field dictionary).
+    #[test]
+    fn every_metric_is_in_the_field_dictionary() {
+        use std::path::Path;
+        fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    rust_files(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dictionary = std::fs::read_to_string(root.join("../docs/metrics.md")).unwrap();
+        let mut files = Vec::new();
+        rust_files(&root.join("src"), &mut files);
+        let mut names = std::collections::BTreeSet::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            for mac in ["counter!(", "gauge!(", "histogram!("] {
+                for (at, _) in text.match_indices(mac) {
+                    let rest = text[at + mac.len()..].trim_start();
+                    // (This test's own list of macro names is not a metric.)
+                    if let Some(lit) = rest.strip_prefix('"')
+                        && let Some(end) = lit.find('"')
+                        && lit[..end]
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    {
+                        names.insert(lit[..end].to_owned());
+                    }
+                }
+            }
+        }
+        assert!(
+            names.len() > 50,
+            "found only {} metric names: the scan is broken",
+            names.len()
+        );
+        let missing: Vec<_> = names
+            .iter()
+            .filter(|n| !dictionary.contains(&format!("| `{n}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "metrics missing from docs/metrics.md: {missing:?}"
+        );
+    }
+}

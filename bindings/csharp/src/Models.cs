@@ -18,6 +18,8 @@ namespace Langtian
         [DataMember(Name = "creds", EmitDefaultValue = false)] public string Creds { get; set; }
         /// <summary>An NKey user seed ("SU…", e.g. the text of lt up's .langtian/nats/keys/&lt;service&gt;.nk).</summary>
         [DataMember(Name = "nkeySeed", EmitDefaultValue = false)] public string NkeySeed { get; set; }
+        /// <summary>Inbox prefix instead of "_INBOX" (an lt up service's user reads only "_LT.&lt;service&gt;").</summary>
+        [DataMember(Name = "inboxPrefix", EmitDefaultValue = false)] public string InboxPrefix { get; set; }
         /// <summary>Give up connecting after this many milliseconds (default 5000).</summary>
         [DataMember(Name = "timeoutMs", EmitDefaultValue = false)] public int? TimeoutMs { get; set; }
     }

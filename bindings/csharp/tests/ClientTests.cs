@@ -75,7 +75,7 @@ namespace Langtian.Tests
             // lt up keeps each service's NKey seed; with one, the client is that NATS user and the
             // server enforces its permissions: the collector may store events, not market data.
             var seed = System.IO.File.ReadAllText(System.IO.Path.Combine(dataDir, "nats", "keys", "collector.nk"));
-            using (var c = LangtianClient.Connect(url, new ConnectOptions { Name = "cs-as-collector", NkeySeed = seed }))
+            using (var c = LangtianClient.Connect(url, new ConnectOptions { Name = "cs-as-collector", NkeySeed = seed, InboxPrefix = "_LT.collector" }))
             {
                 Assert.True(c.Publish("note", Utf8("{}"), new PublishOptions { Source = "cs-nkey" }).Sequence > 0, "the collector may store events");
                 var e = Assert.Throws<PublishException>(() => c.Publish("x", Utf8("1"), new PublishOptions { Subject = "xy.md.tick.cs.0" }), "market data is not the collector's");

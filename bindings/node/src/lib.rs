@@ -65,6 +65,8 @@ pub struct ConnectOptions {
     pub creds: Option<String>,
     /// NKey user seed (`SU…`, e.g. the text of `lt up`'s `.langtian/nats/keys/<service>.nk`).
     pub nkey_seed: Option<String>,
+    /// Inbox prefix instead of `_INBOX` (an `lt up` service's user reads only `_LT.<service>`).
+    pub inbox_prefix: Option<String>,
     /// Give up connecting after this many milliseconds (default 5000).
     pub timeout_ms: Option<u32>,
 }
@@ -213,6 +215,7 @@ impl Client {
         opts.password = o.password;
         opts.creds_file = o.creds.map(Into::into);
         opts.nkey_seed = o.nkey_seed.map(|s| s.trim().to_owned());
+        opts.inbox_prefix = o.inbox_prefix;
         let limit = Duration::from_millis(u64::from(o.timeout_ms.unwrap_or(5000)));
         let bus = Bus::connect_within(&opts, limit).await.map_err(bus_err)?;
         Ok(Client { bus })

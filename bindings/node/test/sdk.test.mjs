@@ -112,7 +112,7 @@ describe('publish and subscribe', () => {
 
   test("an NKey seed connects as that lt up service, whose permissions the server enforces", async () => {
     const seed = readFileSync(join(platform.dir, 'nats', 'keys', 'collector.nk'), 'utf8')
-    const collector = await Client.connect(platform.url, { name: 'node-as-collector', nkeySeed: seed })
+    const collector = await Client.connect(platform.url, { name: 'node-as-collector', nkeySeed: seed, inboxPrefix: '_LT.collector' })
     const r = await collector.publish('note', Buffer.from('{}'), { source: 'node-nkey' })
     assert.ok(r.sequence > 0, JSON.stringify(r))
     await assert.rejects(collector.publish('x', Buffer.from('1'), { subject: 'xy.md.tick.node.0' }), (e) => {

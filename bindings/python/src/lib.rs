@@ -106,7 +106,7 @@ struct Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (url = "nats://127.0.0.1:14222", *, name = None, token = None, user = None, password = None, creds = None, nkey_seed = None, timeout = 5.0))]
+    #[pyo3(signature = (url = "nats://127.0.0.1:14222", *, name = None, token = None, user = None, password = None, creds = None, nkey_seed = None, inbox_prefix = None, timeout = 5.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -117,6 +117,7 @@ impl Client {
         password: Option<String>,
         creds: Option<PathBuf>,
         nkey_seed: Option<String>,
+        inbox_prefix: Option<String>,
         timeout: f64,
     ) -> PyResult<Self> {
         let mut opts = BusOptions::new(url);
@@ -126,6 +127,7 @@ impl Client {
         opts.password = password;
         opts.creds_file = creds;
         opts.nkey_seed = nkey_seed.map(|s| s.trim().to_owned());
+        opts.inbox_prefix = inbox_prefix;
         let limit = Duration::from_secs_f64(timeout.clamp(0.1, 3600.0));
         let r = block(py, async {
             tokio::time::timeout(limit, Bus::connect(&opts)).await

@@ -97,7 +97,11 @@ def test_an_nkey_seed_connects_as_that_lt_up_service(platform):
     # lt up keeps each service's NKey seed; with one, the SDK is that NATS user and the server
     # enforces its permissions: the collector may store events but not publish market data.
     seed = (platform.dir / "nats" / "keys" / "collector.nk").read_text()
-    collector = langtian.connect(platform.url, nkey_seed=seed, name="pytest-as-collector")
+    # Without its inbox prefix, the collector's user may not read the PubAck's inbox: a typed error.
+    wrong_inbox = langtian.connect(platform.url, nkey_seed=seed, name="pytest-default-inbox")
+    with pytest.raises(langtian.PublishError, match="_LT.<user>"):
+        wrong_inbox.publish("note", {"n": 0}, source="pytest-nkey")
+    collector = langtian.connect(platform.url, nkey_seed=seed, inbox_prefix="_LT.collector", name="pytest-as-collector")
     assert collector.publish("note", {"n": 1}, source="pytest-nkey")["sequence"] > 0
     with pytest.raises(langtian.PublishError, match="not allowed"):
         collector.publish("x", b"1", qos=1, subject="xy.md.tick.pytest.0")

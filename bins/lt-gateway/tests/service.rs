@@ -170,3 +170,118 @@ fn bad_settings_exit_10() {
         );
     }
 }
+
+/// Deployed as `lt up` deploys it: the gateway connects as its own NKey user
+/// (`--nkey-seed-file`, `--inbox-prefix`) on a server that enforces the platform's grants. What a
+/// browser's token allows but the gateway's NATS user may not read is refused by nats-server
+/// too, and logged with code `nats_permission_denied`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_as_its_own_nats_user() {
+    use langtian_core::bus::{Bus, Topology};
+    use langtian_core::platform::access::{NatsAuth, PlatformAccess, PlatformNames};
+    let dir = tempfile::tempdir().unwrap();
+    let topology = Topology::default_topology().unwrap();
+    let access =
+        PlatformAccess::open(dir.path(), NatsAuth::Keys, PlatformNames::for_topology(&topology)).unwrap();
+    let conf = access.server_config();
+    let srv = TestServer::start_with(|c| c.extra_config = conf).await.unwrap();
+    let admin = Bus::connect(&access.options(&srv.url(), "admin")).await.unwrap();
+    topology.apply(&admin).await.unwrap();
+
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-secret-of-enough-length\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+        .args(["--jwt-secret-file", secret, "--dev-token", ">"])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let port = langtian_core::natsd::free_port().unwrap();
+    let seed = access.seed_file("gateway").unwrap().to_str().unwrap().to_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+        .args([
+            "--jwt-secret-file",
+            secret,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats-url",
+            &srv.url(),
+            "--nkey-seed-file",
+            &seed,
+            "--inbox-prefix",
+            "_LT.gateway",
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let log_lines = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let mut guard = Guard(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
+        assert!(Instant::now() < deadline, "not ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token={token}"))
+        .await
+        .unwrap();
+    // Market data flows: the aggregator's delta reaches the browser through the gateway's user.
+    let frame = subscribe(&mut ws, 1, "xy.md.tick.>").await;
+    assert!(
+        matches!(frame.kind, Some(pb::server_frame::Kind::Subscribed(_))),
+        "{frame:?}"
+    );
+    let aggregator = Bus::connect(&access.options(&srv.url(), "aggregator"))
+        .await
+        .unwrap();
+    let got = async {
+        loop {
+            aggregator
+                .client()
+                .publish("xy.md.tick.shfe.0", "d".into())
+                .await
+                .unwrap();
+            aggregator.flush().await.unwrap();
+            if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+                && let Ok(f) = pb::ServerFrame::decode(m.into_data().as_ref())
+                && let Some(pb::server_frame::Kind::Batch(b)) = f.kind
+                && b.messages.iter().any(|m| m.subject == "xy.md.tick.shfe.0")
+            {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), got)
+        .await
+        .expect("a delta through the gateway");
+    // The token allows `>`, but raw events are not the gateway user's to read: nats-server refuses.
+    let _ = subscribe(&mut ws, 2, "lt.evt.>").await;
+    let mut child = guard.0.take().unwrap();
+    let wait_log = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (_, m) = langtian_core::natsd::http_get(port, "/metrics").await.unwrap();
+        if m.contains("nats_permission_violations") || Instant::now() > wait_log {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        metrics.contains("nats_permission_violations{client=\"lt-gateway\"} 1"),
+        "{metrics}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = log_lines.join().unwrap();
+    let refused = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["fields"]["code"] == "nats_permission_denied")
+        .unwrap_or_else(|| panic!("no nats_permission_denied line in {lines:#?}"));
+    assert_eq!(refused["target"], "audit");
+    assert!(
+        refused["fields"]["reason"].as_str().unwrap().contains("lt.evt.>"),
+        "{refused}"
+    );
+}

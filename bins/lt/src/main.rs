@@ -18,6 +18,7 @@ use langtian_core::envelope::{Envelope, EnvelopeBuilder};
 use langtian_core::platform::access::NatsAuth;
 use langtian_core::platform::{UpConfig, run_up};
 
+mod access_cmd;
 mod query_cmd;
 mod sim_cmd;
 
@@ -70,6 +71,10 @@ pub(crate) struct ConnArgs {
         conflicts_with = "nkey_seed"
     )]
     nkey_seed_file: Option<PathBuf>,
+    /// Inbox prefix instead of `_INBOX` (an NKey user of `lt up` or `lt nats-access` reads only
+    /// `_LT.<user>.>`: pass `--inbox-prefix _LT.<user>` with its key; the admin may read any inbox).
+    #[arg(long, global = true, env = "LT_NATS_INBOX_PREFIX")]
+    inbox_prefix: Option<String>,
     /// CA certificate (PEM) to trust for TLS.
     #[arg(long, global = true, env = "LT_NATS_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -91,6 +96,7 @@ impl ConnArgs {
                 std::fs::read_to_string(f).map_err(|e| format!("--nkey-seed-file {}: {e}", f.display()))?;
             o.nkey_seed = Some(seed.trim().to_owned());
         }
+        o.inbox_prefix = self.inbox_prefix.clone();
         o.tls.ca_file = self.tls_ca.clone();
         o.tls.required = self.tls_ca.is_some();
         Ok(o)
@@ -122,6 +128,12 @@ enum Cmd {
     Sub(SubArgs),
     /// List the nodes registered in KV discovery, or watch them join and leave.
     Nodes(NodesArgs),
+    /// Write NKey users with least-privilege permissions for running the services on your own
+    /// nats-server (accounts.conf + one seed per service), as `lt up` runs them.
+    NatsAccess(access_cmd::AccessArgs),
+    /// Create or update the topology's streams, consumers, KV buckets and dead-letter streams
+    /// (what `lt up` does at start; on a server with `lt nats-access` users, as `admin`).
+    Provision(access_cmd::ProvisionArgs),
     /// sql-flow-compatible pipelines: run, invoke over a fixture, validate, print an example.
     #[command(subcommand)]
     Flow(FlowCmd),
@@ -397,6 +409,8 @@ async fn main() -> ExitCode {
         Cmd::Pub(a) => cmd_pub(&cli.conn, a).await,
         Cmd::Sub(a) => cmd_sub(&cli.conn, a).await,
         Cmd::Nodes(a) => cmd_nodes(&cli.conn, a).await,
+        Cmd::NatsAccess(a) => access_cmd::cmd_nats_access(a),
+        Cmd::Provision(a) => access_cmd::cmd_provision(&cli.conn, a).await,
         Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
         Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await,
         Cmd::Bench(BenchCmd::Ingest(a)) => cmd_bench_ingest(a).await,

@@ -230,3 +230,56 @@ fn a_malformed_log_filter_is_a_configuration_error_naming_it() {
     let out = text(&o);
     assert!(out.contains("lt: error: --log `langtian_core=loud`"), "{out}");
 }
+
+/// `lt nats-access` writes users a real nats-server enforces: without a key the server refuses
+/// the connection; the admin key provisions the topology (`lt provision`); the collector's key
+/// (with its inbox prefix) may store events but not publish market ticks, which fails at once
+/// with an error that says so.
+#[tokio::test]
+async fn nats_access_writes_users_that_the_server_enforces() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("access");
+    let o = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(["nats-access", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("lt-gateway --nkey-seed-file"), "{}", text(&o));
+    let conf = std::fs::read_to_string(out.join("accounts.conf")).unwrap();
+    let srv = TestServer::start_with(|c| c.extra_config = Some(conf))
+        .await
+        .unwrap();
+    let url = srv.url();
+    let key = |u: &str| {
+        out.join("keys")
+            .join(format!("{u}.nk"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let o = lt(&url, &["provision"]);
+    assert!(!o.status.success(), "no key, no entry: {}", text(&o));
+    assert!(text(&o).to_lowercase().contains("authorization"), "{}", text(&o));
+    let o = lt(&url, &["--nkey-seed-file", &key("admin"), "provision"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("LT_EVENTS"), "{}", text(&o));
+
+    let collector = [
+        "--nkey-seed-file",
+        &key("collector"),
+        "--inbox-prefix",
+        "_LT.collector",
+    ];
+    let o = lt(
+        &url,
+        &[&collector[..], &["pub", "lt.evt.note.cli", "hello"]].concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = lt(
+        &url,
+        &[&collector[..], &["pub", "xy.src.tick.shfe.cu2501", "fake"]].concat(),
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not allowed"), "{}", text(&o));
+}

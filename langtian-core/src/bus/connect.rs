@@ -55,6 +55,10 @@ pub struct BusOptions {
     /// NKey seed (`SU...`).
     #[serde(default)]
     pub nkey_seed: Option<String>,
+    /// File holding an NKey seed (read when connecting; `lt up` keeps its services' seeds in
+    /// `<data dir>/nats/keys/<service>.nk`).
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
     /// Credentials file (user JWT + NKey seed) for operator mode.
     #[serde(default)]
     pub creds_file: Option<PathBuf>,
@@ -97,6 +101,7 @@ impl BusOptions {
             user: None,
             password: None,
             nkey_seed: None,
+            nkey_seed_file: None,
             creds_file: None,
             tls: TlsOptions::default(),
             request_timeout: default_request_timeout(),
@@ -150,15 +155,15 @@ impl BusOptions {
         let auth_count = [
             self.token.is_some(),
             self.user.is_some() || self.password.is_some(),
-            self.nkey_seed.is_some(),
+            self.nkey_seed.is_some() || self.nkey_seed_file.is_some(),
             self.creds_file.is_some(),
         ]
         .iter()
         .filter(|b| **b)
         .count();
-        if auth_count > 1 {
+        if auth_count > 1 || (self.nkey_seed.is_some() && self.nkey_seed_file.is_some()) {
             return Err(BusError::Options(
-                "choose one of token, user/password, nkey_seed, creds_file".into(),
+                "choose one of token, user/password, nkey_seed, nkey_seed_file, creds_file".into(),
             ));
         }
         if let Some(t) = &self.token {
@@ -173,7 +178,15 @@ impl BusOptions {
                 ));
             }
         }
-        if let Some(seed) = &self.nkey_seed {
+        let from_file = match &self.nkey_seed_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|e| BusError::Options(format!("nkey seed file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        if let Some(seed) = self.nkey_seed.as_ref().or(from_file.as_ref()) {
             if !seed.starts_with("SU") {
                 return Err(BusError::Options(
                     "nkey_seed must be a user seed starting with `SU`".into(),
@@ -225,6 +238,11 @@ pub struct Bus {
 /// [`BusError::PermissionDenied`] instead of timing out), and a wake-up for those waiting.
 #[derive(Debug, Default)]
 pub(crate) struct Denials {
+    /// The connection's inbox prefix (`_INBOX` unless set).
+    inbox_prefix: String,
+    /// Set when the server refused the subscription to the connection's own inbox: no reply
+    /// (PubAck, JetStream answer) can reach it.
+    inbox_refused: std::sync::atomic::AtomicBool,
     count: AtomicU64,
     recent: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, String)>>,
     changed: tokio::sync::Notify,
@@ -233,8 +251,18 @@ pub(crate) struct Denials {
 impl Denials {
     const RECENT: usize = 64;
 
+    fn new(inbox_prefix: Option<&str>) -> Self {
+        Self {
+            inbox_prefix: inbox_prefix.unwrap_or("_INBOX").to_owned(),
+            ..Self::default()
+        }
+    }
+
     fn record(&self, text: &str) {
         self.count.fetch_add(1, Ordering::Relaxed);
+        if refused_subscription(text).is_some_and(|s| s.starts_with(&format!("{}.", self.inbox_prefix))) {
+            self.inbox_refused.store(true, Ordering::Relaxed);
+        }
         if let Some(subject) = refused_publish_subject(text)
             && let Ok(mut r) = self.recent.lock()
         {
@@ -246,6 +274,13 @@ impl Denials {
         self.changed.notify_waiters();
     }
 
+    /// The inbox prefix, when the server refused this connection's subscription to its inbox.
+    pub(crate) fn inbox_refused(&self) -> Option<&str> {
+        self.inbox_refused
+            .load(Ordering::Relaxed)
+            .then_some(self.inbox_prefix.as_str())
+    }
+
     /// Whether a publish to `subject` was refused at or after `since`.
     pub(crate) fn refused_since(&self, subject: &str, since: std::time::Instant) -> bool {
         self.recent
@@ -254,14 +289,23 @@ impl Denials {
             .unwrap_or(false)
     }
 
-    /// Resolves when a publish to `subject` made at or after `since` is refused.
-    pub(crate) async fn refused(&self, subject: &str, since: std::time::Instant) {
+    /// Resolves with the reason when a publish to `subject` made at or after `since` cannot
+    /// be confirmed: the server refused the publish, or refused the connection's inbox (where
+    /// the PubAck would arrive).
+    pub(crate) async fn refused(&self, subject: &str, since: std::time::Instant) -> BusError {
         loop {
             let wake = self.changed.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
             if self.refused_since(subject, since) {
-                return;
+                return BusError::PermissionDenied {
+                    subject: subject.to_owned(),
+                };
+            }
+            if let Some(prefix) = self.inbox_refused() {
+                return BusError::InboxDenied {
+                    inbox_prefix: prefix.to_owned(),
+                };
             }
             wake.await;
         }
@@ -270,8 +314,17 @@ impl Denials {
 
 /// The subject of `Permissions Violation for Publish to "<subject>"`.
 fn refused_publish_subject(text: &str) -> Option<&str> {
+    quoted_after(text, "for publish to ")
+}
+
+/// The subject of `Permissions Violation for Subscription to "<subject>"`.
+fn refused_subscription(text: &str) -> Option<&str> {
+    quoted_after(text, "for subscription to ")
+}
+
+fn quoted_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
     let lower = text.to_ascii_lowercase();
-    let at = lower.find("for publish to ")? + "for publish to ".len();
+    let at = lower.find(marker)? + marker.len();
     let rest = text.get(at..)?.trim();
     let rest = rest.strip_prefix('"').unwrap_or(rest);
     Some(rest.split('"').next().unwrap_or(rest).trim())
@@ -289,7 +342,7 @@ impl Bus {
         if opts.urls.is_empty() {
             return Err(BusError::Options("no server URL given".into()));
         }
-        let denials = Arc::new(Denials::default());
+        let denials = Arc::new(Denials::new(opts.inbox_prefix.as_deref()));
         let o = opts.to_async_nats(denials.clone()).await?;
         let client = o
             .connect(opts.urls.clone())
@@ -387,7 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_publish_learns_of_its_refusal() {
-        let d = Arc::new(Denials::default());
+        let d = Arc::new(Denials::new(None));
         let since = std::time::Instant::now();
         let waiter = {
             let d = d.clone();
@@ -395,12 +448,25 @@ mod tests {
         };
         d.record(r#"Permissions Violation for Publish to "other""#);
         d.record(r#"Permissions Violation for Publish to "a.b""#);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
+        let why = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .unwrap()
             .unwrap();
+        assert!(matches!(why, BusError::PermissionDenied { subject } if subject == "a.b"));
         assert_eq!(d.count.load(Ordering::Relaxed), 2);
         // A refusal from before the publish does not count against it.
         assert!(!d.refused_since("a.b", std::time::Instant::now()));
+        // A refused inbox means no PubAck can arrive: that ends the wait too, naming the prefix.
+        let d = Denials::new(Some("_LT.x"));
+        d.record(r#"Permissions Violation for Subscription to "_INBOX.abc.*""#);
+        assert_eq!(d.inbox_refused(), None, "not this connection's inbox");
+        d.record(r#"Permissions Violation for Subscription to "_LT.x.abc.*""#);
+        let why = tokio::time::timeout(
+            Duration::from_secs(5),
+            d.refused("a.b", std::time::Instant::now()),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(why, BusError::InboxDenied { inbox_prefix } if inbox_prefix == "_LT.x"));
     }
 }

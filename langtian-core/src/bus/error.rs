@@ -60,6 +60,15 @@ pub enum BusError {
         /// Subject.
         subject: String,
     },
+    /// nats-server refused this connection's subscription to its own inbox, so no reply (PubAck,
+    /// JetStream answer) can reach it: the user's permissions name another inbox prefix.
+    #[error(
+        "this connection's NATS user may not read its inbox `{inbox_prefix}.>`: connect with the inbox prefix its permissions allow (`lt up` users: `_LT.<user>`)"
+    )]
+    InboxDenied {
+        /// The prefix the connection used.
+        inbox_prefix: String,
+    },
     /// No PubAck after all retries.
     #[error("no PubAck for `{subject}` (msg id {msg_id}) after {attempts} attempts")]
     AckTimeout {

@@ -350,9 +350,7 @@ impl Publisher {
         // A refusal by the server (the user may not publish there) ends the wait at once.
         tokio::select! {
             r = fut => r.map_err(|e| classify(msg, e.kind(), e.to_string(), self.max_payload)),
-            () = self.bus.denials().refused(&msg.subject, sent_at) => {
-                Err(PublishFailure::Fatal(BusError::PermissionDenied { subject: msg.subject.clone() }))
-            }
+            why = self.bus.denials().refused(&msg.subject, sent_at) => Err(PublishFailure::Fatal(why)),
         }
     }
 

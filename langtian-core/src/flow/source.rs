@@ -150,6 +150,11 @@ pub fn connect_as(n: &mut NatsSource, o: &BusOptions) {
     n.user = o.user.clone();
     n.password = o.password.clone();
     n.nkey_seed = o.nkey_seed.clone();
+    if let Some(path) = &o.nkey_seed_file {
+        // The source block holds seeds only; an unreadable file leaves it without one, and the
+        // server then refuses the connection (or, with `--nats-auth local`, limits it).
+        n.nkey_seed = std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned());
+    }
     n.inbox_prefix = o.inbox_prefix.clone();
     if o.tls.ca_file.is_some() {
         n.tls_ca = o.tls.ca_file.clone();

@@ -94,6 +94,10 @@ pub struct PlatformNames {
     pub ui_subjects: Vec<String>,
     /// The tick simulator's stream and subject prefix.
     pub ticks: (String, String),
+    /// Grants for the services run as their own processes (`lt-collector`, `lt-aggregator`,
+    /// `lt-query`), which also register themselves in the node registry; inside `lt up` the
+    /// `admin` connection registers the one node.
+    pub standalone: bool,
 }
 
 impl PlatformNames {
@@ -119,12 +123,16 @@ impl PlatformNames {
             audit_prefix: "lt.audit".into(),
             ui_subjects: super::UI_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
             ticks: ("XY_SRC".into(), "xy.src.tick".into()),
+            standalone: false,
         }
     }
 
     /// The grant of service `name` (one of [`SERVICES`]), or of [`LOCAL_USER`].
     pub fn grant(&self, name: &str) -> Option<Grant> {
-        let g = Grant::new(name);
+        let mut g = Grant::new(name);
+        if self.standalone && matches!(name, "collector" | "aggregator" | "query") {
+            g = g.kv_write(&self.nodes_bucket);
+        }
         Some(match name {
             "admin" => Grant::all(),
             "collector" => g
@@ -212,7 +220,16 @@ impl PlatformAccess {
         mode: NatsAuth,
         names: PlatformNames,
     ) -> Result<Self, crate::bus::access::AccessError> {
-        let keys_dir = data_dir.join("nats").join("keys");
+        Self::open_keys(&data_dir.join("nats").join("keys"), mode, names)
+    }
+
+    /// Loads (or creates) every service's key in `keys_dir`.
+    pub fn open_keys(
+        keys_dir: &Path,
+        mode: NatsAuth,
+        names: PlatformNames,
+    ) -> Result<Self, crate::bus::access::AccessError> {
+        let keys_dir = keys_dir.to_owned();
         let mut keys = Vec::new();
         if mode != NatsAuth::Open {
             for s in SERVICES {

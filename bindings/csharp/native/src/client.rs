@@ -108,6 +108,7 @@ pub struct ConnectOptions {
     pub password: Option<String>,
     pub creds: Option<String>,
     pub nkey_seed: Option<String>,
+    pub inbox_prefix: Option<String>,
     pub timeout_ms: Option<u64>,
 }
 
@@ -140,6 +141,7 @@ impl Client {
         opts.password = options.password;
         opts.creds_file = options.creds.map(Into::into);
         opts.nkey_seed = options.nkey_seed.map(|s| s.trim().to_owned());
+        opts.inbox_prefix = options.inbox_prefix;
         let ms = options.timeout_ms.unwrap_or(5000);
         let bus = runtime()?.block_on(Bus::connect_within(&opts, Duration::from_millis(ms)))?;
         Ok(Client { bus })

@@ -183,7 +183,7 @@ pub extern "C" fn lt_buffer_free(buffer: LtBuffer) {
     }
 }
 
-/// Connects to NATS. `options_json` (nullable): `{"name","token","user","password","creds","nkeySeed","timeoutMs"}`.
+/// Connects to NATS. `options_json` (nullable): `{"name","token","user","password","creds","nkeySeed","inboxPrefix","timeoutMs"}`.
 #[no_mangle]
 pub extern "C" fn lt_connect(
     url: *const c_char,

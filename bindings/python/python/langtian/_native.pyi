@@ -15,6 +15,7 @@ class Client:
         password: str | None = None,
         creds: str | None = None,
         nkey_seed: str | None = None,
+        inbox_prefix: str | None = None,
         timeout: float = 5.0,
     ) -> None: ...
     @property

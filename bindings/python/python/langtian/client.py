@@ -209,5 +209,6 @@ class Client:
 def connect(url: str = "nats://127.0.0.1:14222", **options: Mapping[str, Any]) -> Client:
     """Connects to the platform's NATS (``lt up`` serves ``nats://127.0.0.1:14222``). Options:
     ``name``, ``token``, ``user``/``password``, ``creds`` (file), ``nkey_seed`` (``SU…``, e.g. the
-    text of ``lt up``'s ``.langtian/nats/keys/<service>.nk``), ``timeout`` (seconds)."""
+    text of ``lt up``'s ``.langtian/nats/keys/<service>.nk``) with ``inbox_prefix`` (``_LT.<service>``,
+    the inbox its permissions allow), ``timeout`` (seconds)."""
     return Client(url, **options)
