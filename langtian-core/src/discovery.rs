@@ -197,6 +197,16 @@ impl Registry {
         Self::open(bus, cfg).await
     }
 
+    /// Opens the bucket as it is when it exists, else [`provision`](Self::provision)s it: what a
+    /// service or client that registers itself does. It needs no permission to create or
+    /// change the bucket once the platform has provisioned it (docs/security.md).
+    pub async fn open_or_provision(bus: &Bus, cfg: DiscoveryConfig) -> Result<Self, DiscoveryError> {
+        if bus.jetstream().get_key_value(&cfg.bucket).await.is_ok() {
+            return Self::open(bus, cfg).await;
+        }
+        Self::provision(bus, cfg).await
+    }
+
     /// Opens an existing bucket.
     pub async fn open(bus: &Bus, cfg: DiscoveryConfig) -> Result<Self, DiscoveryError> {
         let kv = bus

@@ -141,7 +141,10 @@ namespace Langtian.Tests
         {
             var reply = Encoding.UTF8.GetString(lt.Request("lt.query.v1", Utf8("not json"), 5000));
             Assert.True(reply.Contains("\"bad_request\""), "the query service answers a malformed request: " + reply);
-            Assert.Equal("ERR_REQUEST", Assert.Throws<RequestException>(() => lt.Request("nobody.listens", Utf8("x"), 1000), "no responders").Code, "code");
+            Assert.Equal("ERR_REQUEST", Assert.Throws<RequestException>(() => lt.Request("lt.analysis.nobody", Utf8("x"), 1000), "no responders").Code, "code");
+            // A subject lt up's local user may not publish to: refused at once, and the message says so.
+            var e = Assert.Throws<RequestException>(() => lt.Request("nobody.listens", Utf8("x"), 5000), "not allowed");
+            Assert.True(e.Message.Contains("not allowed"), "says why: " + e.Message);
         }
 
         [Test]

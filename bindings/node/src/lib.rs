@@ -288,7 +288,14 @@ impl Client {
             .bus
             .client()
             .request(subject.clone(), payload.to_vec().into());
-        match tokio::time::timeout(limit, fut).await {
+        let sent = std::time::Instant::now();
+        let answer = tokio::select! {
+            r = tokio::time::timeout(limit, fut) => r,
+            why = self.bus.refusal(&subject, sent) => {
+                return Err(err("ERR_REQUEST", format!("request to {subject}: {why}")));
+            }
+        };
+        match answer {
             Ok(Ok(m)) => Ok(m.payload.to_vec().into()),
             Ok(Err(e)) => Err(err("ERR_REQUEST", format!("request to {subject}: {e}"))),
             Err(_) => Err(err(

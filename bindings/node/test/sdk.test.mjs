@@ -121,6 +121,13 @@ describe('publish and subscribe', () => {
       return true
     })
     await assert.rejects(Client.connect(platform.url, { nkeySeed: 'SUnotaseed', timeoutMs: 2000 }), { code: 'ERR_CONNECT' })
+    // lt up's local user (no credentials) may not publish to just any subject: a request there is
+    // refused at once (not a timeout), and the error says so.
+    await assert.rejects(lt.request('nobody.listens', Buffer.from('x'), 5000), (e) => {
+      assert.equal(e.code, 'ERR_REQUEST')
+      assert.match(e.message, /not allowed/)
+      return true
+    })
   })
 
   test('for await receives in order; break ends the subscription', async () => {

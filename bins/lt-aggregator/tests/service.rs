@@ -27,7 +27,42 @@ impl Drop for Guard {
 async fn aggregates_serves_health_and_stops_on_sigterm() {
     let srv = TestServer::start().await.unwrap();
     let bus = Bus::connect(&BusOptions::new(&srv.url())).await.unwrap();
-    Topology::default_topology().unwrap().apply(&bus).await.unwrap();
+    aggregate_and_stop(&srv, &bus, &[]).await;
+}
+
+/// The same run on a server with `lt nats-access`'s users: the aggregator connects as its own
+/// NKey user and does its whole job (ordered consumer, deltas, KV snapshots, node registration)
+/// without one refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_as_its_own_nats_user() {
+    use langtian_core::platform::access::{NatsAuth, PlatformAccess, PlatformNames};
+    let dir = tempfile::tempdir().unwrap();
+    let mut names = PlatformNames::for_topology(&Topology::default_topology().unwrap());
+    names.standalone = true;
+    let access = PlatformAccess::open_keys(dir.path(), NatsAuth::Keys, names).unwrap();
+    let conf = access.server_config();
+    let srv = TestServer::start_with(|c| c.extra_config = conf).await.unwrap();
+    let admin = Bus::connect(&access.options(&srv.url(), "admin")).await.unwrap();
+    let seed = access
+        .seed_file("aggregator")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let metrics = aggregate_and_stop(
+        &srv,
+        &admin,
+        &["--nkey-seed-file", &seed, "--inbox-prefix", "_LT.aggregator"],
+    )
+    .await;
+    assert!(!metrics.contains("nats_permission_violations"), "{metrics}");
+}
+
+/// Runs lt-aggregator (with `extra` arguments) through one tick, checks its delta, metrics, node
+/// registration, clean stop and last snapshot; returns its last /metrics page. `bus` may do
+/// anything (provisions, publishes the tick, reads the results).
+async fn aggregate_and_stop(srv: &TestServer, bus: &Bus, extra: &[&str]) -> String {
+    Topology::default_topology().unwrap().apply(bus).await.unwrap();
     let port = langtian_core::natsd::free_port().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_lt-aggregator"))
         .args([
@@ -40,6 +75,7 @@ async fn aggregates_serves_health_and_stops_on_sigterm() {
             "--status-every",
             "1",
         ])
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -77,6 +113,11 @@ async fn aggregates_serves_health_and_stops_on_sigterm() {
     for name in ["src_ingest_total", "ticks_out", "src_gap", "reorder_count"] {
         assert!(metrics.contains(name), "{name} missing");
     }
+    let nodes = bus.jetstream().get_key_value("lt_nodes").await.unwrap();
+    assert!(
+        nodes.get("agg-test").await.unwrap().is_some(),
+        "registered in discovery"
+    );
     let child = guard.0.take().unwrap();
     let st = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -90,6 +131,7 @@ async fn aggregates_serves_health_and_stops_on_sigterm() {
     // The last snapshot was stored on the way out.
     let kv = bus.jetstream().get_key_value("md_snapshots").await.unwrap();
     assert!(kv.get("xy.md.snapshot.shfe").await.unwrap().is_some());
+    metrics
 }
 
 #[test]

@@ -123,7 +123,7 @@ async fn main() -> ExitCode {
             let mut info = NodeInfo::new(id, "query");
             info.endpoints.insert("nats".into(), cli.nats.nats_url.clone());
             info.metadata.insert("subject".into(), cli.subject.clone());
-            match Registry::provision(&bus, DiscoveryConfig::default()).await {
+            match Registry::open_or_provision(&bus, DiscoveryConfig::default()).await {
                 Ok(r) => match r.register(info).await {
                     Ok(n) => Some(n),
                     Err(e) => {

@@ -203,13 +203,15 @@ pub async fn run_aggregator_service(
     }
     let node = match &opts.node_id {
         Some(id) => {
-            let registry =
-                crate::discovery::Registry::provision(&bus, crate::discovery::DiscoveryConfig::default())
-                    .await
-                    .map_err(|e| AggregateError::Nats {
-                        what: "node discovery".into(),
-                        reason: e.to_string(),
-                    })?;
+            let registry = crate::discovery::Registry::open_or_provision(
+                &bus,
+                crate::discovery::DiscoveryConfig::default(),
+            )
+            .await
+            .map_err(|e| AggregateError::Nats {
+                what: "node discovery".into(),
+                reason: e.to_string(),
+            })?;
             let mut info = crate::discovery::NodeInfo::new(id.clone(), "aggregator");
             if let Some(a) = opts.ops_addr {
                 info.endpoints

@@ -393,6 +393,13 @@ impl Bus {
         &self.denials
     }
 
+    /// Resolves when the server refuses a publish to `subject` made at or after `since`
+    /// ([`BusError::PermissionDenied`]), or this connection's inbox ([`BusError::InboxDenied`]):
+    /// race it against a request, which would otherwise wait for its timeout.
+    pub async fn refusal(&self, subject: &str, since: std::time::Instant) -> BusError {
+        self.denials.refused(subject, since).await
+    }
+
     /// The core NATS client.
     pub fn client(&self) -> &async_nats::Client {
         &self.client

@@ -150,7 +150,7 @@ async fn register(
     local: SocketAddr,
     ops: Option<SocketAddr>,
 ) -> Result<(crate::discovery::NodeHandle, tokio::task::JoinHandle<()>), crate::discovery::DiscoveryError> {
-    let registry = Registry::provision(bus, DiscoveryConfig::default()).await?;
+    let registry = Registry::open_or_provision(bus, DiscoveryConfig::default()).await?;
     let mut info = NodeInfo::new(id.to_owned(), "collector");
     info.endpoints.insert("udp".into(), format!("udp://{local}"));
     if let Some(a) = ops {

@@ -182,7 +182,8 @@ impl PlatformNames {
                         "$JS.API.STREAM.NAMES".into(),
                         "$JS.API.STREAM.INFO.*".into(),
                     ])
-                    .kv_read(&self.nodes_bucket)
+                    // Clients may register themselves as nodes (the C# tray tool does).
+                    .kv_write(&self.nodes_bucket)
                     .kv_read(&self.snapshot_bucket)
                     .subscribe([">"])
                     // Not the services' replies, and not their requests (no one may pose as
@@ -315,8 +316,9 @@ mod tests {
         assert!(
             !l.publish
                 .iter()
-                .any(|p| p.contains("$KV.") || p.contains("CREATE.LT_"))
+                .any(|p| p.contains("$KV.md_snapshots") || p.contains("CREATE.LT_"))
         );
+        assert!(l.publish.contains("$KV.lt_nodes.>"), "clients may register nodes");
     }
 
     #[test]

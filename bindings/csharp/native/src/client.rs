@@ -184,8 +184,18 @@ impl Client {
             .bus
             .client()
             .request(subject.to_owned(), payload.to_vec().into());
+        let sent = std::time::Instant::now();
         runtime()?.block_on(async {
-            match tokio::time::timeout(Duration::from_millis(timeout_ms), fut).await {
+            let answer = tokio::select! {
+                r = tokio::time::timeout(Duration::from_millis(timeout_ms), fut) => r,
+                why = self.bus.refusal(subject, sent) => {
+                    return Err(FfiError::Request {
+                        subject: subject.to_owned(),
+                        reason: why.to_string(),
+                    });
+                }
+            };
+            match answer {
                 Ok(Ok(m)) => Ok(m.payload.to_vec()),
                 Ok(Err(e)) => Err(FfiError::Request {
                     subject: subject.to_owned(),
@@ -272,7 +282,7 @@ impl Client {
         let cfg = discovery_config(bucket);
         let rt = runtime()?;
         let handle = rt.block_on(async {
-            let reg = Registry::provision(&self.bus, cfg).await?;
+            let reg = Registry::open_or_provision(&self.bus, cfg).await?;
             Ok::<_, FfiError>(reg.register(info).await?)
         })?;
         let every = (discovery_config(bucket).ttl / 3).max(Duration::from_millis(100));
