@@ -103,9 +103,16 @@ impl ConnArgs {
     }
     pub(crate) async fn connect(&self) -> Result<Bus, String> {
         Bus::connect(&self.options()?).await.map_err(|e| {
-            format!(
-                "{e}\nhint: start the platform with `lt up`, or point --nats-url / LT_NATS_URL at a server"
-            )
+            let text = e.to_string();
+            if text.to_lowercase().contains("authorization violation") {
+                format!(
+                    "{text}\nhint: the server wants credentials; for `lt up --nats-auth keys` pass a service's key, e.g. `--nkey-seed-file .langtian/nats/keys/admin.nk` (docs/security.md)"
+                )
+            } else {
+                format!(
+                    "{text}\nhint: start the platform with `lt up`, or point --nats-url / LT_NATS_URL at a server"
+                )
+            }
         })
     }
 }

@@ -261,6 +261,11 @@ async fn nats_access_writes_users_that_the_server_enforces() {
     let o = lt(&url, &["provision"]);
     assert!(!o.status.success(), "no key, no entry: {}", text(&o));
     assert!(text(&o).to_lowercase().contains("authorization"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--nkey-seed-file"),
+        "the hint names the way in: {}",
+        text(&o)
+    );
     let o = lt(&url, &["--nkey-seed-file", &key("admin"), "provision"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("LT_EVENTS"), "{}", text(&o));

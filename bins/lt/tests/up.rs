@@ -381,3 +381,45 @@ async fn live_check(gateway: &str, token: &str) {
         "every simulated channel in the battery snapshot"
     );
 }
+
+/// `lt up --nats-auth keys`: a client without a key is refused at the door (with a hint), the
+/// admin key's query is answered by the query service, and the services ran with no refusal.
+#[test]
+fn keys_mode_refuses_clients_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let p = ports();
+    let url = format!("nats://127.0.0.1:{}", p.nats);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(up_args(data, &p, "8s"))
+        .args(["--nats-auth", "keys", "--no-live"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (rx, reader) = watch(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !rx
+        .recv_timeout(Duration::from_secs(1))
+        .is_ok_and(|l| l.contains("query service on"))
+    {
+        assert!(Instant::now() < deadline, "lt up did not start its query service");
+    }
+    let sql = "SELECT 42 AS answer";
+    let anonymous = lt(&["--nats-url", &url, "query", sql]);
+    assert!(!anonymous.status.success(), "{}", text(&anonymous));
+    assert!(
+        text(&anonymous).contains("authorization violation"),
+        "{}",
+        text(&anonymous)
+    );
+    let admin = format!("{data}/nats/keys/admin.nk");
+    let q = lt(&["--nats-url", &url, "--nkey-seed-file", &admin, "query", sql]);
+    assert!(q.status.success() && text(&q).contains("42"), "{}", text(&q));
+    let status = child.wait().unwrap();
+    let out = reader.join().unwrap();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("every client needs a key"), "{out}");
+    assert_eq!(field(&out, "denied"), 0, "{out}");
+}
