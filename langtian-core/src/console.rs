@@ -27,7 +27,6 @@ pub fn say(text: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     /// The arguments of every `tracing::warn!(…)` / `tracing::error!(…)` call in `text`, with the
     /// line it starts on (string literals may hold parentheses: they are skipped).
@@ -63,23 +62,11 @@ mod tests {
         out
     }
 
-    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                rust_files(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
-
     /// Every warning and error the library logs names what happened in a `code` field (seed 002:
     /// structured logs with error codes; the tables in docs/gateway.md and docs/aggregator.md).
     #[test]
     fn every_warning_and_error_has_a_code() {
-        let mut files = Vec::new();
-        rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        let files = crate::source_scan::library_sources();
         let mut calls = 0;
         let mut missing = Vec::new();
         // (This file's tests hold such calls inside strings.)

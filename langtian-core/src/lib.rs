@@ -47,6 +47,8 @@ pub mod proto;
 pub mod query;
 mod serde_util;
 pub mod sim;
+#[cfg(test)]
+mod source_scan;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -152,20 +152,9 @@ mod tests {
     #[test]
     fn every_metric_is_in_the_field_dictionary() {
         use std::path::Path;
-        fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    rust_files(&p, out);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    out.push(p);
-                }
-            }
-        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dictionary = std::fs::read_to_string(root.join("../docs/metrics.md")).unwrap();
-        let mut files = Vec::new();
-        rust_files(&root.join("src"), &mut files);
+        let files = crate::source_scan::library_sources();
         let mut names = std::collections::BTreeSet::new();
         for f in &files {
             let text = std::fs::read_to_string(f).unwrap();

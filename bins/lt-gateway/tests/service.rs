@@ -52,21 +52,30 @@ where
     pb::ServerFrame::decode(m.into_data().as_ref()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_websocket_clients_with_a_dev_token() {
-    let srv = TestServer::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
+/// A secret file for HS256 tokens in `dir`.
+fn write_secret(dir: &std::path::Path) -> String {
+    let secret = dir.join("secret");
     std::fs::write(&secret, "a-secret-of-enough-length\n").unwrap();
-    let secret = secret.to_str().unwrap();
+    secret.to_str().unwrap().to_owned()
+}
+
+/// `lt-gateway --dev-token`: a token for `subjects` signed with `secret`.
+fn dev_token(secret: &str, subjects: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
-        .args(["--jwt-secret-file", secret, "--dev-token", "xy.md.>"])
+        .args(["--jwt-secret-file", secret, "--dev-token", subjects])
         .output()
         .unwrap();
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
 
+/// Starts lt-gateway (JSON logs, `extra` arguments) on a free port against `nats_url` and waits
+/// until /healthz is 200. Returns the port, the process and the thread collecting its log lines.
+async fn start_gateway(
+    secret: &str,
+    nats_url: &str,
+    extra: &[&str],
+) -> (u16, Guard, std::thread::JoinHandle<Vec<String>>) {
     let port = langtian_core::natsd::free_port().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
         .args([
@@ -75,21 +84,33 @@ async fn serves_websocket_clients_with_a_dev_token() {
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--nats-url",
-            &srv.url(),
+            nats_url,
             "--log-format",
             "json",
         ])
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let log_lines = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
-    let mut guard = Guard(Some(child));
+    let guard = Guard(Some(child));
     let deadline = Instant::now() + Duration::from_secs(20);
     while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
         assert!(Instant::now() < deadline, "not ready within 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (port, guard, log_lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_websocket_clients_with_a_dev_token() {
+    let srv = TestServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_secret(dir.path());
+    let token = dev_token(&secret, "xy.md.>");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let (port, mut guard, log_lines) = start_gateway(&secret, &srv.url(), &[]).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token={token}"))
         .await
         .unwrap();
@@ -188,42 +209,15 @@ async fn runs_as_its_own_nats_user() {
     let admin = Bus::connect(&access.options(&srv.url(), "admin")).await.unwrap();
     topology.apply(&admin).await.unwrap();
 
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a-secret-of-enough-length\n").unwrap();
-    let secret = secret.to_str().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
-        .args(["--jwt-secret-file", secret, "--dev-token", ">"])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let port = langtian_core::natsd::free_port().unwrap();
+    let secret = write_secret(dir.path());
+    let token = dev_token(&secret, ">");
     let seed = access.seed_file("gateway").unwrap().to_str().unwrap().to_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
-        .args([
-            "--jwt-secret-file",
-            secret,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--nats-url",
-            &srv.url(),
-            "--nkey-seed-file",
-            &seed,
-            "--inbox-prefix",
-            "_LT.gateway",
-            "--log-format",
-            "json",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let log_lines = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
-    let mut guard = Guard(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
-        assert!(Instant::now() < deadline, "not ready within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (port, mut guard, log_lines) = start_gateway(
+        &secret,
+        &srv.url(),
+        &["--nkey-seed-file", &seed, "--inbox-prefix", "_LT.gateway"],
+    )
+    .await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token={token}"))
         .await
         .unwrap();

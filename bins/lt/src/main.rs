@@ -83,7 +83,7 @@ pub(crate) struct ConnArgs {
 const DEFAULT_URL: &str = "nats://127.0.0.1:14222";
 
 impl ConnArgs {
-    fn options(&self) -> Result<BusOptions, String> {
+    fn options(&self) -> BusOptions {
         let mut o = BusOptions::new(self.nats_url.as_deref().unwrap_or(DEFAULT_URL));
         o.name = Some("lt".into());
         o.creds_file = self.creds.clone();
@@ -91,18 +91,14 @@ impl ConnArgs {
         o.user = self.user.clone();
         o.password = self.password.clone();
         o.nkey_seed = self.nkey_seed.clone();
-        if let Some(f) = &self.nkey_seed_file {
-            let seed =
-                std::fs::read_to_string(f).map_err(|e| format!("--nkey-seed-file {}: {e}", f.display()))?;
-            o.nkey_seed = Some(seed.trim().to_owned());
-        }
+        o.nkey_seed_file = self.nkey_seed_file.clone();
         o.inbox_prefix = self.inbox_prefix.clone();
         o.tls.ca_file = self.tls_ca.clone();
         o.tls.required = self.tls_ca.is_some();
-        Ok(o)
+        o
     }
     pub(crate) async fn connect(&self) -> Result<Bus, String> {
-        Bus::connect(&self.options()?).await.map_err(|e| {
+        Bus::connect(&self.options()).await.map_err(|e| {
             let text = e.to_string();
             if text.to_lowercase().contains("authorization violation") {
                 format!(
@@ -463,7 +459,7 @@ async fn sigterm() {
 async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
     let cfg = UpConfig {
         data_dir: a.data_dir.clone(),
-        connect: conn.nats_url.as_ref().map(|_| conn.options()).transpose()?,
+        connect: conn.nats_url.as_ref().map(|_| conn.options()),
         nats_auth: a.nats_auth,
         nats_port: a.nats_port,
         nats_http_port: a.nats_http_port,

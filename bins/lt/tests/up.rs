@@ -101,6 +101,28 @@ fn watch(child: &mut std::process::Child) -> (mpsc::Receiver<String>, std::threa
     (rx, reader)
 }
 
+/// Starts `lt up` (`up_args` plus `extra`) with its output watched line by line.
+fn start_up(
+    data: &str,
+    p: &Ports,
+    duration: &str,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<String>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
+        .args(up_args(data, p, duration))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (rx, reader) = watch(&mut child);
+    (child, rx, reader)
+}
+
 fn lt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lt"))
         .args(args)
@@ -123,14 +145,7 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     let ui = ui.to_str().unwrap();
 
     // First run, in the background, watched line by line.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
-        .args(up_args(data, &p, "12s"))
-        .args(["--ui-dir", ui])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (rx, reader) = watch(&mut child);
+    let (mut child, rx, reader) = start_up(data, &p, "12s", &["--ui-dir", ui]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = String::new();
     // Wait until rows reach the lake (status lines are printed once a second).
@@ -257,14 +272,7 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     }
 
     // Second run resumes the same store and lake, serving the UI without isolation.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
-        .args(up_args(data, &p, "6s"))
-        .args(["--ui-dir", ui, "--no-cross-origin-isolation"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (rx, reader) = watch(&mut child);
+    let (mut child, rx, reader) = start_up(data, &p, "6s", &["--ui-dir", ui, "--no-cross-origin-isolation"]);
     let gateway_line = format!("gateway: ws://{}/ws", p.gateway);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut served = false;
@@ -391,14 +399,7 @@ fn keys_mode_refuses_clients_without_a_key() {
     let data = data.to_str().unwrap();
     let p = ports();
     let url = format!("nats://127.0.0.1:{}", p.nats);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
-        .args(up_args(data, &p, "8s"))
-        .args(["--nats-auth", "keys", "--no-live"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (rx, reader) = watch(&mut child);
+    let (mut child, rx, reader) = start_up(data, &p, "8s", &["--nats-auth", "keys", "--no-live"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !rx
         .recv_timeout(Duration::from_secs(1))
