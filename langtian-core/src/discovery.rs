@@ -257,16 +257,23 @@ impl Registry {
         Ok(handle)
     }
 
-    /// All live nodes.
+    /// All live nodes, one per node id, sorted by id.
+    ///
+    /// The key listing is a live consumer: a heartbeat written while it runs is delivered
+    /// again, so the same key can be listed twice. Keys are therefore collected into a set
+    /// first and each is read once.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, DiscoveryError> {
-        let mut keys = self
+        let mut listing = self
             .kv
             .keys()
             .await
             .map_err(|e| self.kv_err("*")(e.to_string()))?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| self.kv_err("*")(e.to_string()))?;
+        let mut keys = std::collections::BTreeSet::new();
+        while let Some(key) = listing.next().await {
+            keys.insert(key.map_err(|e| self.kv_err("*")(e.to_string()))?);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
             let entry = self
                 .kv
                 .get(&key)
@@ -276,7 +283,6 @@ impl Registry {
                 out.push(parse_node(&self.cfg.bucket, &key, &value)?);
             }
         }
-        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         Ok(out)
     }
 

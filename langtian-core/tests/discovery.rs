@@ -120,6 +120,41 @@ async fn heartbeats_keep_a_node_alive_past_its_ttl() {
     assert_eq!(reg.nodes().await.unwrap().len(), 1);
 }
 
+/// The key listing behind `nodes()` is a live consumer: a heartbeat written while it runs is
+/// delivered again. CI once saw `nodes()` return the same node twice that way; each node must be
+/// listed once however busy its heartbeats are.
+#[tokio::test]
+async fn listing_while_heartbeats_are_written_lists_each_node_once() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    let reg = Registry::provision(&bus, cfg(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..20).map(|i| format!("busy-{i:02}")).collect();
+    let mut handles = Vec::new();
+    for id in &ids {
+        handles.push(reg.register(NodeInfo::new(id, "collector")).await.unwrap());
+    }
+    let writer = tokio::spawn(async move {
+        for round in 0u32.. {
+            for h in handles.iter_mut() {
+                h.heartbeat(f64::from(round % 100) / 100.0).await.unwrap();
+            }
+        }
+    });
+    for _ in 0..30 {
+        let listed: Vec<String> = reg
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.node_id)
+            .collect();
+        assert_eq!(listed, ids, "each node once, sorted by id");
+    }
+    writer.abort();
+}
+
 #[tokio::test]
 async fn registrations_survive_a_server_restart() {
     let mut srv = common::server().await;

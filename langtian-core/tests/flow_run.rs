@@ -10,11 +10,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use langtian_core::bus::{
-    Bus, Consumer, ConsumerSpec, OutgoingMessage, Publisher, PublisherConfig, Qos, ensure_consumer,
+    Bus, Consumer, ConsumerSpec, OutgoingMessage, Publisher, PublisherConfig, Qos, StreamSpec,
+    ensure_consumer, ensure_stream,
 };
 use langtian_core::envelope::EnvelopeBuilder;
 use langtian_core::flow::config::PipelineFile;
 use langtian_core::flow::runner::{RunError, RunStats, run_pipeline};
+use langtian_core::flow::source::SourceError;
 use langtian_core::lake::{Lake, LakeConfig};
 use tokio::sync::watch;
 
@@ -255,4 +257,73 @@ async fn raise_stops_without_committing_or_acking() {
         .unwrap()
         .clone();
     assert_eq!(info.ack_floor.stream_sequence, 0, "nothing acked");
+}
+
+/// A stream deleted and created again restarts its sequences at 1 while the lake still holds the
+/// old position. Resuming after that position would skip every new message up to it without a
+/// word; the pipeline must refuse to start and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_created_stream_is_refused_instead_of_skipped() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "LT_EVENTS", &["lt.evt.>"]).await;
+    let lake = tempfile::tempdir().unwrap();
+    publish(&bus, 1, 50, None).await;
+    let (_, r) = run_until(pipeline(&srv.url(), lake.path(), "RAISE"), |s| {
+        s.committed_seq.load(Ordering::Relaxed) >= 50
+    })
+    .await;
+    r.unwrap();
+
+    bus.jetstream().delete_stream("LT_EVENTS").await.unwrap();
+    common::stream(&bus, "LT_EVENTS", &["lt.evt.>"]).await;
+    publish(&bus, 51, 60, None).await;
+    let (stats, r) = run_until(pipeline(&srv.url(), lake.path(), "RAISE"), |_| false).await;
+    let err = r.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RunError::Source(SourceError::PositionAheadOfStream { stream, consumer, committed: 50, last: 10 })
+                if stream == "LT_EVENTS" && consumer == "lake-writer"
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("re-created"), "{err}");
+    assert_eq!(stats.messages.load(Ordering::Relaxed), 0);
+    assert_eq!(lake_count(lake.path(), "SELECT count(*) FROM lake.readings"), 50);
+}
+
+/// Messages the stream's retention removed before the pipeline read them cannot be written; the
+/// pipeline counts them when it starts and goes on with what the stream still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_removed_by_retention_before_they_were_read_are_counted() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    let mut spec = StreamSpec::new("LT_EVENTS", vec!["lt.evt.>".into()]);
+    spec.duplicate_window = Duration::from_secs(120);
+    spec.max_msgs = 20;
+    ensure_stream(&bus, &spec).await.unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    publish(&bus, 1, 10, None).await;
+    let (stats, r) = run_until(pipeline(&srv.url(), lake.path(), "RAISE"), |s| {
+        s.committed_seq.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    r.unwrap();
+    assert_eq!(stats.expired.load(Ordering::Relaxed), 0);
+
+    // While the pipeline is stopped, 30 more arrive; the stream keeps the last 20 (21..=40).
+    publish(&bus, 11, 40, None).await;
+    let (stats, r) = run_until(pipeline(&srv.url(), lake.path(), "RAISE"), |s| {
+        s.committed_seq.load(Ordering::Relaxed) >= 40
+    })
+    .await;
+    r.unwrap();
+    assert_eq!(
+        stats.expired.load(Ordering::Relaxed),
+        10,
+        "sequences 11..=20 were removed"
+    );
+    assert_eq!(stats.rows_out.load(Ordering::Relaxed), 20);
+    assert_eq!(lake_count(lake.path(), "SELECT count(*) FROM lake.readings"), 30);
 }

@@ -58,10 +58,13 @@ async fn restore<R: MdRecord>(
         what: format!("listing KV `{}`", cfg.kv_bucket),
         reason: e.to_string(),
     })?;
-    let mut names = Vec::new();
+    // A key listing is a live consumer: a snapshot stored while it runs lists its key again.
+    let mut names = std::collections::BTreeSet::new();
     while let Some(k) = keys.next().await {
         match k {
-            Ok(k) if k.starts_with(&prefix) => names.push(k),
+            Ok(k) if k.starts_with(&prefix) => {
+                names.insert(k);
+            }
             Ok(_) => {}
             Err(e) => {
                 return Err(AggregateError::Nats {

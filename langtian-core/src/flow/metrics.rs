@@ -13,6 +13,7 @@
 //! | `committed_sequence` | gauge | pipeline, stream, consumer | highest committed stream sequence |
 //! | `duplicates_dropped` | counter | pipeline | redeliveries at or below the committed sequence |
 //! | `dead_letters` | counter | pipeline | dead letters published |
+//! | `source_messages_expired` | counter | pipeline, stream, consumer | messages the stream's retention removed before they were read |
 
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ pub struct FlowMetrics {
     committed: Gauge,
     duplicates: Counter,
     dead_letters: Counter,
+    expired: Counter,
 }
 
 impl FlowMetrics {
@@ -48,7 +50,8 @@ impl FlowMetrics {
             flushes: counter!("sink_flush_count", "pipeline" => p.clone(), "sink" => snk.clone()),
             rows: counter!("sink_rows_written", "pipeline" => p.clone(), "sink" => snk),
             lag: gauge!("consumer_lag", "pipeline" => p.clone(), "stream" => st.clone(), "consumer" => co.clone()),
-            committed: gauge!("committed_sequence", "pipeline" => p.clone(), "stream" => st, "consumer" => co),
+            committed: gauge!("committed_sequence", "pipeline" => p.clone(), "stream" => st.clone(), "consumer" => co.clone()),
+            expired: counter!("source_messages_expired", "pipeline" => p.clone(), "stream" => st, "consumer" => co),
             duplicates: counter!("duplicates_dropped", "pipeline" => p.clone()),
             dead_letters: counter!("dead_letters", "pipeline" => p.clone()),
             pipeline: p,
@@ -70,6 +73,10 @@ impl FlowMetrics {
 
     pub(crate) fn duplicates(&self, n: usize) {
         self.duplicates.increment(n as u64);
+    }
+
+    pub(crate) fn expired(&self, n: u64) {
+        self.expired.increment(n);
     }
 
     pub(crate) fn dead_letter(&self) {

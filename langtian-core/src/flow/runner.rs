@@ -109,6 +109,9 @@ pub struct RunStats {
     pub committed_seq: AtomicU64,
     /// Messages the source still has to deliver (JetStream pending), at the last batch.
     pub lag: AtomicU64,
+    /// Messages the stream's retention removed after the committed position before they were
+    /// read (seen when the pipeline starts).
+    pub expired: AtomicU64,
     /// 1 while the loop is running (for `/healthz`).
     pub running: AtomicU64,
 }
@@ -170,7 +173,19 @@ pub async fn run_pipeline(
         // Resume in stream order right after what the sink holds. Without this, messages a
         // crashed run had taken (ack pending) come back only after ack_wait — after newer ones
         // were committed — and would look like duplicates of the newer position.
-        source.resume_after(committed).await?;
+        let expired = source.resume_after(committed).await?;
+        if expired > 0 {
+            stats.expired.fetch_add(expired, Ordering::Relaxed);
+            metrics.expired(expired);
+            tracing::warn!(
+                code = "source_messages_expired",
+                stream = %stream,
+                consumer = %consumer,
+                committed,
+                lost = expired,
+                "the stream no longer holds messages after the committed position: its retention removed them before they were read"
+            );
+        }
     }
     stats.committed_seq.store(committed, Ordering::Relaxed);
     metrics.committed(committed);

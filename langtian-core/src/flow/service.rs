@@ -67,6 +67,7 @@ pub async fn run_service(file: PipelineFile, opts: &ServiceOptions) -> Result<Ar
                 "pipeline_running": s.running.load(Ordering::Relaxed) == 1,
                 "committed_seq": s.committed_seq.load(Ordering::Relaxed),
                 "lag": s.lag.load(Ordering::Relaxed),
+                "expired": s.expired.load(Ordering::Relaxed),
             });
             if s.running.load(Ordering::Relaxed) == 1 {
                 Health::ok(details)

@@ -115,6 +115,22 @@ pub enum SourceError {
     /// NATS.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The sink holds a position past the end of the stream: the stream was deleted and
+    /// created again (its sequences restarted from 1), so resuming after the position would
+    /// silently skip every new message up to it.
+    #[error(
+        "the sink's committed position for stream `{stream}`, consumer `{consumer}` is {committed}, but the stream's last sequence is {last}: the stream was re-created and its sequences restarted. Resuming would skip new messages up to {committed}. Use a new consumer name for the re-created stream, or delete that consumer's rows from the sink's offsets table"
+    )]
+    PositionAheadOfStream {
+        /// Stream.
+        stream: String,
+        /// Durable consumer.
+        consumer: String,
+        /// Position the sink holds.
+        committed: u64,
+        /// The stream's last sequence now.
+        last: u64,
+    },
     /// The JSONL file.
     #[error("jsonl source {path}: {reason}")]
     Jsonl {
@@ -123,6 +139,33 @@ pub enum SourceError {
         /// Why.
         reason: String,
     },
+}
+
+/// Compares the sink's position with the stream it resumes on.
+///
+/// A position past the stream's last sequence means the stream was re-created: an error, never
+/// a silent skip. Otherwise returns how many messages after the position the stream no longer
+/// holds (its retention removed them before they were read).
+async fn check_position(bus: &Bus, cfg: &NatsSource, committed: u64) -> Result<u64, SourceError> {
+    let stream = bus
+        .jetstream()
+        .get_stream(&cfg.stream)
+        .await
+        .map_err(|e| BusError::Api {
+            what: format!("reading stream `{}`", cfg.stream),
+            reason: e.to_string(),
+        })?;
+    let state = &stream.cached_info().state;
+    if committed > state.last_sequence {
+        return Err(SourceError::PositionAheadOfStream {
+            stream: cfg.stream.clone(),
+            consumer: cfg.consumer.clone(),
+            committed,
+            last: state.last_sequence,
+        });
+    }
+    // Sequences after `committed` and before the first one the stream holds were removed.
+    Ok(state.first_sequence.saturating_sub(committed + 1))
 }
 
 /// Connection options of a `nats` source block.
@@ -240,9 +283,17 @@ impl Source {
 
     /// Positions the source right after `committed` (a stream sequence or line number).
     /// For JetStream this is the native consumer reset, so delivery resumes in stream order.
-    pub async fn resume_after(&mut self, committed: u64) -> Result<(), SourceError> {
+    ///
+    /// Returns how many messages after `committed` the stream's retention removed before they
+    /// were read (0 for `jsonl`). Fails with [`SourceError::PositionAheadOfStream`] when the
+    /// stream ends before `committed` (it was re-created).
+    pub async fn resume_after(&mut self, committed: u64) -> Result<u64, SourceError> {
+        let mut expired = 0;
         match self {
-            Source::Nats { consumer, cfg, .. } => {
+            Source::Nats { bus, consumer, cfg } => {
+                if committed > 0 {
+                    expired = check_position(bus, cfg, committed).await?;
+                }
                 let next = (committed > 0).then_some(committed + 1);
                 if let Err(e) = consumer.reset(next).await {
                     if matches!(cfg.deliver_policy, DeliverPolicy::All) {
@@ -256,7 +307,7 @@ impl Source {
                 *lines = rest.into_iter();
             }
         }
-        Ok(())
+        Ok(expired)
     }
 
     /// Takes up to `max` messages: waits up to `idle` for the first, then at most `linger` from
