@@ -25,6 +25,31 @@ pub fn say(text: &str) {
     }
 }
 
+/// Reports why a service binary stops: `"<bin>: error: <error>"` on stderr, or with JSON logs
+/// an error event with `code` (`config_invalid`, `nats_unreachable`, `service_failed`, …) and
+/// `error` fields, so that a log pipeline still reads nothing but JSON.
+///
+/// ```
+/// langtian_core::console::fail("lt-demo", "config_invalid", &"--listen: invalid address");
+/// ```
+pub fn fail(bin: &str, code: &str, error: &dyn std::fmt::Display) {
+    if JSON.load(Ordering::Relaxed) {
+        tracing::error!(code, %error, "{bin}: error: {error}");
+    } else {
+        eprintln!("{bin}: error: {error}");
+    }
+}
+
+/// A warning a service binary goes on after: `"<bin>: warning: <what>: <error>"`, or a warn event
+/// with `code` and `error` fields when logs are JSON.
+pub fn warn(bin: &str, code: &str, what: &str, error: &dyn std::fmt::Display) {
+    if JSON.load(Ordering::Relaxed) {
+        tracing::warn!(code, %error, "{bin}: warning: {what}: {error}");
+    } else {
+        eprintln!("{bin}: warning: {what}: {error}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

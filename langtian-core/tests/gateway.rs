@@ -888,3 +888,271 @@ async fn serves_the_ui_cross_origin_isolated() {
     assert!(!out.head.contains("cross-origin-opener-policy"), "{out:?}");
     assert!(!out.head.contains("cross-origin-embedder-policy"), "{out:?}");
 }
+
+/// A response read by [`request`].
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request on its own connection; reads the head and `Content-Length` bytes (or to
+/// the end), so it also works for refused WebSocket upgrades, which keep the connection open.
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
+        req.push_str("Connection: close\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let read = async {
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let len = head.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                });
+                let status: u16 = head[9..12].parse().unwrap();
+                if n == 0 || status == 101 || status == 204 || len.is_some_and(|l| rest.len() >= l) {
+                    let content_type = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-type:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .unwrap_or_default();
+                    return Resp {
+                        status,
+                        content_type,
+                        body: rest.to_owned(),
+                    };
+                }
+            }
+            assert!(n > 0, "connection closed before a full response: {text}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a response")
+}
+
+/// Follows a local `$ref` (`#/components/...`).
+fn resolve<'a>(spec: &'a serde_json::Value, v: &'a serde_json::Value) -> &'a serde_json::Value {
+    match v.get("$ref").and_then(|r| r.as_str()) {
+        Some(r) => {
+            let ptr = r.strip_prefix('#').expect("a local reference");
+            resolve(
+                spec,
+                spec.pointer(ptr)
+                    .unwrap_or_else(|| panic!("dangling reference {r}")),
+            )
+        }
+        None => v,
+    }
+}
+
+/// Checks `value` against the subset of JSON Schema the document uses: type, required,
+/// properties, additionalProperties: false, enum, minimum/maximum.
+fn conforms(spec: &serde_json::Value, schema: &serde_json::Value, value: &serde_json::Value, at: &str) {
+    let schema = resolve(spec, schema);
+    if let Some(t) = schema.get("type").and_then(|t| t.as_str()) {
+        let ok = match t {
+            "object" => value.is_object(),
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "boolean" => value.is_boolean(),
+            "number" => value.is_number(),
+            "array" => value.is_array(),
+            other => panic!("{at}: type {other} not handled"),
+        };
+        assert!(ok, "{at}: {value} is not a {t}");
+    }
+    if let Some(allowed) = schema.get("enum").and_then(|e| e.as_array()) {
+        assert!(allowed.contains(value), "{at}: {value} not in {allowed:?}");
+    }
+    if let (Some(min), Some(v)) = (schema.get("minimum").and_then(|m| m.as_i64()), value.as_i64()) {
+        assert!(v >= min, "{at}: {v} < {min}");
+    }
+    if let (Some(max), Some(v)) = (schema.get("maximum").and_then(|m| m.as_i64()), value.as_i64()) {
+        assert!(v <= max, "{at}: {v} > {max}");
+    }
+    let Some(obj) = value.as_object() else { return };
+    for key in schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let key = key.as_str().unwrap();
+        assert!(obj.contains_key(key), "{at}: `{key}` is required: {value}");
+    }
+    let props = schema.get("properties").and_then(|p| p.as_object());
+    for (k, v) in obj {
+        match props.and_then(|p| p.get(k)) {
+            Some(s) => conforms(spec, s, v, &format!("{at}.{k}")),
+            None => assert!(
+                schema.get("additionalProperties") != Some(&serde_json::Value::Bool(false)),
+                "{at}: `{k}` is not documented"
+            ),
+        }
+    }
+}
+
+/// The served OpenAPI document describes what the gateway really does: every route of the router
+/// is documented and every documented operation is exercised here, each answer's status is one
+/// the document lists for it, with the documented content type and a body that matches its schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_surface_matches_its_openapi_document() {
+    use std::collections::BTreeSet;
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    let gw = gateway(&bus, |c| c.max_connections_per_user = 1).await;
+
+    let served = request(gw.addr, "GET", "/openapi.yaml", &[], "").await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.content_type, "application/yaml");
+    assert_eq!(served.body, langtian_core::gateway::OPENAPI);
+    let spec: serde_json::Value = serde_yaml_ng::from_str(&served.body).unwrap();
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3.0."),
+        "OpenAPI 3.0"
+    );
+
+    // Every route the router declares is a documented path, and every documented path other
+    // than the UI's fallback (`/`) is a route.
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/gateway/server.rs")).unwrap();
+    let routes: BTreeSet<String> = source
+        .split(".route(")
+        .skip(1)
+        .map(|rest| {
+            let start = rest.find('"').unwrap() + 1;
+            let len = rest[start..].find('"').unwrap();
+            rest[start..start + len].to_owned()
+        })
+        .collect();
+    let documented: BTreeSet<String> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|p| p.as_str() != "/")
+        .cloned()
+        .collect();
+    assert_eq!(routes, documented, "router routes vs documented paths");
+
+    let user = token(&["xy.>"], Duration::from_secs(60), false);
+    let root = token(&[], Duration::from_secs(60), true);
+    let expired = {
+        let mut c = Claims::new("tester", vec![], Duration::from_secs(60));
+        c.exp = 1;
+        sign_hs256(SECRET, &c).unwrap()
+    };
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (user_auth, root_auth, expired_auth) = (bearer(&user), bearer(&root), bearer(&expired));
+    let upgrade: [(&str, &str); 4] = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    fn with<'a>(base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        base.iter().chain(extra).copied().collect()
+    }
+    let ws_ok = format!("/ws?token={user}");
+
+    let held = connect(&gw, &user).await; // holds the user's only slot for the 429 case
+    /// (documented path, method, request path, headers, body, expected status)
+    type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, &'a str, u16);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("/ws", "get", "/ws".into(), vec![], "", 400),
+        ("/ws", "get", "/ws".into(), with(&upgrade, &[]), "", 401),
+        ("/ws", "get", "/ws".into(), with(&upgrade, &[("Authorization", &expired_auth)]), "", 401),
+        ("/ws", "get", ws_ok.clone(), with(&upgrade, &[("Origin", "http://evil.example")]), "", 403),
+        ("/ws", "get", ws_ok.clone(), with(&upgrade, &[]), "", 429),
+        ("/healthz", "get", "/healthz".into(), vec![], "", 200),
+        ("/livez", "get", "/livez".into(), vec![], "", 200),
+        ("/metrics", "get", "/metrics".into(), vec![], "", 200),
+        ("/openapi.yaml", "get", "/openapi.yaml".into(), vec![], "", 200),
+        ("/admin/feature-flags", "get", "/admin/feature-flags".into(), vec![], "", 401),
+        ("/admin/feature-flags", "get", "/admin/feature-flags".into(), vec![("Authorization", &user_auth)], "", 403),
+        ("/admin/feature-flags", "put", "/admin/feature-flags".into(), vec![("Authorization", &root_auth)], r#"{"flag":"ui.dark","value":true}"#, 200),
+        ("/admin/feature-flags", "put", "/admin/feature-flags".into(), vec![("Authorization", &root_auth)], r#"{"flag":"ui..dark","value":true}"#, 400),
+        ("/admin/feature-flags", "put", "/admin/feature-flags".into(), vec![("Authorization", &root_auth)], r#"{"flag":"ui.dark","value":1,"extra":2}"#, 400),
+        ("/admin/feature-flags", "put", "/admin/feature-flags".into(), vec![("Authorization", &user_auth)], r#"{"flag":"ui.dark","value":true}"#, 403),
+        ("/admin/feature-flags", "get", "/admin/feature-flags".into(), vec![("Authorization", &root_auth)], "", 200),
+        ("/admin/feature-flags/{flag}", "delete", "/admin/feature-flags/ui.dark".into(), vec![("Authorization", &root_auth)], "", 204),
+        ("/admin/feature-flags/{flag}", "delete", "/admin/feature-flags/.bad".into(), vec![("Authorization", &root_auth)], "", 400),
+        ("/admin/feature-flags/{flag}", "delete", "/admin/feature-flags/ui.dark".into(), vec![], "", 401),
+        ("/", "get", "/".into(), vec![], "", 200),
+    ];
+    let mut exercised = BTreeSet::new();
+    for (doc_path, method, path, headers, body, want) in &cases {
+        let r = request(gw.addr, &method.to_uppercase(), path, headers, body).await;
+        let what = format!("{} {path} → {}", method.to_uppercase(), r.status);
+        assert_eq!(r.status, *want, "{what}: {}", r.body);
+        let op = &spec["paths"][doc_path][method];
+        assert!(op.is_object(), "{method} {doc_path} is not documented");
+        let doc = resolve(&spec, &op["responses"][r.status.to_string()]);
+        assert!(
+            doc.is_object(),
+            "{what}: status not documented for {method} {doc_path}"
+        );
+        let content = doc.get("content").and_then(|c| c.as_object());
+        match content {
+            None => assert!(r.body.is_empty(), "{what}: undocumented body {}", r.body),
+            Some(content) => {
+                let media = r.content_type.split(';').next().unwrap_or("").trim();
+                let entry = content.get(media).unwrap_or_else(|| {
+                    panic!(
+                        "{what}: content type `{media}` not documented ({:?})",
+                        content.keys()
+                    )
+                });
+                if media == "application/json" {
+                    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                    conforms(&spec, &entry["schema"], &v, &what);
+                }
+            }
+        }
+        exercised.insert((doc_path.to_string(), method.to_string()));
+    }
+    // The upgrade itself: 101 and a working WebSocket (`connect` fails on anything else).
+    drop(held);
+    let stats = gw.stats.clone();
+    common::wait_until(Duration::from_secs(5), "the held slot is free", move || {
+        let stats = stats.clone();
+        async move { stats.active.load(Ordering::Relaxed) == 0 }
+    })
+    .await;
+    let mut ws = connect(&gw, &user).await;
+    answers_ping(&mut ws, 1).await;
+    assert!(spec["paths"]["/ws"]["get"]["responses"]["101"].is_object());
+
+    let mut operations = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations.insert((path.clone(), method.clone()));
+        }
+    }
+    assert_eq!(exercised, operations, "every documented operation is exercised");
+}

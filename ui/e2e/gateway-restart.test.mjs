@@ -38,11 +38,19 @@ test('views recover within 3 s after the gateway restarts', async () => {
   const secret = join(dir, 'secret.txt')
   writeFileSync(secret, readFileSync(join(dir, 'gateway.secret')))
   const token = execFileSync(gwBin, ['--jwt-secret-file', secret, '--dev-token', 'xy.md.>']).toString().trim()
+  // As `lt up` deploys it: the gateway's own NATS user (its NKey and inbox prefix). Its log is
+  // kept: nats-server must refuse it nothing (the ACL denials it audits included).
+  let gatewayLog = ''
   const startGateway = () => {
     const g = spawn(gwBin, [
       '--jwt-secret-file', secret, '--listen', `127.0.0.1:${gw}`, '--ui-dir', join(ui, 'dist'),
-      '--nats-url', `nats://127.0.0.1:${nats}`, '--log', 'warn',
-    ], { stdio: ['ignore', 'ignore', 'inherit'] })
+      '--nats-url', `nats://127.0.0.1:${nats}`, '--log', 'warn', '--log-format', 'json',
+      '--nkey-seed-file', join(dir, 'nats', 'keys', 'gateway.nk'), '--inbox-prefix', '_LT.gateway',
+    ], { stdio: ['ignore', 'ignore', 'pipe'] })
+    g.stderr.on('data', (d) => {
+      gatewayLog += d
+      process.stderr.write(d)
+    })
     children.push(g)
     return g
   }
@@ -94,6 +102,10 @@ test('views recover within 3 s after the gateway restarts', async () => {
     assert.ok(Number(count) > rebuildsBefore, `rebuild count ${count} > ${rebuildsBefore} before the restart`)
     assert.ok(Number(last) <= 1000, `the last rebuild took ${last} ms (≤ 1 s)`)
     assert.match(text, /waiting now 0/)
+    // The dev token allows only xy.md.>: the UI's other subscriptions were denied and audited to
+    // lt.audit.acl.denied, which the gateway's user may publish; nats-server refused nothing.
+    assert.match(gatewayLog, /"code":"forbidden"/, 'ACL denials audited')
+    assert.doesNotMatch(gatewayLog, /nats_permission_denied/, 'no operation refused by nats-server')
   } finally {
     await browser.close()
     gateway.kill('SIGTERM')

@@ -100,21 +100,21 @@ async fn main() -> ExitCode {
     let cfg = match config(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("lt-aggregator: error: {e}");
+            langtian_core::console::fail("lt-aggregator", "config_invalid", &e);
             return ExitCode::from(10);
         }
     };
     let ops_addr = match cli::ops_addr(&cli.metrics_addr) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("lt-aggregator: error: {e}");
+            langtian_core::console::fail("lt-aggregator", "config_invalid", &e);
             return ExitCode::from(10);
         }
     };
     let bus = match Bus::connect(&cli.nats.options("lt-aggregator")).await {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("lt-aggregator: error: {e}");
+            langtian_core::console::fail("lt-aggregator", "nats_unreachable", &e);
             return ExitCode::FAILURE;
         }
     };
@@ -133,11 +133,11 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e @ AggregateError::Config { .. }) => {
-            eprintln!("lt-aggregator: error: {e}");
+            langtian_core::console::fail("lt-aggregator", "config_invalid", &e);
             ExitCode::from(10)
         }
         Err(e) => {
-            eprintln!("lt-aggregator: error: {e}");
+            langtian_core::console::fail("lt-aggregator", "service_failed", &e);
             ExitCode::FAILURE
         }
     }

@@ -94,7 +94,7 @@ async fn main() -> ExitCode {
     let ops_addr = match cli::ops_addr(&cli.metrics_addr) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("lt-collector: error: {e}");
+            langtian_core::console::fail("lt-collector", "config_invalid", &e);
             return ExitCode::from(10);
         }
     };
@@ -124,11 +124,11 @@ async fn main() -> ExitCode {
             e @ (langtian_core::collector::CollectorError::Config(_)
             | langtian_core::collector::CollectorError::Socket { .. }),
         ) => {
-            eprintln!("lt-collector: error: {e}");
+            langtian_core::console::fail("lt-collector", "config_invalid", &e);
             ExitCode::from(10)
         }
         Err(e) => {
-            eprintln!("lt-collector: error: {e}");
+            langtian_core::console::fail("lt-collector", "service_failed", &e);
             ExitCode::FAILURE
         }
     }

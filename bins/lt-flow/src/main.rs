@@ -56,7 +56,7 @@ async fn main() -> ExitCode {
     let file = match PipelineFile::load(&cli.file, &vars) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("lt-flow: error: {e}");
+            langtian_core::console::fail("lt-flow", "config_invalid", &e);
             return ExitCode::from(10);
         }
     };
@@ -67,7 +67,11 @@ async fn main() -> ExitCode {
     let ops_addr = match langtian_core::cli::ops_addr(&cli.metrics_addr) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("lt-flow: error: {e} (use host:port or `off`)");
+            langtian_core::console::fail(
+                "lt-flow",
+                "config_invalid",
+                &format!("{e} (use host:port or `off`)"),
+            );
             return ExitCode::from(10);
         }
     };
@@ -81,7 +85,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("lt-flow: error: {e}");
+            langtian_core::console::fail("lt-flow", "service_failed", &e);
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
     }

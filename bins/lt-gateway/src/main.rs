@@ -134,7 +134,7 @@ async fn main() -> ExitCode {
     let jwt = match jwt(&cli) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("lt-gateway: error: {e}");
+            langtian_core::console::fail("lt-gateway", "config_invalid", &e);
             return ExitCode::from(10);
         }
     };
@@ -147,7 +147,7 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("lt-gateway: error: {e}");
+                langtian_core::console::fail("lt-gateway", "config_invalid", &e);
                 ExitCode::from(10)
             }
         };
@@ -166,14 +166,14 @@ async fn main() -> ExitCode {
     let gw = match Gateway::bind(cfg).await {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("lt-gateway: error: {e}");
+            langtian_core::console::fail("lt-gateway", "config_invalid", &e);
             return ExitCode::from(10);
         }
     };
     let bus = match Bus::connect(&cli.nats.options("lt-gateway")).await {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("lt-gateway: error: {e}");
+            langtian_core::console::fail("lt-gateway", "nats_unreachable", &e);
             return ExitCode::FAILURE;
         }
     };
@@ -190,11 +190,11 @@ async fn main() -> ExitCode {
     match gw.run(bus, Arc::new(GatewayStats::default()), rx).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ GatewayError::Config { .. }) => {
-            eprintln!("lt-gateway: error: {e}");
+            langtian_core::console::fail("lt-gateway", "config_invalid", &e);
             ExitCode::from(10)
         }
         Err(e) => {
-            eprintln!("lt-gateway: error: {e}");
+            langtian_core::console::fail("lt-gateway", "service_failed", &e);
             ExitCode::FAILURE
         }
     }

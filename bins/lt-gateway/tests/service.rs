@@ -192,6 +192,43 @@ fn bad_settings_exit_10() {
     }
 }
 
+/// With `--log-format json`, the error a service stops with is a JSON event too (code, error),
+/// so a log pipeline reads nothing but JSON; with text logs it is the plain `error:` line.
+#[test]
+fn the_stopping_error_is_json_when_logs_are() {
+    let missing = "/nonexistent/secret";
+    let json = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+        .args(["--jwt-secret-file", missing, "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(10));
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let failed = events
+        .iter()
+        .find(|e| e["fields"]["code"] == "config_invalid")
+        .unwrap_or_else(|| panic!("no config_invalid event in {stderr}"));
+    assert_eq!(failed["level"], "ERROR");
+    assert!(
+        failed["fields"]["error"].as_str().unwrap().contains(missing),
+        "{failed}"
+    );
+
+    let text = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+        .args(["--jwt-secret-file", missing])
+        .output()
+        .unwrap();
+    assert_eq!(text.status.code(), Some(10));
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        stderr.starts_with("lt-gateway: error: /nonexistent/secret"),
+        "{stderr}"
+    );
+}
+
 /// Deployed as `lt up` deploys it: the gateway connects as its own NKey user
 /// (`--nkey-seed-file`, `--inbox-prefix`) on a server that enforces the platform's grants. What a
 /// browser's token allows but the gateway's NATS user may not read is refused by nats-server

@@ -94,18 +94,18 @@ async fn main() -> ExitCode {
     match tokio::task::spawn_blocking(move || Lake::open(probe)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            eprintln!("lt-query: error: {e}");
+            langtian_core::console::fail("lt-query", "config_invalid", &e);
             return ExitCode::from(10);
         }
         Err(e) => {
-            eprintln!("lt-query: error: {e}");
+            langtian_core::console::fail("lt-query", "service_failed", &e);
             return ExitCode::FAILURE;
         }
     }
     let bus = match Bus::connect(&cli.nats.options("lt-query")).await {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("lt-query: error: {e}");
+            langtian_core::console::fail("lt-query", "nats_unreachable", &e);
             return ExitCode::FAILURE;
         }
     };
@@ -127,12 +127,22 @@ async fn main() -> ExitCode {
                 Ok(r) => match r.register(info).await {
                     Ok(n) => Some(n),
                     Err(e) => {
-                        eprintln!("lt-query: warning: not registered in discovery: {e}");
+                        langtian_core::console::warn(
+                            "lt-query",
+                            "registration_failed",
+                            "not registered in discovery",
+                            &e,
+                        );
                         None
                     }
                 },
                 Err(e) => {
-                    eprintln!("lt-query: warning: not registered in discovery: {e}");
+                    langtian_core::console::warn(
+                        "lt-query",
+                        "registration_failed",
+                        "not registered in discovery",
+                        &e,
+                    );
                     None
                 }
             }
@@ -158,11 +168,11 @@ async fn main() -> ExitCode {
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
-            eprintln!("lt-query: error: {e}");
+            langtian_core::console::fail("lt-query", "service_failed", &e);
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("lt-query: error: {e}");
+            langtian_core::console::fail("lt-query", "service_failed", &e);
             ExitCode::FAILURE
         }
     }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use server::Gateway;
+pub use server::{Gateway, OPENAPI};
 
 use crate::proto::gateway::v1 as pb;
 

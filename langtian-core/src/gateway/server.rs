@@ -174,6 +174,10 @@ impl Gateway {
                     async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()) }
                 }),
             )
+            .route(
+                "/openapi.yaml",
+                get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }),
+            )
             .route("/admin/feature-flags", get(flags_list).put(flags_set))
             .route("/admin/feature-flags/{flag}", delete(flags_delete));
         app = match &shared.cfg.static_dir {
@@ -303,6 +307,10 @@ fn authenticate(shared: &Shared, q: &TokenQuery, headers: &HeaderMap) -> Result<
     shared.verifier.verify(&token)
 }
 
+/// The OpenAPI 3.0 document of these endpoints (`docs/openapi/gateway.yaml`), served at
+/// `/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi/gateway.yaml");
+
 fn refuse(status: StatusCode, message: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
@@ -410,7 +418,7 @@ async fn no_ui() -> Html<&'static str> {
     Html(
         "<!doctype html><title>Langtian gateway</title><h1>Langtian gateway</h1>\
          <p>The web UI is not built here (run <code>scripts/setup.sh</code>, or pass <code>--ui-dir</code>).</p>\
-         <p>WebSocket: <code>/ws?token=…</code> · <a href=\"/healthz\">/healthz</a> · <a href=\"/metrics\">/metrics</a></p>",
+         <p>WebSocket: <code>/ws?token=…</code> · <a href=\"/healthz\">/healthz</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/openapi.yaml\">/openapi.yaml</a></p>",
     )
 }
 
@@ -467,7 +475,14 @@ async fn flags_list(
     let mut out = serde_json::Map::new();
     match shared.flags.keys().await {
         Ok(mut keys) => {
-            while let Some(Ok(k)) = keys.next().await {
+            while let Some(k) = keys.next().await {
+                // A broken listing is an error, never a silently shorter list.
+                let k = match k {
+                    Ok(k) => k,
+                    Err(e) => {
+                        return refuse(StatusCode::SERVICE_UNAVAILABLE, format!("listing the flags: {e}"));
+                    }
+                };
                 let v = flag_value(&shared.flags, &k).await;
                 out.insert(k, v);
             }
