@@ -423,7 +423,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lt: error: {e}");
+            langtian_core::console::fail("lt", "command_failed", &e);
             ExitCode::FAILURE
         }
     }

@@ -231,6 +231,30 @@ fn a_malformed_log_filter_is_a_configuration_error_naming_it() {
     assert!(out.contains("lt: error: --log `langtian_core=loud`"), "{out}");
 }
 
+/// With `--log-format json` the error `lt` stops with is a JSON event (code `command_failed`,
+/// the `error` field), like every other line on stderr.
+#[test]
+fn a_failed_command_is_a_json_event_when_logs_are_json() {
+    let port = langtian_core::natsd::free_port().unwrap();
+    let url = format!("nats://127.0.0.1:{port}"); // nothing listens there
+    let o = lt(&url, &["--log-format", "json", "nodes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let failed = events
+        .iter()
+        .find(|e| e["fields"]["code"] == "command_failed")
+        .unwrap_or_else(|| panic!("no command_failed event in {stderr}"));
+    assert_eq!(failed["level"], "ERROR");
+    assert!(
+        failed["fields"]["error"].as_str().unwrap().contains(&url),
+        "{failed}"
+    );
+}
+
 /// `lt nats-access` writes users a real nats-server enforces: without a key the server refuses
 /// the connection; the admin key provisions the topology (`lt provision`); the collector's key
 /// (with its inbox prefix) may store events but not publish market ticks, which fails at once
