@@ -20,6 +20,8 @@ namespace Langtian
         [DataMember(Name = "nkeySeed", EmitDefaultValue = false)] public string NkeySeed { get; set; }
         /// <summary>Inbox prefix instead of "_INBOX" (an lt up service's user reads only "_LT.&lt;service&gt;").</summary>
         [DataMember(Name = "inboxPrefix", EmitDefaultValue = false)] public string InboxPrefix { get; set; }
+        /// <summary>A CA certificate (PEM file) to trust; the connection then requires TLS (lt up --nats-tls: .langtian/nats/tls/ca.pem).</summary>
+        [DataMember(Name = "tlsCa", EmitDefaultValue = false)] public string TlsCa { get; set; }
         /// <summary>Give up connecting after this many milliseconds (default 5000).</summary>
         [DataMember(Name = "timeoutMs", EmitDefaultValue = false)] public int? TimeoutMs { get; set; }
     }

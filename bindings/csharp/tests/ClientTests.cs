@@ -173,6 +173,27 @@ namespace Langtian.Tests
         }
 
         [Test]
+        public static void TlsCaTrustsLtUpWithNatsTls()
+        {
+            // lt up --nats-tls requires TLS with its own local CA: without TlsCa the server's
+            // certificate is not trusted; with it the client connects and stores an event.
+            int nats = Proc.FreeTcpPort(), http = Proc.FreeTcpPort(), udp = Proc.FreeUdpPort();
+            var dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "lt-cs-tls-" + Guid.NewGuid().ToString("N"));
+            var tlsUrl = "nats://127.0.0.1:" + nats;
+            using (new Proc(ltBin, string.Format("up --data-dir {0} --nats-port {1} --nats-http-port {2} --udp 127.0.0.1:{3} --metrics-addr off --no-sim --no-live --no-flow --nats-tls",
+                dir, nats, http, udp), "registered node"))
+            {
+                var e = Assert.Throws<ConnectException>(() => LangtianClient.Connect(tlsUrl, new ConnectOptions { TimeoutMs = 2000 }), "an untrusted certificate");
+                Assert.True(e.Message.Contains("UnknownIssuer"), "says why: " + e.Message);
+                var ca = System.IO.Path.Combine(dir, "nats", "tls", "ca.pem");
+                using (var c = LangtianClient.Connect(tlsUrl, new ConnectOptions { Name = "cs-tls", TlsCa = ca }))
+                {
+                    Assert.True(c.Publish("note", Utf8("{}"), new PublishOptions { Source = "cs-tls" }).Sequence > 0, "an event stored over TLS");
+                }
+            }
+        }
+
+        [Test]
         public static void AServerWithoutJetStream()
         {
             var port = Proc.FreeTcpPort();

@@ -67,6 +67,9 @@ pub struct ConnectOptions {
     pub nkey_seed: Option<String>,
     /// Inbox prefix instead of `_INBOX` (an `lt up` service's user reads only `_LT.<service>`).
     pub inbox_prefix: Option<String>,
+    /// CA certificate (PEM file) to trust; the connection then requires TLS (`lt up --nats-tls`:
+    /// `.langtian/nats/tls/ca.pem`).
+    pub tls_ca: Option<String>,
     /// Give up connecting after this many milliseconds (default 5000).
     pub timeout_ms: Option<u32>,
 }
@@ -216,6 +219,8 @@ impl Client {
         opts.creds_file = o.creds.map(Into::into);
         opts.nkey_seed = o.nkey_seed.map(|s| s.trim().to_owned());
         opts.inbox_prefix = o.inbox_prefix;
+        opts.tls.required = o.tls_ca.is_some();
+        opts.tls.ca_file = o.tls_ca.map(Into::into);
         let limit = Duration::from_millis(u64::from(o.timeout_ms.unwrap_or(5000)));
         let bus = Bus::connect_within(&opts, limit).await.map_err(bus_err)?;
         Ok(Client { bus })

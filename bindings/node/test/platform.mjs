@@ -80,15 +80,19 @@ function stopper(proc, dir) {
   }
 }
 
-/** `lt up --no-sim --no-live` with `samples` battery samples sent by `lt sim battery`. */
-export async function startPlatform() {
+/**
+ * `lt up --no-sim --no-live` (battery samples are sent by `simBattery`). With `tls`:
+ * `--nats-tls --no-flow`, ready once provisioned; its CA is `<dir>/nats/tls/ca.pem`.
+ */
+export async function startPlatform({ tls = false } = {}) {
   const [nats, http, udp] = [await freePort(), await freePort(), await freeUdpPort()]
   const dir = mkdtempSync(join(tmpdir(), 'lt-node-sdk-'))
   const proc = spawn(ltBin, [
     'up', '--data-dir', dir, '--nats-port', String(nats), '--nats-http-port', String(http),
     '--udp', `127.0.0.1:${udp}`, '--metrics-addr', 'off', '--no-sim', '--no-live',
+    ...(tls ? ['--nats-tls', '--no-flow'] : []),
   ], { stdio: ['ignore', 'pipe', 'inherit'] })
-  await waitForLine(proc, /query service on/, 'lt up')
+  await waitForLine(proc, tls ? /registered node/ : /query service on/, 'lt up')
   return { url: `nats://127.0.0.1:${nats}`, udp, dir, stop: stopper(proc, dir) }
 }
 

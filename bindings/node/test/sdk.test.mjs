@@ -110,6 +110,22 @@ describe('publish and subscribe', () => {
     await assert.rejects(lt.publish('note', Buffer.from('{}'), { subject: 'lt.analysis.nowhere' }), { code: 'ERR_PUBLISH' })
   })
 
+  test('tlsCa trusts lt up --nats-tls; without it the certificate is refused', async () => {
+    const secure = await startPlatform({ tls: true })
+    try {
+      await assert.rejects(Client.connect(secure.url, { timeoutMs: 2000 }), (e) => {
+        assert.equal(e.code, 'ERR_CONNECT')
+        assert.match(e.message, /UnknownIssuer/)
+        return true
+      })
+      const c = await Client.connect(secure.url, { name: 'node-tls', tlsCa: join(secure.dir, 'nats', 'tls', 'ca.pem') })
+      const r = await c.publish('note', Buffer.from('{}'), { source: 'node-tls' })
+      assert.ok(r.sequence > 0, JSON.stringify(r))
+    } finally {
+      await secure.stop()
+    }
+  })
+
   test("an NKey seed connects as that lt up service, whose permissions the server enforces", async () => {
     const seed = readFileSync(join(platform.dir, 'nats', 'keys', 'collector.nk'), 'utf8')
     const collector = await Client.connect(platform.url, { name: 'node-as-collector', nkeySeed: seed, inboxPrefix: '_LT.collector' })

@@ -106,7 +106,7 @@ struct Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (url = "nats://127.0.0.1:14222", *, name = None, token = None, user = None, password = None, creds = None, nkey_seed = None, inbox_prefix = None, timeout = 5.0))]
+    #[pyo3(signature = (url = "nats://127.0.0.1:14222", *, name = None, token = None, user = None, password = None, creds = None, nkey_seed = None, inbox_prefix = None, tls_ca = None, timeout = 5.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -118,6 +118,7 @@ impl Client {
         creds: Option<PathBuf>,
         nkey_seed: Option<String>,
         inbox_prefix: Option<String>,
+        tls_ca: Option<PathBuf>,
         timeout: f64,
     ) -> PyResult<Self> {
         let mut opts = BusOptions::new(url);
@@ -128,6 +129,8 @@ impl Client {
         opts.creds_file = creds;
         opts.nkey_seed = nkey_seed.map(|s| s.trim().to_owned());
         opts.inbox_prefix = inbox_prefix;
+        opts.tls.required = tls_ca.is_some();
+        opts.tls.ca_file = tls_ca;
         let limit = Duration::from_secs_f64(timeout.clamp(0.1, 3600.0));
         let r = block(py, async {
             tokio::time::timeout(limit, Bus::connect(&opts)).await

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import struct
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -15,7 +20,7 @@ import pytest
 import langtian
 import langtian.aio
 
-from conftest import Platform, open_lake_with_duckdb
+from conftest import LT_BIN, Platform, free_port, open_lake_with_duckdb
 
 
 def test_query_returns_a_dataframe_with_typed_columns(lt):
@@ -249,3 +254,33 @@ def test_the_capacity_fade_example_runs_and_draws(tmp_path):
             (Path(artefacts) / "capacity_fade.png").write_bytes(out.read_bytes())
     finally:
         p.stop()
+
+
+def test_tls_ca_trusts_lt_up_with_nats_tls():
+    # lt up --nats-tls requires TLS with its own local CA: without the CA the server's certificate
+    # is not trusted (a connect error); with tls_ca the client connects and stores an event.
+    data = Path(tempfile.mkdtemp(prefix="lt-pytest-tls-"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [LT_BIN, "up", "--data-dir", str(data), "--nats-port", str(port), "--nats-http-port", str(free_port()),
+         "--udp", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "--metrics-addr", "off",
+         "--no-sim", "--no-live", "--no-flow", "--nats-tls"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        out = ""
+        for line in proc.stdout:  # provisioned and registered: the event stream exists
+            out += line
+            if "registered node" in line:
+                break
+        else:
+            raise RuntimeError(f"lt up exited ({proc.wait()}):\n{out}")
+        assert "NATS TLS: required" in out, out
+        url = f"nats://127.0.0.1:{port}"
+        with pytest.raises(langtian.ConnectError, match="UnknownIssuer"):
+            langtian.connect(url, timeout=2)
+        client = langtian.connect(url, tls_ca=str(data / "nats" / "tls" / "ca.pem"), name="pytest-tls")
+        assert client.publish("note", {"n": 1}, source="pytest-tls")["sequence"] > 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)

@@ -100,9 +100,14 @@ impl ConnArgs {
     pub(crate) async fn connect(&self) -> Result<Bus, String> {
         Bus::connect(&self.options()).await.map_err(|e| {
             let text = e.to_string();
-            if text.to_lowercase().contains("authorization violation") {
+            let lower = text.to_lowercase();
+            if lower.contains("authorization violation") {
                 format!(
                     "{text}\nhint: the server wants credentials; for `lt up --nats-auth keys` pass a service's key, e.g. `--nkey-seed-file .langtian/nats/keys/admin.nk` (docs/security.md)"
+                )
+            } else if lower.contains("certificate") || lower.contains("tls") {
+                format!(
+                    "{text}\nhint: the server requires TLS with a certificate this client does not trust; pass its CA with --tls-ca (for `lt up --nats-tls`: .langtian/nats/tls/ca.pem) (docs/security.md)"
                 )
             } else {
                 format!(
@@ -214,6 +219,11 @@ struct UpArgs {
     /// `open`: no authentication, every client may do anything.
     #[arg(long, default_value = "local")]
     nats_auth: NatsAuth,
+    /// Require TLS on the embedded nats-server. A local CA and a server certificate for
+    /// 127.0.0.1/localhost are made once under <data-dir>/nats/tls; the services trust it, and
+    /// other clients need `--tls-ca <data-dir>/nats/tls/ca.pem` (SDKs: their TLS CA option).
+    #[arg(long)]
+    nats_tls: bool,
     /// Topology file (streams, consumers, KV) instead of the built-in config/topology.yaml.
     #[arg(long)]
     topology: Option<PathBuf>,
@@ -461,6 +471,7 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
         data_dir: a.data_dir.clone(),
         connect: conn.nats_url.as_ref().map(|_| conn.options()),
         nats_auth: a.nats_auth,
+        nats_tls: a.nats_tls,
         nats_port: a.nats_port,
         nats_http_port: a.nats_http_port,
         topology: a.topology.clone(),

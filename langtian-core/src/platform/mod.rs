@@ -13,6 +13,7 @@
 pub mod access;
 #[cfg(all(feature = "aggregate", feature = "gateway"))]
 pub mod live;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,6 +77,9 @@ pub struct UpConfig {
     /// least-privilege permissions, plus a limited `local` user for clients without credentials
     /// (the default); NKeys only; or open. Not used with `connect`.
     pub nats_auth: NatsAuth,
+    /// Require TLS on the embedded server (a local CA under `<data_dir>/nats/tls`; clients need
+    /// `--tls-ca <data_dir>/nats/tls/ca.pem`). Not used with `connect`.
+    pub nats_tls: bool,
     /// Client port of the embedded server.
     pub nats_port: u16,
     /// Monitoring port of the embedded server.
@@ -118,6 +122,7 @@ impl Default for UpConfig {
             data_dir: PathBuf::from(".langtian"),
             connect: None,
             nats_auth: NatsAuth::Local,
+            nats_tls: false,
             nats_port: 14222,
             nats_http_port: 18222,
             topology: None,
@@ -273,6 +278,18 @@ pub async fn run_up(
                 reason: e.to_string(),
             }
         })?;
+    let local_tls = if cfg.nats_tls && cfg.connect.is_none() {
+        Some(
+            tls::LocalTls::load_or_create(&cfg.data_dir.join("nats").join("tls")).map_err(|e| {
+                UpError::Setup {
+                    what: "NATS TLS".into(),
+                    reason: e.to_string(),
+                }
+            })?,
+        )
+    } else {
+        None
+    };
     let mut server = None;
     let url = match &cfg.connect {
         Some(o) => o.urls.join(","),
@@ -281,6 +298,11 @@ pub async fn run_up(
             sc.port = cfg.nats_port;
             sc.http_port = cfg.nats_http_port;
             sc.extra_config = access.server_config();
+            if let Some(t) = &local_tls {
+                let mut extra = sc.extra_config.take().unwrap_or_default();
+                extra.push_str(&t.server_config());
+                sc.extra_config = Some(extra);
+            }
             let s = NatsServer::start(sc).await?;
             on_line(&format!(
                 "nats-server running: {} (monitoring {}; store {})",
@@ -288,6 +310,13 @@ pub async fn run_up(
                 s.monitor_url(),
                 cfg.data_dir.join("nats").display()
             ));
+            if let Some(t) = &local_tls {
+                on_line(&format!(
+                    "NATS TLS: required; clients trust the CA {} (`lt --tls-ca {}`)",
+                    t.ca_file.display(),
+                    t.ca_file.display()
+                ));
+            }
             let url = s.client_url();
             server = Some(s);
             url
@@ -313,7 +342,14 @@ pub async fn run_up(
             o.name = Some(format!("lt-up:{name}"));
             o
         }
-        None => access.options(&url, name),
+        None => {
+            let mut o = access.options(&url, name);
+            if let Some(t) = &local_tls {
+                o.tls.ca_file = Some(t.ca_file.clone());
+                o.tls.required = true;
+            }
+            o
+        }
     };
     let bus = Bus::connect(&options("admin")).await?;
     let mut buses = vec![bus.clone()];

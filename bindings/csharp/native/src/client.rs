@@ -109,6 +109,7 @@ pub struct ConnectOptions {
     pub creds: Option<String>,
     pub nkey_seed: Option<String>,
     pub inbox_prefix: Option<String>,
+    pub tls_ca: Option<String>,
     pub timeout_ms: Option<u64>,
 }
 
@@ -142,6 +143,8 @@ impl Client {
         opts.creds_file = options.creds.map(Into::into);
         opts.nkey_seed = options.nkey_seed.map(|s| s.trim().to_owned());
         opts.inbox_prefix = options.inbox_prefix;
+        opts.tls.required = options.tls_ca.is_some();
+        opts.tls.ca_file = options.tls_ca.map(Into::into);
         let ms = options.timeout_ms.unwrap_or(5000);
         let bus = runtime()?.block_on(Bus::connect_within(&opts, Duration::from_millis(ms)))?;
         Ok(Client { bus })

@@ -1,5 +1,6 @@
 """Type stubs of the Rust extension (see src/lib.rs); use the wrappers in langtian.client."""
 
+import os
 from typing import Iterator
 
 __version__: str
@@ -16,6 +17,7 @@ class Client:
         creds: str | None = None,
         nkey_seed: str | None = None,
         inbox_prefix: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
         timeout: float = 5.0,
     ) -> None: ...
     @property

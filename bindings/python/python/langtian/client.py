@@ -210,5 +210,6 @@ def connect(url: str = "nats://127.0.0.1:14222", **options: Mapping[str, Any]) -
     """Connects to the platform's NATS (``lt up`` serves ``nats://127.0.0.1:14222``). Options:
     ``name``, ``token``, ``user``/``password``, ``creds`` (file), ``nkey_seed`` (``SU…``, e.g. the
     text of ``lt up``'s ``.langtian/nats/keys/<service>.nk``) with ``inbox_prefix`` (``_LT.<service>``,
-    the inbox its permissions allow), ``timeout`` (seconds)."""
+    the inbox its permissions allow), ``tls_ca`` (a CA certificate file to trust; the connection then
+    requires TLS — for ``lt up --nats-tls``: ``.langtian/nats/tls/ca.pem``), ``timeout`` (seconds)."""
     return Client(url, **options)
