@@ -467,6 +467,12 @@ async fn sigterm() {
 }
 
 async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
+    if a.nats_tls && conn.nats_url.is_some() {
+        return Err(
+            "--nats-tls makes the embedded nats-server require TLS; with --nats-url the server is yours: pass its CA with --tls-ca instead"
+                .into(),
+        );
+    }
     let cfg = UpConfig {
         data_dir: a.data_dir.clone(),
         connect: conn.nats_url.as_ref().map(|_| conn.options()),

@@ -255,6 +255,26 @@ fn a_failed_command_is_a_json_event_when_logs_are_json() {
     );
 }
 
+/// `--nats-tls` is about the embedded server: with `--nats-url` it is refused, not ignored.
+#[test]
+fn nats_tls_with_an_external_server_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let o = lt(
+        "nats://127.0.0.1:1",
+        &[
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "up",
+            "--data-dir",
+            data,
+            "--nats-tls",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("pass its CA with --tls-ca"), "{}", text(&o));
+}
+
 /// `lt nats-access` writes users a real nats-server enforces: without a key the server refuses
 /// the connection; the admin key provisions the topology (`lt provision`); the collector's key
 /// (with its inbox prefix) may store events but not publish market ticks, which fails at once
