@@ -405,3 +405,39 @@ impl Drop for TestS3 {
         let _ = self.child.wait();
     }
 }
+
+/// A binary's stderr under `--log-format json`, parsed: one event per line.
+///
+/// ```
+/// use langtian_core::testkit::JsonLog;
+/// let log = JsonLog::parse([r#"{"level":"ERROR","fields":{"code":"config_invalid"}}"#]).unwrap();
+/// assert_eq!(log.with_code("config_invalid").unwrap()["level"], "ERROR");
+/// assert!(JsonLog::parse(["lt: error: plain text"]).is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct JsonLog {
+    /// The events, in order.
+    pub events: Vec<serde_json::Value>,
+}
+
+impl JsonLog {
+    /// Parses every line; a line that is not a JSON object is an error naming it (the point of
+    /// JSON logs is that a pipeline reads nothing else).
+    pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut events = Vec::new();
+        for l in lines {
+            let v: serde_json::Value =
+                serde_json::from_str(l).map_err(|e| format!("not a JSON log line ({e}): {l}"))?;
+            if !v.is_object() {
+                return Err(format!("not a JSON log object: {l}"));
+            }
+            events.push(v);
+        }
+        Ok(Self { events })
+    }
+
+    /// The first event whose `fields.code` is `code`.
+    pub fn with_code(&self, code: &str) -> Option<&serde_json::Value> {
+        self.events.iter().find(|e| e["fields"]["code"] == code)
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use langtian_core::proto::gateway::v1 as pb;
-use langtian_core::testkit::TestServer;
+use langtian_core::testkit::{JsonLog, TestServer};
 use prost::Message as _;
 
 struct Guard(Option<std::process::Child>);
@@ -138,14 +138,9 @@ async fn serves_websocket_clients_with_a_dev_token() {
     child.kill().unwrap();
     child.wait().unwrap();
     let lines = log_lines.join().unwrap();
-    let events: Vec<serde_json::Value> = lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
-        .collect();
+    let log = JsonLog::parse(lines.iter().map(String::as_str)).unwrap();
     let with_code = |code: &str| {
-        events
-            .iter()
-            .find(|e| e["fields"]["code"] == code)
+        log.with_code(code)
             .unwrap_or_else(|| panic!("no log line with code {code} in {lines:#?}"))
     };
     let denied = with_code("forbidden");
@@ -164,7 +159,7 @@ async fn serves_websocket_clients_with_a_dev_token() {
         "{bad_token}"
     );
     assert!(
-        events
+        log.events
             .iter()
             .any(|e| e["fields"]["message"] == "gateway listening"),
         "info lines too"
@@ -203,13 +198,9 @@ fn the_stopping_error_is_json_when_logs_are() {
         .unwrap();
     assert_eq!(json.status.code(), Some(10));
     let stderr = String::from_utf8_lossy(&json.stderr);
-    let events: Vec<serde_json::Value> = stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
-        .collect();
-    let failed = events
-        .iter()
-        .find(|e| e["fields"]["code"] == "config_invalid")
+    let log = JsonLog::parse(stderr.lines()).unwrap();
+    let failed = log
+        .with_code("config_invalid")
         .unwrap_or_else(|| panic!("no config_invalid event in {stderr}"));
     assert_eq!(failed["level"], "ERROR");
     assert!(
@@ -305,10 +296,9 @@ async fn runs_as_its_own_nats_user() {
     child.kill().unwrap();
     child.wait().unwrap();
     let lines = log_lines.join().unwrap();
-    let refused = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["fields"]["code"] == "nats_permission_denied")
+    let log = JsonLog::parse(lines.iter().map(String::as_str)).unwrap();
+    let refused = log
+        .with_code("nats_permission_denied")
         .unwrap_or_else(|| panic!("no nats_permission_denied line in {lines:#?}"));
     assert_eq!(refused["target"], "audit");
     assert!(

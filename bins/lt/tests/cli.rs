@@ -240,13 +240,9 @@ fn a_failed_command_is_a_json_event_when_logs_are_json() {
     let o = lt(&url, &["--log-format", "json", "nodes"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    let events: Vec<serde_json::Value> = stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
-        .collect();
-    let failed = events
-        .iter()
-        .find(|e| e["fields"]["code"] == "command_failed")
+    let log = langtian_core::testkit::JsonLog::parse(stderr.lines()).unwrap();
+    let failed = log
+        .with_code("command_failed")
         .unwrap_or_else(|| panic!("no command_failed event in {stderr}"));
     assert_eq!(failed["level"], "ERROR");
     assert!(

@@ -123,6 +123,17 @@ fn start_up(
     (child, rx, reader)
 }
 
+/// Reads `lt up`'s lines until its query service is up (60 s at most).
+fn wait_for_query_service(rx: &mpsc::Receiver<String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !rx
+        .recv_timeout(Duration::from_secs(1))
+        .is_ok_and(|l| l.contains("query service on"))
+    {
+        assert!(Instant::now() < deadline, "lt up did not start its query service");
+    }
+}
+
 fn lt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lt"))
         .args(args)
@@ -400,13 +411,7 @@ fn keys_mode_refuses_clients_without_a_key() {
     let p = ports();
     let url = format!("nats://127.0.0.1:{}", p.nats);
     let (mut child, rx, reader) = start_up(data, &p, "8s", &["--nats-auth", "keys", "--no-live"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !rx
-        .recv_timeout(Duration::from_secs(1))
-        .is_ok_and(|l| l.contains("query service on"))
-    {
-        assert!(Instant::now() < deadline, "lt up did not start its query service");
-    }
+    wait_for_query_service(&rx);
     let sql = "SELECT 42 AS answer";
     let anonymous = lt(&["--nats-url", &url, "query", sql]);
     assert!(!anonymous.status.success(), "{}", text(&anonymous));
@@ -436,13 +441,7 @@ fn tls_mode_requires_tls_and_every_service_uses_it() {
     let p = ports();
     let url = format!("nats://127.0.0.1:{}", p.nats);
     let (mut child, rx, reader) = start_up(data, &p, "10s", &["--nats-tls"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !rx
-        .recv_timeout(Duration::from_secs(1))
-        .is_ok_and(|l| l.contains("query service on"))
-    {
-        assert!(Instant::now() < deadline, "lt up did not start its query service");
-    }
+    wait_for_query_service(&rx);
     let ca = format!("{data}/nats/tls/ca.pem");
     let sql = "SELECT count(*) AS n FROM lake.battery_samples";
     let untrusted = lt(&["--nats-url", &url, "query", sql]);
