@@ -104,6 +104,7 @@ pub async fn cmd_sim(conn: &ConnArgs, cmd: &SimCmd) -> Result<(), String> {
                 seed: a.seed,
                 ..BatteryUdpConfig::new(a.to)
             };
+            cfg.validate().map_err(|e| e.to_string())?;
             eprintln!(
                 "lt sim battery: {} cyclers × {} channels, {} samples/s, {} per datagram → udp://{}",
                 a.devices, a.channels, a.rate, a.per_datagram, a.to
@@ -125,19 +126,23 @@ pub async fn cmd_sim(conn: &ConnArgs, cmd: &SimCmd) -> Result<(), String> {
             );
         }
         SimCmd::Ticks(a) => {
-            let bus = conn.connect().await?;
-            let mut sim = TickSim::new(TickSimConfig {
+            let sim_cfg = TickSimConfig {
                 venues: a.venues,
                 symbols_per_venue: a.symbols,
                 duplicate_rate: a.dup_rate,
                 out_of_order_rate: a.ooo_rate,
                 seed: a.seed,
-            });
+            };
             let run = TickRun {
                 rate: a.rate,
                 count: a.count,
                 ..TickRun::default()
             };
+            // Refused before connecting, so the error is about the setting, not the server.
+            sim_cfg.validate().map_err(|e| e.to_string())?;
+            run.validate().map_err(|e| e.to_string())?;
+            let bus = conn.connect().await?;
+            let mut sim = TickSim::new(sim_cfg);
             eprintln!(
                 "lt sim ticks: {} instruments, {} ticks/s → {}.<venue>.<symbol>",
                 sim.instruments(),

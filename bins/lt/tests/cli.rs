@@ -328,3 +328,128 @@ async fn nats_access_writes_users_that_the_server_enforces() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("not allowed"), "{}", text(&o));
 }
+
+/// `lt sim battery` sends what it says: every sample in decodable datagrams of at most
+/// `--per-datagram` samples, to the UDP address given.
+#[test]
+fn sim_battery_sends_the_samples_it_reports_to_the_address_given() {
+    use langtian_core::proto::battery::v1::ChannelSampleBatch;
+    use prost::Message as _;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let to = sock.local_addr().unwrap().to_string();
+    let o = lt(
+        "nats://127.0.0.1:1",
+        &[
+            "sim",
+            "battery",
+            "--to",
+            &to,
+            "--devices",
+            "2",
+            "--channels",
+            "3",
+            "--rate",
+            "5000",
+            "--per-datagram",
+            "4",
+            "--count",
+            "60",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("sent 60 samples"), "{}", text(&o));
+    let (mut samples, mut buf) = (Vec::new(), vec![0u8; 65_536]);
+    while samples.len() < 60 {
+        let n = sock.recv(&mut buf).expect("a datagram from lt sim battery");
+        let batch = ChannelSampleBatch::decode(&buf[..n]).unwrap();
+        assert!(
+            (1..=4).contains(&batch.samples.len()),
+            "{} samples in a datagram",
+            batch.samples.len()
+        );
+        samples.extend(batch.samples);
+    }
+    assert_eq!(samples.len(), 60);
+    let channels: std::collections::BTreeSet<_> =
+        samples.iter().map(|s| (s.device_id.clone(), s.channel)).collect();
+    assert_eq!(channels.len(), 6, "2 cyclers × 3 channels");
+}
+
+/// `lt sim ticks` publishes `--count` ticks to XY_SRC, one subject per venue and symbol.
+#[tokio::test]
+async fn sim_ticks_publishes_the_count_to_xy_src() {
+    let srv = TestServer::start().await.unwrap();
+    let bus = Bus::connect(&BusOptions::new(&srv.url())).await.unwrap();
+    langtian_core::bus::Topology::default_topology()
+        .unwrap()
+        .apply(&bus)
+        .await
+        .unwrap();
+    let o = lt(
+        &srv.url(),
+        &[
+            "sim",
+            "ticks",
+            "--venues",
+            "2",
+            "--symbols",
+            "3",
+            "--rate",
+            "2000",
+            "--count",
+            "300",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("published 300 ticks"), "{}", text(&o));
+    let mut stream = bus.jetstream().get_stream("XY_SRC").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 300);
+    assert_eq!(info.state.subjects_count, 6, "2 venues × 3 symbols");
+}
+
+/// Settings that cannot work are refused at once, naming the option, before anything is sent
+/// or any server is contacted (a rate of 0 used to wait forever).
+#[test]
+fn sim_settings_that_cannot_work_are_refused_naming_the_option() {
+    let cases: [(&[&str], &str); 7] = [
+        (&["sim", "battery", "--rate", "0"], "`rate`"),
+        (&["sim", "battery", "--rate", "NaN"], "`rate`"),
+        (&["sim", "battery", "--channels", "0"], "`channels`"),
+        (
+            &["sim", "battery", "--per-datagram", "5000", "--channels", "5000"],
+            "UDP limit",
+        ),
+        (
+            &["sim", "battery", "--sample-interval", "0s"],
+            "`sample-interval`",
+        ),
+        (&["sim", "ticks", "--dup-rate", "2"], "`dup-rate`"),
+        (&["sim", "ticks", "--rate=-5"], "`rate`"),
+    ];
+    for (args, want) in cases {
+        // No server listens on port 1: a refusal about the setting proves it came first.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
+            .args(args)
+            .env("LT_NATS_URL", "nats://127.0.0.1:1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A refusal is immediate; one that never comes must fail the test, not hang it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} was still running after 30 s instead of being refused");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        let out = text(&o);
+        assert!(!o.status.success(), "{args:?} was accepted: {out}");
+        assert!(out.contains(want), "{args:?}: `{want}` not named in: {out}");
+        assert!(!out.contains("connect"), "{args:?} tried the server: {out}");
+    }
+}

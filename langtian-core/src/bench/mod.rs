@@ -33,6 +33,9 @@ pub enum BenchError {
     /// Server error.
     #[error(transparent)]
     Natsd(#[from] NatsdError),
+    /// The tick simulator stopped.
+    #[error(transparent)]
+    Ticks(#[from] crate::sim::ticks::TickRunError),
     /// Bare async-nats error in a baseline loop.
     #[error("baseline loop: {0}")]
     Baseline(String),

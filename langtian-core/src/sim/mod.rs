@@ -16,6 +16,58 @@ pub mod udp;
 pub use battery::{BatteryParams, BatterySim};
 pub use ticks::{TickSim, TickSimConfig};
 
+/// A simulator setting that cannot work, named by its key (the `lt sim` option without `--`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("simulator setting `{key}`: {reason}")]
+pub struct SimConfigError {
+    /// The setting, e.g. `rate`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl SimConfigError {
+    fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `v` must be a finite number > 0.
+fn positive(key: &'static str, v: f64) -> Result<(), SimConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(SimConfigError::new(
+            key,
+            format!("must be a number above 0, got {v}"),
+        ))
+    }
+}
+
+/// `v` must be a probability (0 ≤ v ≤ 1).
+fn probability(key: &'static str, v: f64) -> Result<(), SimConfigError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(SimConfigError::new(
+            key,
+            format!("must be between 0 and 1, got {v}"),
+        ))
+    }
+}
+
+/// `v` must be at least 1.
+fn at_least_one(key: &'static str, v: u64) -> Result<(), SimConfigError> {
+    if v >= 1 {
+        Ok(())
+    } else {
+        Err(SimConfigError::new(key, "must be at least 1, got 0"))
+    }
+}
+
 /// Deterministic xorshift64* generator (no external dependency, reproducible from a seed).
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

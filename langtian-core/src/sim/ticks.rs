@@ -51,6 +51,34 @@ impl Default for TickSimConfig {
     }
 }
 
+impl TickSimConfig {
+    /// Checks that the feed can be generated: at least one venue and instrument, rates that are
+    /// probabilities and together at most 1.
+    ///
+    /// ```
+    /// use langtian_core::sim::TickSimConfig;
+    /// assert!(TickSimConfig::default().validate().is_ok());
+    /// let e = TickSimConfig { duplicate_rate: 1.5, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(e.key, "dup-rate");
+    /// ```
+    pub fn validate(&self) -> Result<(), super::SimConfigError> {
+        super::at_least_one("venues", self.venues as u64)?;
+        super::at_least_one("symbols", self.symbols_per_venue as u64)?;
+        super::probability("dup-rate", self.duplicate_rate)?;
+        super::probability("ooo-rate", self.out_of_order_rate)?;
+        if self.duplicate_rate + self.out_of_order_rate > 1.0 {
+            return Err(super::SimConfigError::new(
+                "dup-rate",
+                format!(
+                    "dup-rate + ooo-rate must be at most 1, got {} + {}",
+                    self.duplicate_rate, self.out_of_order_rate
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Instrument {
     venue: String,
@@ -223,6 +251,41 @@ impl Default for TickRun {
     }
 }
 
+impl TickRun {
+    /// Checks that the run can keep its rate: a rate above 0, bursts that multiply by ≥ 1 and fit
+    /// in their period.
+    pub fn validate(&self) -> Result<(), super::SimConfigError> {
+        super::positive("rate", self.rate)?;
+        if !(self.burst_factor.is_finite() && self.burst_factor >= 1.0) {
+            return Err(super::SimConfigError::new(
+                "burst-factor",
+                format!("must be a number ≥ 1, got {}", self.burst_factor),
+            ));
+        }
+        if self.burst_every.is_zero() || self.burst_len > self.burst_every {
+            return Err(super::SimConfigError::new(
+                "burst-every",
+                format!(
+                    "must be above 0 and at least the burst length ({:?}), got {:?}",
+                    self.burst_len, self.burst_every
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why [`publish_ticks`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TickRunError {
+    /// A setting of the run or of the simulator cannot work.
+    #[error(transparent)]
+    Config(#[from] super::SimConfigError),
+    /// Publishing failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
 /// Totals of a tick run.
 #[derive(Debug, Clone, Default)]
 pub struct TickReport {
@@ -240,7 +303,9 @@ pub async fn publish_ticks(
     run: &TickRun,
     mut stop: watch::Receiver<bool>,
     mut progress: impl FnMut(&TickReport),
-) -> Result<TickReport, BusError> {
+) -> Result<TickReport, TickRunError> {
+    run.validate()?;
+    sim.cfg.validate()?;
     let publisher = Publisher::new(bus.clone(), PublisherConfig::new(run.qos));
     let mut window = publisher.window();
     let started = Instant::now();
@@ -296,6 +361,66 @@ pub async fn publish_ticks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_and_feeds_that_cannot_work_are_refused_by_key() {
+        assert!(TickRun::default().validate().is_ok());
+        let key = |r: TickRun| r.validate().map_err(|e| e.key);
+        assert_eq!(
+            key(TickRun {
+                rate: 0.0,
+                ..TickRun::default()
+            }),
+            Err("rate")
+        );
+        assert_eq!(
+            key(TickRun {
+                rate: f64::INFINITY,
+                ..TickRun::default()
+            }),
+            Err("rate")
+        );
+        assert_eq!(
+            key(TickRun {
+                burst_factor: 0.5,
+                ..TickRun::default()
+            }),
+            Err("burst-factor")
+        );
+        let long_burst = TickRun {
+            burst_len: Duration::from_secs(6),
+            ..TickRun::default()
+        };
+        assert_eq!(key(long_burst), Err("burst-every"));
+        let feed = |c: TickSimConfig| c.validate().map_err(|e| e.key);
+        assert_eq!(
+            feed(TickSimConfig {
+                venues: 0,
+                ..Default::default()
+            }),
+            Err("venues")
+        );
+        assert_eq!(
+            feed(TickSimConfig {
+                symbols_per_venue: 0,
+                ..Default::default()
+            }),
+            Err("symbols")
+        );
+        assert_eq!(
+            feed(TickSimConfig {
+                out_of_order_rate: -0.1,
+                ..Default::default()
+            }),
+            Err("ooo-rate")
+        );
+        let both = TickSimConfig {
+            duplicate_rate: 0.6,
+            out_of_order_rate: 0.6,
+            ..Default::default()
+        };
+        assert_eq!(feed(both), Err("dup-rate"));
+    }
 
     #[test]
     fn deterministic_and_flawed_like_a_feed() {

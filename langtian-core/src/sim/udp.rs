@@ -61,6 +61,55 @@ impl BatteryUdpConfig {
     }
 }
 
+/// The largest UDP payload over IPv4.
+pub const MAX_DATAGRAM_BYTES: usize = 65_507;
+
+impl BatteryUdpConfig {
+    /// Checks that the run can be sent: a rate above 0, at least one cycler, channel and sample
+    /// per datagram, a sample interval above 0, and datagrams that fit in one UDP payload.
+    ///
+    /// ```
+    /// use langtian_core::sim::udp::BatteryUdpConfig;
+    /// let cfg = BatteryUdpConfig::new("127.0.0.1:14250".parse().unwrap());
+    /// assert!(cfg.validate().is_ok());
+    /// let e = BatteryUdpConfig { rate: 0.0, ..cfg }.validate().unwrap_err();
+    /// assert_eq!(e.key, "rate");
+    /// ```
+    pub fn validate(&self) -> Result<(), super::SimConfigError> {
+        super::positive("rate", self.rate)?;
+        super::at_least_one("devices", self.devices as u64)?;
+        super::at_least_one("channels", u64::from(self.channels))?;
+        super::at_least_one("per-datagram", self.per_datagram as u64)?;
+        if self.sample_interval.is_zero() {
+            return Err(super::SimConfigError::new("sample-interval", "must be above 0"));
+        }
+        // The largest datagram: `per_datagram` samples (at most one step of every channel).
+        let per = self
+            .per_datagram
+            .min(self.devices.saturating_mul(self.channels as usize));
+        let mut probe = DatagramSource::new(self);
+        let mut samples = Vec::with_capacity(per);
+        while samples.len() < per {
+            let more = probe.next_samples(per - samples.len());
+            if more.is_empty() {
+                break;
+            }
+            samples.extend(more);
+        }
+        let bytes = encode_datagram(samples).len();
+        if bytes > MAX_DATAGRAM_BYTES {
+            return Err(super::SimConfigError::new(
+                "per-datagram",
+                format!(
+                    "{} samples make a {bytes}-byte datagram, above the {MAX_DATAGRAM_BYTES}-byte UDP limit",
+                    self.per_datagram
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Totals of a run.
 #[derive(Debug, Clone, Default)]
 pub struct UdpReport {
@@ -114,12 +163,17 @@ impl DatagramSource {
 }
 
 /// Sends simulated samples to `cfg.target` until `stop` turns true or `cfg.count` is reached.
+/// Settings that cannot work are refused first ([`BatteryUdpConfig::validate`]).
 /// `progress` is called about once a second.
 pub async fn send_battery_udp(
     cfg: &BatteryUdpConfig,
     mut stop: watch::Receiver<bool>,
     mut progress: impl FnMut(&UdpReport),
 ) -> std::io::Result<UdpReport> {
+    // A setting that cannot work (a rate of 0 would wait forever) is refused before anything is
+    // sent; the typed error is inside the io::Error (kind InvalidInput).
+    cfg.validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let bind: SocketAddr = if cfg.target.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
