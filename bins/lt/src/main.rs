@@ -473,6 +473,12 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    if !(a.tick_rate.is_finite() && a.tick_rate >= 0.0) {
+        return Err(format!(
+            "--tick-rate must be a number ≥ 0 (0: no ticks), got {}",
+            a.tick_rate
+        ));
+    }
     let cfg = UpConfig {
         data_dir: a.data_dir.clone(),
         connect: conn.nats_url.as_ref().map(|_| conn.options()),
@@ -493,7 +499,7 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
             s => Some(s.parse().map_err(|e| format!("--metrics-addr `{s}`: {e}"))?),
         },
         live: !a.no_live,
-        tick_rate: a.tick_rate.max(0.0),
+        tick_rate: a.tick_rate,
         delta_interval: a.delta_interval,
         gateway_addr: a.gateway_addr,
         ui_dir: Some(a.ui_dir.clone()),

@@ -453,3 +453,30 @@ fn sim_settings_that_cannot_work_are_refused_naming_the_option() {
         assert!(!out.contains("connect"), "{args:?} tried the server: {out}");
     }
 }
+
+/// `lt up` refuses simulator settings that cannot work before it starts anything (no data dir,
+/// no nats-server), naming the option; a negative tick rate is no longer taken as "no ticks".
+#[test]
+fn up_refuses_simulator_settings_that_cannot_work_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--rate", "0"], "`rate`"),
+        (&["--devices", "0"], "`devices`"),
+        (&["--channels", "0"], "`channels`"),
+        (&["--tick-rate=-1"], "--tick-rate"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["up", "--data-dir", data_s];
+        args.extend_from_slice(extra);
+        let o = lt("nats://127.0.0.1:1", &args);
+        let out = text(&o);
+        assert!(!o.status.success(), "{extra:?} was accepted: {out}");
+        assert!(out.contains(want), "{extra:?}: `{want}` not named in: {out}");
+        assert!(
+            !data.exists(),
+            "{extra:?}: the data dir was created before the refusal"
+        );
+    }
+}

@@ -67,6 +67,14 @@ fn write_private(path: &Path, text: &str) -> Result<(), UpError> {
 }
 
 /// Starts the tick simulator, the aggregator and the gateway.
+/// The tick simulator's run for `cfg` (`--tick-rate`, the default bursts).
+pub(super) fn tick_run(cfg: &UpConfig) -> TickRun {
+    TickRun {
+        rate: cfg.tick_rate,
+        ..TickRun::default()
+    }
+}
+
 pub(super) async fn start_live(
     cfg: &UpConfig,
     buses: LiveBuses,
@@ -147,10 +155,7 @@ pub(super) async fn start_live(
     let (sim_stop, sim_rx) = watch::channel(false);
     let mut sim_task = None;
     if cfg.sim && cfg.tick_rate > 0.0 {
-        let run = TickRun {
-            rate: cfg.tick_rate,
-            ..TickRun::default()
-        };
+        let run = tick_run(cfg);
         let mut sim = TickSim::new(TickSimConfig::default());
         on_line(&format!(
             "tick simulator: {} instruments, {} ticks/s (bursts ×{} every {} s) → xy.src.tick.<venue>.<symbol>",

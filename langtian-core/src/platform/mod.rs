@@ -56,6 +56,9 @@ pub enum UpError {
     /// The collector could not start.
     #[error(transparent)]
     Collector(#[from] CollectorError),
+    /// A simulator setting cannot work (`--rate 0`, `--devices 0`, …).
+    #[error(transparent)]
+    Sim(#[from] crate::sim::SimConfigError),
     /// The data dir, the flow or the ops endpoint cannot be set up.
     #[error("{what}: {reason}")]
     Setup {
@@ -243,6 +246,16 @@ impl FlowCounters {
 
 /// Runs the platform until `shutdown` resolves. `on_line` receives start-up messages,
 /// `on_status` a status snapshot every second.
+/// The battery simulator's settings for `cfg`, sending to `udp`.
+fn battery_sim_config(cfg: &UpConfig, udp: SocketAddr) -> BatteryUdpConfig {
+    BatteryUdpConfig {
+        devices: cfg.devices,
+        channels: cfg.channels,
+        rate: cfg.rate as f64,
+        ..BatteryUdpConfig::new(udp)
+    }
+}
+
 pub async fn run_up(
     cfg: UpConfig,
     shutdown: impl Future<Output = ()>,
@@ -250,6 +263,13 @@ pub async fn run_up(
     mut on_status: impl FnMut(&UpStatus),
 ) -> Result<UpSummary, UpError> {
     let started = Instant::now();
+    // Settings that cannot work are refused before anything starts.
+    if cfg.sim {
+        battery_sim_config(&cfg, cfg.udp_listen).validate()?;
+    }
+    if cfg.live && cfg.sim && cfg.tick_rate > 0.0 {
+        live::tick_run(&cfg).validate()?;
+    }
     // The metrics recorder first: handles created before it exists would record nowhere.
     #[cfg(feature = "obs")]
     if cfg.ops_addr.is_some() {
@@ -471,10 +491,7 @@ pub async fn run_up(
     let (sim_stop_tx, sim_stop_rx) = watch::channel(false);
     let mut sim_task = None;
     if cfg.sim {
-        let mut sc = BatteryUdpConfig::new(udp);
-        sc.devices = cfg.devices.max(1);
-        sc.channels = cfg.channels.max(1);
-        sc.rate = cfg.rate as f64;
+        let sc = battery_sim_config(&cfg, udp);
         on_line(&format!(
             "battery simulator: {} cyclers × {} channels, {} samples/s, {} per datagram → udp://{udp}",
             sc.devices, sc.channels, cfg.rate, sc.per_datagram
