@@ -139,6 +139,12 @@ async fn main() -> ExitCode {
         }
     };
     if let Some(subs) = &cli.dev_token {
+        if cli.dev_token_ttl.is_zero() {
+            let e =
+                "--dev-token-ttl must be above 0 (a token that expires at once is refused by every gateway)";
+            langtian_core::console::fail("lt-gateway", "config_invalid", &e);
+            return ExitCode::from(10);
+        }
         let mut c = Claims::new("dev", subs.clone(), cli.dev_token_ttl);
         c.admin = cli.dev_token_admin;
         return match sign_hs256(&jwt.key, &c) {

@@ -306,3 +306,34 @@ async fn runs_as_its_own_nats_user() {
         "{refused}"
     );
 }
+
+/// Limits of 0 would refuse every client or subscription, and a dev token with a lifetime of 0
+/// would be refused by every gateway: each is a configuration error (exit 10) naming the
+/// setting, found before NATS is contacted (nothing listens on port 1).
+#[test]
+fn limits_that_refuse_everything_are_configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_secret(dir.path());
+    for (extra, want) in [
+        (&["--max-subscriptions", "0"][..], "max_subscriptions"),
+        (&["--max-connections", "0"][..], "max_connections"),
+        (
+            &["--max-connections-per-user", "0"][..],
+            "max_connections_per_user",
+        ),
+        (
+            &["--dev-token", "xy.md.>", "--dev-token-ttl", "0s"][..],
+            "--dev-token-ttl",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
+            .args(["--jwt-secret-file", &secret, "--nats-url", "nats://127.0.0.1:1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(10), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: `{want}` not named in: {err}");
+        assert!(out.stdout.is_empty(), "{extra:?} printed a token");
+    }
+}

@@ -76,6 +76,7 @@ impl Gateway {
         for (key, v) in [
             ("max_connections", cfg.max_connections),
             ("max_connections_per_user", cfg.max_connections_per_user),
+            ("max_subscriptions", cfg.max_subscriptions),
         ] {
             if v == 0 {
                 return Err(GatewayError::Config {

@@ -104,3 +104,108 @@ pub fn write_file(result: &QueryResult, format: OutputFormat, file: Option<&Path
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn result(n: i64, truncated: Option<&str>) -> QueryResult {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        let batch = |from: i64, to: i64| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(from..to)),
+                    Arc::new(StringArray::from_iter_values((from..to).map(|i| format!("n{i}")))),
+                ],
+            )
+            .unwrap()
+        };
+        // Two batches, so that a cut can fall inside the second one.
+        QueryResult {
+            schema: schema.clone(),
+            batches: vec![batch(0, n / 2), batch(n / 2, n)],
+            rows: n as u64,
+            truncated: truncated.map(str::to_owned),
+            chunks: 1,
+        }
+    }
+
+    #[test]
+    fn every_format_name_parses_and_an_unknown_one_lists_them() {
+        for (s, f) in [
+            ("table", OutputFormat::Table),
+            ("csv", OutputFormat::Csv),
+            ("json", OutputFormat::Json),
+            ("jsonl", OutputFormat::Json),
+            ("parquet", OutputFormat::Parquet),
+        ] {
+            assert_eq!(s.parse::<OutputFormat>(), Ok(f));
+        }
+        let e = "xlsx".parse::<OutputFormat>().unwrap_err();
+        assert!(e.contains("`xlsx`") && e.contains("parquet"), "{e}");
+    }
+
+    #[test]
+    fn a_table_draws_at_most_max_rows_and_says_what_was_left_out() {
+        let t = format_table(&result(10, Some("rows")), 7).unwrap();
+        assert!(t.contains("| n6 ") && !t.contains("| n7 "), "{t}");
+        assert!(
+            t.ends_with("10 rows (7 shown; --max-rows or --format csv for all) — cut by the rows limit"),
+            "{t}"
+        );
+        let all = format_table(&result(10, None), usize::MAX).unwrap();
+        assert!(all.contains("| n9 ") && all.ends_with("\n10 rows"), "{all}");
+        // No rows: the header is still drawn.
+        let empty = format_table(&result(0, None), 5).unwrap();
+        assert!(empty.contains("| id") && empty.ends_with("0 rows"), "{empty}");
+        let one = format_table(&result(1, None), 5).unwrap();
+        assert!(one.ends_with("\n1 row"), "{one}");
+    }
+
+    #[test]
+    fn parquet_and_csv_files_hold_every_row_as_duckdb_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = result(1000, None);
+        let conn = open_duckdb(None, &[]).unwrap();
+        for (format, name, reader) in [
+            (OutputFormat::Parquet, "r.parquet", "read_parquet"),
+            (OutputFormat::Csv, "r.csv", "read_csv"),
+            (OutputFormat::Json, "r.jsonl", "read_json"),
+        ] {
+            let path = dir.path().join(name);
+            write_file(&r, format, Some(&path)).unwrap();
+            let (n, sum, last): (i64, i64, String) = conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*), sum(id)::BIGINT, max_by(name, id) FROM {reader}({})",
+                        sql_str(&path.display().to_string())
+                    ),
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .unwrap();
+            assert_eq!((n, sum, last.as_str()), (1000, 999 * 1000 / 2, "n999"), "{name}");
+        }
+    }
+
+    #[test]
+    fn parquet_needs_a_file_and_a_table_is_not_written() {
+        let r = result(3, None);
+        let e = write_file(&r, OutputFormat::Parquet, None).unwrap_err();
+        assert!(e.contains("--output"), "{e}");
+        let e = write_file(&r, OutputFormat::Table, Some(Path::new("/tmp/x"))).unwrap_err();
+        assert!(e.contains("format_table"), "{e}");
+        let e = write_file(&r, OutputFormat::Csv, Some(Path::new("/nonexistent/dir/r.csv"))).unwrap_err();
+        assert!(e.contains("/nonexistent/dir/r.csv"), "{e}");
+    }
+}
