@@ -738,6 +738,9 @@ async fn cmd_bench_bus(conn: &ConnArgs, a: &BenchBusArgs) -> Result<(), String> 
     cfg.nats_url = conn.nats_url.clone();
     cfg.payload = a.payload;
     if let Some(m) = a.messages {
+        if m == 0 {
+            return Err("--messages must be at least 1 (a run of 0 messages measures nothing)".into());
+        }
         cfg.messages = m;
     }
     println!(
@@ -903,9 +906,17 @@ async fn cmd_bench_live(a: &BenchLiveArgs) -> Result<(), String> {
         LiveBenchConfig::full()
     };
     if let Some(r) = &a.rates {
+        if let Some(bad) = r.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+            return Err(format!(
+                "--rates: each rate must be a number of ticks/s above 0, got {bad}"
+            ));
+        }
         cfg.steps = r.iter().map(|r| (*r, Duration::from_millis(33))).collect();
     }
-    cfg.clients = a.clients.max(1);
+    if a.clients == 0 {
+        return Err("--clients must be at least 1 (the latency is measured at the clients)".into());
+    }
+    cfg.clients = a.clients;
     eprintln!("lt bench live ({}):", if a.quick { "quick" } else { "full" });
     let records = bench_live(&cfg, |line| eprintln!("  {line}"))
         .await

@@ -480,3 +480,29 @@ fn up_refuses_simulator_settings_that_cannot_work_before_starting() {
         );
     }
 }
+
+/// Benchmark settings that would measure nothing are refused before a server starts, instead of
+/// writing a results file of zeros.
+#[test]
+fn bench_settings_that_measure_nothing_are_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let out_s = out.path().to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["bench", "bus", "--quick", "--messages", "0"], "--messages"),
+        (&["bench", "live", "--quick", "--clients", "0"], "--clients"),
+        (&["bench", "live", "--quick", "--rates", "4000,0"], "--rates"),
+    ];
+    for (args, want) in cases {
+        let mut args = args.to_vec();
+        args.extend(["--out", out_s]);
+        let o = lt("nats://127.0.0.1:1", &args);
+        let text = text(&o);
+        assert!(!o.status.success(), "{args:?} was accepted: {text}");
+        assert!(text.contains(want), "{args:?}: `{want}` not named in: {text}");
+        assert_eq!(
+            std::fs::read_dir(out.path()).unwrap().count(),
+            0,
+            "{args:?} wrote results"
+        );
+    }
+}
