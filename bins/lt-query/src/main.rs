@@ -88,6 +88,19 @@ async fn main() -> ExitCode {
         eprintln!("lt-query: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }
+    let scfg = QueryServiceConfig {
+        subject: cli.subject.clone(),
+        queue_group: cli.queue_group.clone(),
+        max_concurrent: cli.max_concurrent,
+        max_rows: cli.max_rows,
+        max_bytes: cli.max_bytes,
+        default_timeout: cli.default_timeout,
+        max_timeout: cli.max_timeout,
+    };
+    if let Err(e) = scfg.validate() {
+        langtian_core::console::fail("lt-query", "config_invalid", &e);
+        return ExitCode::from(10);
+    }
     let lake = lake_config(&cli);
     // Open once up front: a missing or locked lake is a configuration error, said at start.
     let probe = lake.clone();
@@ -108,15 +121,6 @@ async fn main() -> ExitCode {
             langtian_core::console::fail("lt-query", "nats_unreachable", &e);
             return ExitCode::FAILURE;
         }
-    };
-    let scfg = QueryServiceConfig {
-        subject: cli.subject.clone(),
-        queue_group: cli.queue_group.clone(),
-        max_concurrent: cli.max_concurrent,
-        max_rows: cli.max_rows,
-        max_bytes: cli.max_bytes,
-        default_timeout: cli.default_timeout,
-        max_timeout: cli.max_timeout,
     };
     let node = match cli::node_id(&cli.node_id) {
         Some(id) => {

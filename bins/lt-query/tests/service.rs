@@ -139,3 +139,37 @@ fn a_missing_lake_is_a_configuration_error() {
         "{err}"
     );
 }
+
+/// Settings that cannot work — limits of 0, a zero default timeout or one above the maximum, a
+/// subject or queue group NATS would refuse — are configuration errors naming the setting, said
+/// before the lake is opened or NATS contacted.
+#[test]
+fn settings_that_cannot_work_are_configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, want) in [
+        (&["--max-concurrent", "0"][..], "max_concurrent"),
+        (&["--max-rows", "0"][..], "max_rows"),
+        (&["--max-bytes", "0"][..], "max_bytes"),
+        (&["--default-timeout", "0s"][..], "default_timeout"),
+        (
+            &["--default-timeout", "10s", "--max-timeout", "1s"][..],
+            "max_timeout",
+        ),
+        (&["--subject", "lt..query"][..], "subject"),
+        (&["--queue-group", "a b"][..], "queue_group"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lt-query"))
+            .args(["--nats-url", "nats://127.0.0.1:1", "--lake"])
+            .arg(dir.path().join("no-lake"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(10), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: `{want}` not named in: {err}");
+        assert!(
+            !err.contains("no lake catalog"),
+            "{extra:?}: the lake was opened first: {err}"
+        );
+    }
+}

@@ -33,7 +33,7 @@ pub use frame::{
     ANALYSIS_PREFIX, FrameError, PublishedFrame, analysis_subject, encode_ipc, publish_frame,
     publish_frame_ipc,
 };
-pub use service::{QueryService, QueryServiceConfig};
+pub use service::{QueryConfigError, QueryService, QueryServiceConfig};
 
 /// The request subject.
 pub const QUERY_SUBJECT: &str = "lt.query.v1";

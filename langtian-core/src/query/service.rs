@@ -51,6 +51,75 @@ impl Default for QueryServiceConfig {
     }
 }
 
+/// A query service setting that cannot work, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("query service setting `{key}`: {reason}")]
+pub struct QueryConfigError {
+    /// The setting, e.g. `max_concurrent`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl QueryServiceConfig {
+    /// Checks the settings: a subject and queue group NATS accepts, limits of at least 1, a
+    /// default timeout above 0 and no longer than the longest a request may ask for.
+    ///
+    /// ```
+    /// use langtian_core::query::QueryServiceConfig;
+    /// assert!(QueryServiceConfig::default().validate().is_ok());
+    /// let e = QueryServiceConfig { max_concurrent: 0, ..Default::default() }.validate().unwrap_err();
+    /// assert_eq!(e.key, "max_concurrent");
+    /// ```
+    pub fn validate(&self) -> Result<(), QueryConfigError> {
+        let bad = |key, reason: String| Err(QueryConfigError { key, reason });
+        let token_ok = |t: &str| !t.is_empty() && !t.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !self.subject.split('.').all(token_ok) {
+            return bad(
+                "subject",
+                format!(
+                    "`{}` is not a NATS subject (empty token or whitespace)",
+                    self.subject
+                ),
+            );
+        }
+        if !token_ok(&self.queue_group) || self.queue_group.contains('.') {
+            return bad(
+                "queue_group",
+                format!(
+                    "`{}` is not a queue group name (empty, a dot or whitespace)",
+                    self.queue_group
+                ),
+            );
+        }
+        for (key, v) in [
+            ("max_concurrent", self.max_concurrent as u64),
+            ("max_rows", self.max_rows),
+            ("max_bytes", self.max_bytes),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1, got 0".into());
+            }
+        }
+        if self.default_timeout.is_zero() {
+            return bad(
+                "default_timeout",
+                "must be above 0 (every query would time out)".into(),
+            );
+        }
+        if self.default_timeout > self.max_timeout {
+            return bad(
+                "default_timeout",
+                format!(
+                    "{:?} is longer than max_timeout {:?}",
+                    self.default_timeout, self.max_timeout
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Serves read-only queries on one lake.
 #[derive(Debug)]
 pub struct QueryService {
