@@ -79,3 +79,78 @@ fn bad_config_exits_10_naming_the_key_and_line() {
     assert!(err.contains("bad.yml:4"), "{err}");
     assert!(err.contains("available source types: nats, jsonl"), "{err}");
 }
+
+/// `--var KEY=VALUE` fills the pipeline's Jinja variables (here the table and a multiplier);
+/// an argument without `=` and a bad `--metrics-addr` are refused naming what is wrong.
+#[test]
+fn vars_fill_the_template_and_bad_arguments_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n").unwrap();
+    let file = dir.path().join("p.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+pipeline:
+  name: vars
+  batch_size: 10
+  source:
+    type: jsonl
+    jsonl: {{ path: "{input}" }}
+  handler:
+    type: handlers.InferredMemBatch
+    sql: SELECT id * {{{{ factor }}}} AS x FROM batch
+  sink:
+    type: ducklake
+    ducklake:
+      catalog: "{d}/meta.ducklake"
+      data_path: "{d}/data"
+      table: "{{{{ table }}}}"
+"#,
+            input = input.display(),
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = lt_flow(&[
+        f,
+        "--var",
+        "table=from_var",
+        "--var",
+        "factor=10",
+        "--metrics-addr",
+        "off",
+        "--status-every",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lake = Lake::open(LakeConfig::local(dir.path())).unwrap();
+    let sum: i64 = lake
+        .connection()
+        .query_row("SELECT sum(x)::BIGINT FROM lake.from_var", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sum, 60);
+
+    let o = lt_flow(&[f, "--var", "no-equals-sign"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`no-equals-sign` is not KEY=VALUE"), "{err}");
+
+    let o = lt_flow(&[
+        f,
+        "--var",
+        "table=t",
+        "--var",
+        "factor=1",
+        "--metrics-addr",
+        "nowhere",
+    ]);
+    assert_eq!(o.status.code(), Some(10));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("nowhere") && err.contains("use host:port or `off`"),
+        "{err}"
+    );
+}
