@@ -149,3 +149,60 @@ fn settings_out_of_range_exit_10() {
     assert_eq!(out.status.code(), Some(10));
     assert!(String::from_utf8_lossy(&out.stderr).contains("options"));
 }
+
+/// SIGTERM while nats-server is down: the aggregator gives up its last delta, snapshot and
+/// flush in bounded time and exits. Its last flush used to wait for a reconnect that never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_nats_is_down_still_stops() {
+    let mut srv = TestServer::start().await.unwrap();
+    let bus = Bus::connect(&BusOptions::new(&srv.url())).await.unwrap();
+    Topology::default_topology().unwrap().apply(&bus).await.unwrap();
+    let port = langtian_core::natsd::free_port().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_lt-aggregator"))
+        .args([
+            "--nats-url",
+            &srv.url(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--node-id", "off", "--status-every", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
+        assert!(Instant::now() < deadline, "not ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    srv.stop().await.unwrap();
+    // Down, as the aggregator sees it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(503) {
+        assert!(
+            Instant::now() < deadline,
+            "/healthz did not report NATS down within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut child = guard.0.take().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lt-aggregator still running 60 s after SIGTERM with nats-server down");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stopping"), "{err}");
+    assert!(out.status.code().is_some(), "killed by a signal: {err}");
+}

@@ -164,3 +164,67 @@ fn bad_settings_exit_10() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown datagram format `xml`"));
 }
+
+/// SIGTERM while NATS is unreachable: the collector keeps its drain timeout and exits 15 naming
+/// what it could not publish. It used to hang for good: its last flush waited for a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_outage_exits_after_the_drain_timeout() {
+    // A port nothing listens on: the collector starts anyway and buffers.
+    let dead = format!("nats://127.0.0.1:{}", langtian_core::natsd::free_port().unwrap());
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics_port = langtian_core::natsd::free_port().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_lt-collector"))
+        .args(["--listen", &udp.to_string(), "--nats-url", &dead])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--drain-timeout", "1s", "--status-every", "0", "--node-id", "off"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(Some(child));
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let batch = ChannelSampleBatch {
+        samples: (1..=5)
+            .map(|seq| ChannelSample {
+                device_id: "cyc-outage".into(),
+                seq,
+                ..Default::default()
+            })
+            .collect(),
+    };
+    // Until the collector listens and holds the records in its backlog (/healthz says so).
+    until("5 records in the backlog", || {
+        sender.send_to(&batch.encode_to_vec(), udp).unwrap();
+        async move {
+            matches!(
+                langtian_core::natsd::http_get(metrics_port, "/healthz").await,
+                Some((503, h)) if h.contains("\"backlog\":") && !h.contains("\"backlog\":0")
+            )
+        }
+    })
+    .await;
+
+    let mut child = guard.0.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lt-collector still running 30 s after SIGTERM with a 1 s drain timeout");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(15), "{err}");
+    assert!(err.contains("envelopes unpublished"), "{err}");
+}

@@ -248,7 +248,7 @@ pub(super) async fn run_feed<R: MdRecord>(
     emit.snapshots(&mut groups, &snap_tx).await;
     drop(snap_tx);
     let _ = writer.await;
-    let _ = bus.client().flush().await;
+    let _ = bus.flush_on_exit(crate::bus::EXIT_FLUSH).await;
     publish_counts(name, stats, &groups);
     tracing::info!("aggregator feed stopped");
     Ok(())

@@ -247,7 +247,7 @@ pub async fn run_aggregator_service(
         hb.abort();
         let _ = node.unregister().await;
     }
-    let _ = bus.flush().await;
+    let _ = bus.flush_on_exit(crate::bus::EXIT_FLUSH).await;
     result.map_err(|e| AggregateError::Nats {
         what: "aggregator task".into(),
         reason: e.to_string(),

@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 use super::BusError;
 
+/// How long a stopping service waits for the server to confirm its last publishes
+/// ([`Bus::flush_on_exit`]).
+pub const EXIT_FLUSH: Duration = Duration::from_secs(2);
+
 /// TLS settings for the NATS connection.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -421,6 +425,30 @@ impl Bus {
             what: "flushing the connection".into(),
             reason: e.to_string(),
         })
+    }
+
+    /// Flushes for a process on its way out: at once an error when the connection is down, and
+    /// at most `limit` otherwise. [`flush`](Self::flush) waits for the server's answer, and
+    /// while async-nats is reconnecting that answer only comes after the next reconnect — a
+    /// service stopped during an outage would never exit.
+    ///
+    /// ```no_run
+    /// # async fn f(bus: langtian_core::bus::Bus) {
+    /// let _ = bus.flush_on_exit(std::time::Duration::from_secs(2)).await;
+    /// # }
+    /// ```
+    pub async fn flush_on_exit(&self, limit: Duration) -> Result<(), BusError> {
+        let err = |reason: String| BusError::Api {
+            what: "flushing the connection before exit".into(),
+            reason,
+        };
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(err("not connected; what was not sent is lost".into()));
+        }
+        match tokio::time::timeout(limit, self.flush()).await {
+            Ok(r) => r,
+            Err(_) => Err(err(format!("no answer from the server within {limit:?}"))),
+        }
     }
 }
 

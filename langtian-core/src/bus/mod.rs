@@ -25,7 +25,7 @@ mod event;
 mod publish;
 mod topology;
 
-pub use connect::{Bus, BusOptions, TlsOptions};
+pub use connect::{Bus, BusOptions, EXIT_FLUSH, TlsOptions};
 pub use consume::{
     AckMode, Batch, Consumer, ConsumerSpec, Delivery, HandlerError, HandlerOutcome, HandlerStats,
 };

@@ -140,7 +140,7 @@ pub async fn run_collector_service(
         hb.abort();
         let _ = node.unregister().await;
     }
-    let _ = bus.flush().await;
+    let _ = bus.flush_on_exit(crate::bus::EXIT_FLUSH).await;
     result.map_err(|e| CollectorError::Config(format!("collector task: {e}")))?
 }
 

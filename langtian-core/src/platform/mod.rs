@@ -557,7 +557,7 @@ pub async fn run_up(
     let mut status = collect_status(&bus, &registry, &cstats, &flow, started).await;
     live_counts(&mut status);
     status.nats_denied = buses.iter().map(Bus::permission_denials).sum();
-    let _ = bus.flush().await;
+    let _ = bus.flush_on_exit(crate::bus::EXIT_FLUSH).await;
     drop(buses);
     drop(bus);
     if let Some(mut s) = server {
