@@ -406,6 +406,39 @@ impl Drop for TestS3 {
     }
 }
 
+/// Waits for `child` to exit, at most `limit`; then collects its output. A child still running at
+/// the limit is killed and the result is an error saying so, so a test of "it stops" fails
+/// instead of hanging.
+///
+/// ```no_run
+/// let child = std::process::Command::new("true").spawn().unwrap();
+/// let out = langtian_core::testkit::output_within(child, std::time::Duration::from_secs(5)).unwrap();
+/// assert!(out.status.success());
+/// ```
+pub fn output_within(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> Result<std::process::Output, String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("still running after {limit:?}"));
+            }
+            Err(e) => return Err(format!("waiting for the child: {e}")),
+        }
+    }
+    child
+        .wait_with_output()
+        .map_err(|e| format!("reading the child's output: {e}"))
+}
+
 /// A binary's stderr under `--log-format json`, parsed: one event per line.
 ///
 /// ```

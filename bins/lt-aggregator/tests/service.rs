@@ -185,7 +185,7 @@ async fn sigterm_while_nats_is_down_still_stops() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut child = guard.0.take().unwrap();
+    let child = guard.0.take().unwrap();
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -193,15 +193,8 @@ async fn sigterm_while_nats_is_down_still_stops() {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("lt-aggregator still running 60 s after SIGTERM with nats-server down");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = langtian_core::testkit::output_within(child, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("lt-aggregator after SIGTERM with nats-server down: {e}"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stopping"), "{err}");
     assert!(out.status.code().is_some(), "killed by a signal: {err}");

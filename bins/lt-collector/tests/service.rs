@@ -206,7 +206,7 @@ async fn sigterm_during_an_outage_exits_after_the_drain_timeout() {
     })
     .await;
 
-    let mut child = guard.0.take().unwrap();
+    let child = guard.0.take().unwrap();
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -215,15 +215,8 @@ async fn sigterm_during_an_outage_exits_after_the_drain_timeout() {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("lt-collector still running 30 s after SIGTERM with a 1 s drain timeout");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = langtian_core::testkit::output_within(child, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("lt-collector after SIGTERM with a 1 s drain timeout: {e}"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(15), "{err}");
     assert!(err.contains("envelopes unpublished"), "{err}");

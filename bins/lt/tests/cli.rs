@@ -430,7 +430,7 @@ fn sim_settings_that_cannot_work_are_refused_naming_the_option() {
     ];
     for (args, want) in cases {
         // No server listens on port 1: a refusal about the setting proves it came first.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lt"))
+        let child = Command::new(env!("CARGO_BIN_EXE_lt"))
             .args(args)
             .env("LT_NATS_URL", "nats://127.0.0.1:1")
             .stdout(std::process::Stdio::piped())
@@ -438,15 +438,8 @@ fn sim_settings_that_cannot_work_are_refused_naming_the_option() {
             .spawn()
             .unwrap();
         // A refusal is immediate; one that never comes must fail the test, not hang it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{args:?} was still running after 30 s instead of being refused");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let o = child.wait_with_output().unwrap();
+        let o = langtian_core::testkit::output_within(child, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{args:?} was not refused: {e}"));
         let out = text(&o);
         assert!(!o.status.success(), "{args:?} was accepted: {out}");
         assert!(out.contains(want), "{args:?}: `{want}` not named in: {out}");
