@@ -167,6 +167,7 @@ fn bad_settings_exit_10() {
 
 /// SIGTERM while NATS is unreachable: the collector keeps its drain timeout and exits 15 naming
 /// what it could not publish. It used to hang for good: its last flush waited for a reconnect.
+/// Meanwhile it warns that no server answers at the URL (it used to say nothing above INFO).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_outage_exits_after_the_drain_timeout() {
     // A port nothing listens on: the collector starts anyway and buffers.
@@ -220,4 +221,15 @@ async fn sigterm_during_an_outage_exits_after_the_drain_timeout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(15), "{err}");
     assert!(err.contains("envelopes unpublished"), "{err}");
+    // The operator was told, once (the process lived about a second: well under the 30 s repeat),
+    // that no server answers at the URL given.
+    let warnings = err
+        .lines()
+        .filter(|l| l.contains("nats_unreachable"))
+        .collect::<Vec<_>>();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains(&dead) && warnings[0].contains("WARN"),
+        "{err}"
+    );
 }

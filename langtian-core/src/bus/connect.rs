@@ -1,12 +1,13 @@
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use serde::Deserialize;
 
 use super::BusError;
+use super::reachability::{Reachability, redact_url};
 
 /// How long a stopping service waits for the server to confirm its last publishes
 /// ([`Bus::flush_on_exit`]).
@@ -117,13 +118,53 @@ impl BusOptions {
 
     async fn to_async_nats(&self, denials: Arc<Denials>) -> Result<async_nats::ConnectOptions, BusError> {
         let name = self.name.clone().unwrap_or_default();
+        let urls = self
+            .urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let reach = Arc::new(Mutex::new(Reachability::new(Instant::now())));
         let mut o = async_nats::ConnectOptions::new()
             .request_timeout(Some(self.request_timeout))
             .subscription_capacity(256 * 1024)
             .event_callback(move |ev| {
-                let (denials, name) = (denials.clone(), name.clone());
+                let (denials, name, urls, reach) = (denials.clone(), name.clone(), urls.clone(), reach.clone());
                 async move {
                     match ev {
+                        async_nats::Event::ClientError(async_nats::ClientError::Other(reason)) => {
+                            let warn = reach.lock().map(|mut r| r.on_failure(Instant::now())).ok().flatten();
+                            match warn {
+                                Some(w) => tracing::warn!(
+                                    code = "nats_unreachable",
+                                    client = %name,
+                                    urls = %urls,
+                                    down_s = w.down_for.as_secs(),
+                                    attempts = w.attempts,
+                                    reason = %reason,
+                                    "no NATS server answers at these URLs; still trying (check --nats-url and that the server runs)"
+                                ),
+                                None => tracing::debug!(reason = %reason, "nats connection attempt failed"),
+                            }
+                        }
+                        async_nats::Event::Disconnected => {
+                            if let Ok(mut r) = reach.lock() {
+                                r.on_disconnected(Instant::now());
+                            }
+                            tracing::debug!("nats connection lost");
+                        }
+                        async_nats::Event::Connected => {
+                            let outage = reach.lock().map(|mut r| r.on_connected(Instant::now())).ok().flatten();
+                            if let Some(d) = outage {
+                                tracing::info!(
+                                    code = "nats_reachable",
+                                    client = %name,
+                                    urls = %urls,
+                                    down_s = d.as_secs(),
+                                    "connected to NATS again"
+                                );
+                            }
+                        }
                         async_nats::Event::SlowConsumer(sid) => {
                             tracing::warn!(
                                 code = "client_slow_consumer",

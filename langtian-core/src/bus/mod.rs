@@ -23,6 +23,7 @@ mod dlq;
 mod error;
 mod event;
 mod publish;
+mod reachability;
 mod topology;
 
 pub use connect::{Bus, BusOptions, EXIT_FLUSH, TlsOptions};
@@ -33,6 +34,7 @@ pub use dlq::{DeadLetter, DeadLetterForwarder, DlqConfig, dlq_headers};
 pub use error::BusError;
 pub use event::{EVENT_PREFIX, EventError, EventReceipt, EventSpec, new_event_id, publish_event};
 pub use publish::{OutgoingMessage, PublishReceipt, PublishWindow, Publisher, PublisherConfig, Qos};
+pub use reachability::{Reachability, UNREACHABLE_WARN_EVERY, UnreachableWarning, redact_url};
 pub use topology::{
     DEFAULT_TOPOLOGY_YAML, KvSpec, Storage, StreamSpec, Topology, ensure_consumer, ensure_kv, ensure_stream,
 };
