@@ -60,19 +60,23 @@ describe('batching and de-duplication', () => {
     vi.useFakeTimers()
     const flush = vi.fn()
     const t = new FlushTimer(16, flush, () => Date.now())
-    // Batches from upstream every 15–16 ms (jitter around the same interval): each is flushed on
+    // Batches from upstream about every 16 ms (jitter around the same interval): each is flushed on
     // arrival. Anchored to a timer instead, every one would wait, more and more.
-    for (const gap of [15, 16, 15, 15, 16, 15, 14, 15]) {
+    // A batch 9–12 ms after the one before (that one came late) passes too.
+    for (const gap of [15, 16, 15, 15, 16, 9, 12, 15]) {
       vi.advanceTimersByTime(gap)
       const before = flush.mock.calls.length
       t.poke()
       expect(flush.mock.calls.length).toBe(before + 1)
     }
-    // Still capped: a second batch 5 ms after a flush waits for the interval.
-    vi.advanceTimersByTime(5)
+    // Still capped: a second batch 7 ms after a flush (less than half the interval) waits for
+    // the interval.
+    vi.advanceTimersByTime(7)
     t.poke()
     expect(flush).toHaveBeenCalledTimes(8)
-    vi.advanceTimersByTime(11)
+    vi.advanceTimersByTime(8)
+    expect(flush).toHaveBeenCalledTimes(8)
+    vi.advanceTimersByTime(1)
     expect(flush).toHaveBeenCalledTimes(9)
     vi.useRealTimers()
   })
