@@ -29,6 +29,27 @@ pub fn log_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, String>
     tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("--log `{filter}`: {e}"))
 }
 
+/// Parses a duration flag in humantime syntax (`250ms`, `10s`, `12h`, `2days`) of at most
+/// [`MAX_SETTING_DURATION`](crate::MAX_SETTING_DURATION) (one year); use it as clap's
+/// `value_parser` for every duration.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(langtian_core::cli::duration_arg("250ms"), Ok(Duration::from_millis(250)));
+/// assert!(langtian_core::cli::duration_arg("2years").unwrap_err().contains("at most one year"));
+/// assert!(langtian_core::cli::duration_arg("soon").is_err());
+/// ```
+pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 250ms, 10s or 2h: {e}"))?;
+    if d > crate::MAX_SETTING_DURATION {
+        return Err(format!(
+            "`{s}` is too long: a duration may be at most one year (365days)"
+        ));
+    }
+    Ok(d)
+}
+
 /// How log lines are written (`--log-format`, env `LT_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

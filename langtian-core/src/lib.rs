@@ -54,3 +54,8 @@ pub mod testkit;
 
 /// The async-nats version Langtian is built on, re-exported for callers of the bus API.
 pub use async_nats;
+
+/// The longest duration a setting (a flag, a pipeline file's key) may hold: one year. Longer is
+/// surely a typo, and the services add these durations to clock instants, which must not
+/// overflow (`--drain-timeout 500000000000years` used to panic the collector on SIGTERM).
+pub const MAX_SETTING_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);

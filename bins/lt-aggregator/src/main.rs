@@ -23,16 +23,16 @@ use langtian_core::cli::{self, NatsArgs};
 #[command(name = "lt-aggregator", version)]
 struct Cli {
     /// How often deltas are published (16ms–100ms).
-    #[arg(long, default_value = "33ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "33ms", value_parser = langtian_core::cli::duration_arg)]
     delta_interval: Duration,
     /// How often snapshots are published and stored (2s–5s).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = langtian_core::cli::duration_arg)]
     snapshot_interval: Duration,
     /// Shards per group (1–256); a shard is FNV-1a(key) mod shards.
     #[arg(long, default_value_t = 4)]
     shards: u32,
     /// How long a record ahead of a missing sequence waits for it.
-    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = langtian_core::cli::duration_arg)]
     reorder_window: Duration,
     /// Feeds to run: ticks, battery or both (comma-separated).
     #[arg(long, default_value = "ticks,battery", value_delimiter = ',')]

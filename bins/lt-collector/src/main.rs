@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long, default_value = "telemetry")]
     json_event_type: String,
     /// On shutdown, how long to keep publishing the backlog.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = langtian_core::cli::duration_arg)]
     drain_timeout: Duration,
     #[command(flatten)]
     nats: NatsArgs,

@@ -165,6 +165,26 @@ fn bad_settings_exit_10() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown datagram format `xml`"));
 }
 
+/// A duration flag beyond a year is refused at parse time, naming the flag. It used to be
+/// accepted and panic the drain on SIGTERM ("overflow when adding duration to instant").
+#[test]
+fn a_drain_timeout_beyond_a_year_is_refused_not_panicked_on() {
+    let child = Command::new(env!("CARGO_BIN_EXE_lt-collector"))
+        .args(["--listen", "127.0.0.1:0", "--drain-timeout", "500000000000years"])
+        .args(["--nats-url", "nats://127.0.0.1:1", "--node-id", "off"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = langtian_core::testkit::output_within(child, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("lt-collector with a 500000000000-year drain timeout: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--drain-timeout") && err.contains("at most one year"),
+        "{err}"
+    );
+}
+
 /// SIGTERM while NATS is unreachable: the collector keeps its drain timeout and exits 15 naming
 /// what it could not publish. It used to hang for good: its last flush waited for a reconnect.
 /// Meanwhile it warns that no server answers at the URL (it used to say nothing above INFO).

@@ -78,6 +78,21 @@ fn bad_config_exits_10_naming_the_key_and_line() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.yml:4"), "{err}");
     assert!(err.contains("available source types: nats, jsonl"), "{err}");
+
+    // An infinite drain deadline is valid YAML: it used to pass the check and panic at start
+    // (exit 101) turning into a Duration. Found by `scripts/fuzz.sh flow_config`.
+    std::fs::write(
+        &file,
+        "pipeline:\n  batch_size: 10\n  drain_deadline_seconds: .inf\n  source:\n    type: jsonl\n    jsonl: {path: x.jsonl}\n  handler:\n    type: handlers.InferredMemBatch\n    sql: SELECT 1\n  sink:\n    type: console\n",
+    )
+    .unwrap();
+    let o = lt_flow(&[file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(10), "{err}");
+    assert!(
+        err.contains("bad.yml:3") && err.contains("drain_deadline_seconds"),
+        "{err}"
+    );
 }
 
 /// `--var KEY=VALUE` fills the pipeline's Jinja variables (here the table and a multiplier);

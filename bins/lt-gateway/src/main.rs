@@ -61,10 +61,10 @@ struct Cli {
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Interval between batches at level 0.
-    #[arg(long, default_value = "16ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "16ms", value_parser = langtian_core::cli::duration_arg)]
     batch_interval: Duration,
     /// Interval between batches from level 1 on.
-    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "250ms", value_parser = langtian_core::cli::duration_arg)]
     sample_interval: Duration,
     /// Subscriptions per connection.
     #[arg(long, default_value_t = 256)]
@@ -87,7 +87,7 @@ struct Cli {
     #[arg(long)]
     dev_token_admin: bool,
     /// With --dev-token: lifetime.
-    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "12h", value_parser = langtian_core::cli::duration_arg)]
     dev_token_ttl: Duration,
     #[command(flatten)]
     nats: NatsArgs,

@@ -51,10 +51,10 @@ struct Cli {
     #[arg(long, default_value_t = 2 << 30)]
     max_bytes: u64,
     /// Timeout of a request that gives none.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = langtian_core::cli::duration_arg)]
     default_timeout: Duration,
     /// Cap on a request's timeout.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = langtian_core::cli::duration_arg)]
     max_timeout: Duration,
     /// DuckDB memory_limit (e.g. 2GB).
     #[arg(long)]

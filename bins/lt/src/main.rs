@@ -257,7 +257,7 @@ struct UpArgs {
     tick_rate: f64,
     /// How often the aggregator publishes deltas (16–100 ms; the seed's 33 ms by default;
     /// shorter means fresher screens for more messages).
-    #[arg(long, default_value = "33ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "33ms", value_parser = langtian_core::cli::duration_arg)]
     delta_interval: Duration,
     /// Address of the WebSocket gateway and the web UI.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -271,7 +271,7 @@ struct UpArgs {
     #[arg(long)]
     no_cross_origin_isolation: bool,
     /// Stop after this long (e.g. `30s`); default: run until Ctrl-C.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = langtian_core::cli::duration_arg)]
     duration: Option<Duration>,
 }
 
@@ -315,7 +315,7 @@ struct SubArgs {
     #[arg(long)]
     count: Option<u64>,
     /// Exit when nothing arrives for this long (e.g. `5s`).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = langtian_core::cli::duration_arg)]
     idle: Option<Duration>,
     /// Print only the payload.
     #[arg(long)]

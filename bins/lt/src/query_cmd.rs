@@ -26,7 +26,7 @@ pub struct QueryArgs {
     #[arg(long)]
     max_rows: Option<u64>,
     /// Interrupt the query after this long.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = langtian_core::cli::duration_arg)]
     timeout: Duration,
     /// A value for a `?` placeholder, as JSON (`42`, `"cycler-01"`, `true`); repeatable.
     #[arg(long = "param", value_parser = parse_json)]

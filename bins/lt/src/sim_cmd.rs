@@ -41,13 +41,13 @@ pub struct BatteryArgs {
     #[arg(long, default_value_t = 10)]
     per_datagram: usize,
     /// Cell time between two samples of a channel (larger = faster cycling).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = langtian_core::cli::duration_arg)]
     sample_interval: Duration,
     /// Stop after this many samples.
     #[arg(long)]
     count: Option<u64>,
     /// Stop after this long.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = langtian_core::cli::duration_arg)]
     duration: Option<Duration>,
     /// Seed.
     #[arg(long, default_value_t = 7)]
@@ -75,7 +75,7 @@ pub struct TickArgs {
     #[arg(long)]
     count: Option<u64>,
     /// Stop after this long.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = langtian_core::cli::duration_arg)]
     duration: Option<Duration>,
     /// Seed.
     #[arg(long, default_value_t = 7)]

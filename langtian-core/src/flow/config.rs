@@ -28,6 +28,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::MAX_SETTING_DURATION;
+
 use crate::bus::AckMode;
 use serde::Deserialize;
 
@@ -520,17 +522,43 @@ impl PipelineFile {
         if p.batch_size == 0 {
             return Err(fail(&["pipeline", "batch_size"], "must be at least 1".into()));
         }
-        if p.flush_interval_seconds.is_nan() || p.flush_interval_seconds <= 0.0 {
-            return Err(fail(
-                &["pipeline", "flush_interval_seconds"],
-                "must be greater than 0".into(),
-            ));
+        for (key, v) in [
+            ("flush_interval_seconds", p.flush_interval_seconds),
+            ("drain_deadline_seconds", p.drain_deadline_seconds),
+        ] {
+            // NaN fails the first test; `.inf` or 1e300 would have panicked turning into a Duration.
+            if !(v > 0.0 && v <= MAX_SETTING_DURATION.as_secs_f64()) {
+                return Err(fail(
+                    &["pipeline", key],
+                    format!(
+                        "is {v}: must be greater than 0 and at most {} (one year)",
+                        MAX_SETTING_DURATION.as_secs()
+                    ),
+                ));
+            }
         }
-        if p.drain_deadline_seconds.is_nan() || p.drain_deadline_seconds <= 0.0 {
-            return Err(fail(
-                &["pipeline", "drain_deadline_seconds"],
-                "must be greater than 0".into(),
-            ));
+        let durations = [
+            p.source
+                .nats
+                .as_ref()
+                .map(|n| (&["pipeline", "source", "nats", "ack_wait"][..], n.ack_wait)),
+            p.source.nats.as_ref().map(|n| {
+                (
+                    &["pipeline", "source", "nats", "fetch", "expires"][..],
+                    n.fetch.expires,
+                )
+            }),
+            p.sink.ducklake.as_ref().map(|d| {
+                (
+                    &["pipeline", "sink", "ducklake", "maintenance_interval"][..],
+                    d.maintenance_interval,
+                )
+            }),
+        ];
+        for (path, d) in durations.into_iter().flatten() {
+            if d > MAX_SETTING_DURATION {
+                return Err(fail(path, format!("({d:?}) must be at most one year")));
+            }
         }
         match p.source.kind.as_str() {
             "nats" => {
@@ -763,6 +791,68 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.line, Some(5));
+    }
+
+    #[test]
+    fn durations_out_of_range_are_named_not_panicked_on() {
+        for (from, to, key) in [
+            (
+                "flush_interval_seconds: 1",
+                "flush_interval_seconds: .inf",
+                "flush_interval_seconds",
+            ),
+            (
+                "flush_interval_seconds: 1",
+                "flush_interval_seconds: 1e300",
+                "flush_interval_seconds",
+            ),
+            (
+                "flush_interval_seconds: 1",
+                "flush_interval_seconds: .nan",
+                "flush_interval_seconds",
+            ),
+            (
+                "flush_interval_seconds: 1",
+                "flush_interval_seconds: 1\n  drain_deadline_seconds: .inf",
+                "drain_deadline_seconds",
+            ),
+            ("stream: S", "stream: S\n      ack_wait: 2years", "ack_wait"),
+            (
+                "stream: S",
+                "stream: S\n      fetch: {expires: 100000000years}",
+                "expires",
+            ),
+        ] {
+            let text = base(NATS).replace(from, to);
+            let err = PipelineFile::from_str("t.yml", &text, &BTreeMap::new())
+                .expect_err(&format!("{to} must be refused"));
+            assert!(err.message.contains(key), "{to}: {err}");
+        }
+        // The longest accepted values convert without panicking.
+        let text = base(NATS).replace(
+            "flush_interval_seconds: 1",
+            "flush_interval_seconds: 31536000\n  drain_deadline_seconds: 31536000",
+        );
+        let text = text.replace("stream: S", "stream: S\n      ack_wait: 365days");
+        let err = PipelineFile::from_str("t.yml", &text, &BTreeMap::new()).unwrap_err();
+        // (ack_wait must exceed the flush interval: one year each is refused for that reason.)
+        assert!(
+            err.message
+                .contains("must be longer than pipeline.flush_interval_seconds"),
+            "{err}"
+        );
+        let text = base(NATS).replace("flush_interval_seconds: 1", "flush_interval_seconds: 31536000");
+        let text = text.replace("stream: S", "stream: S\n      ack_wait: 365days 1s");
+        let err = PipelineFile::from_str("t.yml", &text, &BTreeMap::new()).unwrap_err();
+        assert!(
+            err.message.contains("ack_wait") && err.message.contains("at most one year"),
+            "{err}"
+        );
+        let text = base(NATS).replace("flush_interval_seconds: 1", "flush_interval_seconds: 31535999");
+        let text = text.replace("stream: S", "stream: S\n      ack_wait: 365days");
+        let p = PipelineFile::from_str("t.yml", &text, &BTreeMap::new()).unwrap();
+        assert_eq!(p.pipeline.flush_interval(), Duration::from_secs(31_535_999));
+        assert_eq!(p.pipeline.drain_deadline(), Duration::from_secs(30));
     }
 
     #[test]
