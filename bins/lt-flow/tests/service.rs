@@ -80,7 +80,7 @@ fn bad_config_exits_10_naming_the_key_and_line() {
     assert!(err.contains("available source types: nats, jsonl"), "{err}");
 
     // An infinite drain deadline is valid YAML: it used to pass the check and panic at start
-    // (exit 101) turning into a Duration. Found by `scripts/fuzz.sh flow_config`.
+    // (exit 101) turning into a Duration (the `flow_config` fuzz target checks this too).
     std::fs::write(
         &file,
         "pipeline:\n  batch_size: 10\n  drain_deadline_seconds: .inf\n  source:\n    type: jsonl\n    jsonl: {path: x.jsonl}\n  handler:\n    type: handlers.InferredMemBatch\n    sql: SELECT 1\n  sink:\n    type: console\n",
