@@ -38,9 +38,9 @@ export class Batcher<V> {
  * and without slack a batch a little early waits for the timer, which then anchors every later
  * flush to the timer instead of the arrivals — the wait drifts up to a whole interval and stays
  * (measured: +8 ms median at 16 ms deltas). The default slack is half the interval: on a busy
- * two-core machine the gateway's batches came 9–12 ms apart now and then (one late, the next on
- * time), and with a quarter-interval slack the hub's flush added 4–6 ms to the p99 of tick → tab
- * at 16 ms deltas; with half, 0.5–0.8 ms. Flushes stay at least half an interval apart, and as
+ * two-core machine, with a quarter-interval slack, the hub's flush added 4–6 ms to the p99 of
+ * tick → tab at 16 ms deltas (so frames kept coming less than 12 ms after the previous flush);
+ * with half, 0.5–2.8 ms over six runs. Flushes stay at least half an interval apart, and as
  * frequent as the input when it comes about once per interval. */
 export class FlushTimer {
   private timer: ReturnType<typeof setTimeout> | undefined
