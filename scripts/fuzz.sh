@@ -7,6 +7,7 @@
 #   jwt           a token presented to the gateway (no token verifies without the key)
 #   subject       subjects and subscription patterns (ACL checks agree with each other)
 #   flow_config   a pipeline file (sql-flow YAML with Jinja variables) as lt-flow reads it
+#   topology      a topology file (streams, consumers, KV, DLQ) and the JetStream requests it makes
 #
 # Each target runs for --seconds (default 60) on its corpus. A crash, a panic, a failed assertion,
 # a leak of more than --rss-limit MB or one input running longer than 10 s stops that target and
@@ -28,7 +29,7 @@ cd "$ROOT"
 say() { printf '[fuzz] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 2; }
 
-ALL=(datagram envelope client_frame jwt subject flow_config)
+ALL=(datagram envelope client_frame jwt subject flow_config topology)
 SECONDS_PER=60
 RSS=2048
 TARGETS=()
