@@ -406,6 +406,26 @@ impl Drop for TestS3 {
     }
 }
 
+/// Sends SIGTERM to `child` (the stop signal every service drains on), with `kill(1)`; an error
+/// says why it could not be sent.
+///
+/// ```no_run
+/// let child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+/// langtian_core::testkit::sigterm(&child).unwrap();
+/// ```
+pub fn sigterm(child: &std::process::Child) -> Result<(), String> {
+    let pid = child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .map_err(|e| format!("running kill -TERM {pid}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -TERM {pid}: {status}"))
+    }
+}
+
 /// Waits for `child` to exit, at most `limit`; then collects its output. A child still running at
 /// the limit is killed and the result is an error saying so, so a test of "it stops" fails
 /// instead of hanging.

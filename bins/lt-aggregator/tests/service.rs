@@ -119,11 +119,7 @@ async fn aggregate_and_stop(srv: &TestServer, bus: &Bus, extra: &[&str]) -> Stri
         "registered in discovery"
     );
     let child = guard.0.take().unwrap();
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    langtian_core::testkit::sigterm(&child).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -186,13 +182,7 @@ async fn sigterm_while_nats_is_down_still_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let child = guard.0.take().unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    langtian_core::testkit::sigterm(&child).unwrap();
     let out = langtian_core::testkit::output_within(child, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("lt-aggregator after SIGTERM with nats-server down: {e}"));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -122,14 +122,7 @@ async fn collects_registers_serves_metrics_and_drains_on_sigterm() {
     assert_eq!(code, 200, "{health}");
 
     let child = guard.0.take().unwrap();
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    langtian_core::testkit::sigterm(&child).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -228,14 +221,7 @@ async fn sigterm_during_an_outage_exits_after_the_drain_timeout() {
     .await;
 
     let child = guard.0.take().unwrap();
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    langtian_core::testkit::sigterm(&child).unwrap();
     let out = langtian_core::testkit::output_within(child, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("lt-collector after SIGTERM with a 1 s drain timeout: {e}"));
     let err = String::from_utf8_lossy(&out.stderr);

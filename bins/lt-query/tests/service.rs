@@ -114,10 +114,7 @@ async fn serves_a_read_only_lake_and_stops_on_sigterm() {
 
     // SIGTERM: exit 0, unregistered.
     let mut child = guard.0.take().unwrap();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    langtian_core::testkit::sigterm(&child).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let nodes = reg.nodes().await.unwrap();

@@ -169,11 +169,7 @@ async fn sigkill_at_random_moments_keeps_exactly_once() {
             .any(|l| l.starts_with("committed_sequence{") && l.ends_with(&format!(" {EVENTS}"))),
         "{metrics}"
     );
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    langtian_core::testkit::sigterm(&child).unwrap();
     assert!(child.wait().unwrap().success(), "clean stop after SIGTERM");
 
     let lake = Lake::open(LakeConfig::local(&lake_dir)).unwrap();
