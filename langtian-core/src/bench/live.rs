@@ -80,15 +80,22 @@ const PARTS: [&str; 6] = [
     "total",
 ];
 
-/// Latency samples (µs) per measured step and part, shared by the clients.
+/// One measured step's samples: latency (µs) per part, and each tick's publish time.
+#[derive(Debug, Default)]
+struct StepSamples {
+    parts: [Vec<u32>; 6],
+    published_ns: Vec<i64>,
+}
+
+/// Latency samples per measured step, shared by the clients.
 #[derive(Debug, Default)]
 struct Samples {
     step: AtomicUsize,
-    by_step: Mutex<Vec<[Vec<u32>; 6]>>,
+    by_step: Mutex<Vec<StepSamples>>,
 }
 
 impl Samples {
-    fn record(&self, parts_ns: [i64; 6]) {
+    fn record(&self, published_ns: i64, parts_ns: [i64; 6]) {
         let step = self.step.load(Ordering::Relaxed);
         if step == NONE {
             return;
@@ -98,13 +105,55 @@ impl Samples {
             v.resize_with(step + 1, Default::default);
         }
         for (i, ns) in parts_ns.iter().enumerate() {
-            v[step][i].push(u32::try_from((ns / 1000).max(0)).unwrap_or(u32::MAX));
+            v[step].parts[i].push(u32::try_from((ns / 1000).max(0)).unwrap_or(u32::MAX));
         }
+        v[step].published_ns.push(published_ns);
     }
-    fn take(&self, step: usize) -> [Vec<u32>; 6] {
+    fn take(&self, step: usize) -> StepSamples {
         let mut v = self.by_step.lock().unwrap_or_else(|p| p.into_inner());
         v.get_mut(step).map(std::mem::take).unwrap_or_default()
     }
+}
+
+/// A window whose worst tick took longer than this is reported as a stall: well above every
+/// part's usual p99, so a pause of the pipeline stands out with when and where it happened.
+const STALL_MS: f64 = 100.0;
+
+/// Width of a window of the stall timeline.
+const WINDOW_MS: i64 = 250;
+
+/// The worst moments of a step: per [`WINDOW_MS`] window of publish time, the largest total
+/// latency and its largest publish → aggregator part, for the windows whose total exceeds
+/// `over_ms`, worst first. `at_s` is seconds after the first measured tick.
+fn stalls(s: &StepSamples, over_ms: f64) -> Vec<Stall> {
+    let Some(first) = s.published_ns.iter().copied().min() else {
+        return Vec::new();
+    };
+    let mut windows: std::collections::BTreeMap<i64, (u32, u32)> = std::collections::BTreeMap::new();
+    for (i, t) in s.published_ns.iter().enumerate() {
+        let w = windows.entry((t - first) / (WINDOW_MS * 1_000_000)).or_default();
+        w.0 = w.0.max(s.parts[5][i]);
+        w.1 = w.1.max(s.parts[0][i]);
+    }
+    let mut out: Vec<Stall> = windows
+        .into_iter()
+        .filter(|(_, (total, _))| f64::from(*total) / 1000.0 > over_ms)
+        .map(|(w, (total, to_agg))| Stall {
+            at_s: (w * WINDOW_MS) as f64 / 1000.0,
+            total_max_ms: f64::from(total) / 1000.0,
+            publish_to_aggregator_max_ms: f64::from(to_agg) / 1000.0,
+        })
+        .collect();
+    out.sort_by(|a, b| b.total_max_ms.total_cmp(&a.total_max_ms));
+    out
+}
+
+/// A window of a step whose worst tick took longer than the stall threshold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Stall {
+    at_s: f64,
+    total_max_ms: f64,
+    publish_to_aggregator_max_ms: f64,
 }
 
 /// p50, p95, p99 in milliseconds.
@@ -152,14 +201,17 @@ async fn client(url: String, samples: Arc<Samples>, mut stop: watch::Receiver<bo
             for f in batch.messages {
                 if let Ok(d) = Delta::decode(f.payload.as_ref()) {
                     for t in d.ticks {
-                        samples.record([
-                            t.ts_arrival - t.ts_exchange,
-                            d.ts - t.ts_arrival,
-                            f.ts_received - d.ts,
-                            batch.ts - f.ts_received,
-                            now - batch.ts,
-                            now - t.ts_exchange,
-                        ]);
+                        samples.record(
+                            t.ts_exchange,
+                            [
+                                t.ts_arrival - t.ts_exchange,
+                                d.ts - t.ts_arrival,
+                                f.ts_received - d.ts,
+                                batch.ts - f.ts_received,
+                                now - batch.ts,
+                                now - t.ts_exchange,
+                            ],
+                        );
                     }
                 }
             }
@@ -326,7 +378,10 @@ pub async fn bench_live(
         let elapsed = t0.elapsed().as_secs_f64();
         let published_rate = report.published as f64 / elapsed;
         let ingested = agg_stats.ticks.ingested.load(Ordering::Relaxed) - ingested0;
-        let mut parts = samples.take(step);
+        let step_samples = samples.take(step);
+        // Where the tail came from: the windows whose worst tick took over STALL_MS.
+        let slow = stalls(&step_samples, STALL_MS);
+        let mut parts = step_samples.parts;
         let got = std::mem::take(&mut parts[5]);
         let delivered = got.len() as f64 / cfg.clients as f64 / cfg.seconds;
         let (p50, p95, p99) = percentiles(got);
@@ -350,6 +405,15 @@ pub async fn bench_live(
             cfg.clients,
             parts_text.join(" · ")
         ));
+        if let Some(worst) = slow.first() {
+            progress(&format!(
+                "      {} window(s) of {WINDOW_MS} ms with a tick over {STALL_MS:.0} ms; the worst at +{:.2} s: {:.1} ms, of which publish→aggregator {:.1} ms",
+                slow.len(),
+                worst.at_s,
+                worst.total_max_ms,
+                worst.publish_to_aggregator_max_ms
+            ));
+        }
         let target = if rate <= 4_000.0 { 30.0 } else { 180.0 };
         // A tick waits for the aggregator's next delta, uniformly over the interval: the p99 of
         // that wait alone, before any transport, is 0.99 × the interval.
@@ -378,6 +442,8 @@ pub async fn bench_live(
                 "delta_wait_floor_p99_ms": wait_floor_p99,
                 "batch_interval_ms": batch_ms,
                 "delivered_ticks_per_s_per_client": delivered,
+                "stall_windows_over_100ms": slow.len(),
+                "worst_stall_windows": &slow[..slow.len().min(5)],
                 "target_note": if rate <= 4_000.0 { "issue 5: p99 ≤ 30 ms at 4k/s" } else { "seed 002: p99 < 180 ms end to end" },
             }),
             host: Host::now(),
@@ -396,4 +462,49 @@ fn gw_task_addr(ws_url: &str) -> String {
         .trim_start_matches("ws://")
         .trim_end_matches("/ws")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(s: &mut StepSamples, published_ms: i64, to_agg_ms: u32, total_ms: u32) {
+        s.published_ns.push(published_ms * 1_000_000);
+        for (i, v) in s.parts.iter_mut().enumerate() {
+            v.push(match i {
+                0 => to_agg_ms * 1000,
+                5 => total_ms * 1000,
+                _ => 0,
+            });
+        }
+    }
+
+    #[test]
+    fn stalls_name_the_windows_over_the_threshold_worst_first() {
+        let mut s = StepSamples::default();
+        for ms in (1_000..6_000).step_by(10) {
+            sample(&mut s, ms, 2, 30);
+        }
+        // Two stalls: one at +1.5 s (publish → aggregator), a worse one at +3.25 s (elsewhere).
+        sample(&mut s, 2_510, 290, 311);
+        sample(&mut s, 4_300, 5, 150);
+        let got = stalls(&s, 100.0);
+        assert_eq!(
+            got,
+            vec![
+                Stall {
+                    at_s: 1.5,
+                    total_max_ms: 311.0,
+                    publish_to_aggregator_max_ms: 290.0
+                },
+                Stall {
+                    at_s: 3.25,
+                    total_max_ms: 150.0,
+                    publish_to_aggregator_max_ms: 5.0
+                },
+            ]
+        );
+        assert!(stalls(&s, 400.0).is_empty());
+        assert!(stalls(&StepSamples::default(), 100.0).is_empty());
+    }
 }
