@@ -59,3 +59,25 @@ pub use async_nats;
 /// surely a typo, and the services add these durations to clock instants, which must not
 /// overflow (`--drain-timeout 500000000000years` used to panic the collector on SIGTERM).
 pub const MAX_SETTING_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// The longest retention a topology may give a stream, a KV bucket or the dead letters: 100
+/// years of 365 days (`0` means forever). JetStream carries it in nanoseconds as an `i64`, which
+/// ends at about 292 years.
+pub const MAX_RETENTION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Checks that the duration setting `key` is at most `max` (whole days); the error names the
+/// key, the value and the limit.
+pub(crate) fn check_duration_at_most(
+    key: &str,
+    value: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<(), String> {
+    if value > max {
+        return Err(format!(
+            "`{key}` ({}) is longer than the limit of {}days",
+            humantime::format_duration(value),
+            max.as_secs() / 86_400
+        ));
+    }
+    Ok(())
+}

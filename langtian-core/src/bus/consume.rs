@@ -162,6 +162,18 @@ impl ConsumerSpec {
         if self.fetch_batch == 0 {
             return Err("fetch_batch must be > 0".into());
         }
+        let year = crate::MAX_SETTING_DURATION;
+        crate::check_duration_at_most("ack_wait", self.ack_wait, year)?;
+        crate::check_duration_at_most("heartbeat", self.heartbeat, year)?;
+        if let Some(e) = self.fetch_expires {
+            crate::check_duration_at_most("fetch_expires", e, year)?;
+        }
+        for (i, d) in self.backoff.iter().enumerate() {
+            crate::check_duration_at_most(&format!("backoff[{i}]"), *d, year)?;
+        }
+        for (i, d) in self.ack_wait_backoff.iter().enumerate() {
+            crate::check_duration_at_most(&format!("ack_wait_backoff[{i}]"), *d, year)?;
+        }
         if let Some(e) = self.fetch_expires
             && e <= self.heartbeat
         {

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::error::api;
 use super::{Bus, BusError, ConsumerSpec, DlqConfig};
+use crate::{MAX_RETENTION, MAX_SETTING_DURATION, check_duration_at_most};
 
 /// Storage backend of a stream or bucket.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -238,6 +239,15 @@ impl Topology {
                     s.name
                 )));
             }
+            let named = |r: String| err(format!("{r} (stream `{}`)", s.name));
+            check_duration_at_most(&format!("streams[{i}].max_age"), s.max_age, MAX_RETENTION)
+                .map_err(named)?;
+            check_duration_at_most(
+                &format!("streams[{i}].duplicate_window"),
+                s.duplicate_window,
+                MAX_SETTING_DURATION,
+            )
+            .map_err(named)?;
         }
         for (i, c) in self.consumers.iter().enumerate() {
             c.validate()
@@ -250,6 +260,15 @@ impl Topology {
                     k.bucket
                 )));
             }
+            let named = |r: String| err(format!("{r} (bucket `{}`)", k.bucket));
+            check_duration_at_most(&format!("kv[{i}].max_age"), k.max_age, MAX_RETENTION).map_err(named)?;
+            if let Some(m) = k.limit_markers {
+                check_duration_at_most(&format!("kv[{i}].limit_markers"), m, MAX_SETTING_DURATION)
+                    .map_err(named)?;
+            }
+        }
+        if let Some(d) = &self.dlq {
+            check_duration_at_most("dlq.max_age", d.max_age, MAX_RETENTION).map_err(err)?;
         }
         Ok(())
     }
@@ -372,6 +391,63 @@ mod tests {
         let t = Topology::default_topology().unwrap();
         assert!(t.streams.iter().any(|s| s.name == "LT_EVENTS"));
         assert!(t.kv.iter().any(|k| k.bucket == "lt_nodes"));
+    }
+
+    #[test]
+    fn durations_beyond_their_limit_are_named() {
+        let cases = [
+            (
+                "streams:\n  - name: A\n    subjects: [a]\n    max_age: 36501days\n",
+                "streams[0].max_age",
+                "stream `A`",
+            ),
+            (
+                "streams:\n  - name: A\n    subjects: [a]\n    duplicate_window: 400d\n",
+                "streams[0].duplicate_window",
+                "stream `A`",
+            ),
+            (
+                "kv:\n  - bucket: b\n    max_age: 100000000years\n",
+                "kv[0].max_age",
+                "bucket `b`",
+            ),
+            (
+                "kv:\n  - bucket: b\n    limit_markers: 2years\n",
+                "kv[0].limit_markers",
+                "bucket `b`",
+            ),
+            (
+                "consumers:\n  - stream: S\n    durable: d\n    ack_wait: 2years\n",
+                "ack_wait",
+                "S/d",
+            ),
+            (
+                "consumers:\n  - stream: S\n    durable: d\n    backoff: [1s, 1000years]\n",
+                "backoff[1]",
+                "S/d",
+            ),
+            (
+                "consumers:\n  - stream: S\n    durable: d\n    ack_wait_backoff: [5000years]\n",
+                "ack_wait_backoff[0]",
+                "S/d",
+            ),
+            (
+                "consumers:\n  - stream: S\n    durable: d\n    heartbeat: 2years\n",
+                "heartbeat",
+                "S/d",
+            ),
+            ("dlq:\n  max_age: 200years\n", "dlq.max_age", "limit of 36500days"),
+        ];
+        for (yaml, key, context) in cases {
+            let err = Topology::from_yaml_str("t.yaml", yaml).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{yaml}: {err}");
+            assert!(err.contains(context), "{yaml}: {err}");
+            assert!(err.contains("longer than the limit"), "{yaml}: {err}");
+        }
+        // At the limits: accepted (a year for timeouts, a century for retention).
+        let ok =
+            "streams:\n  - name: A\n    subjects: [a]\n    max_age: 36500days\n    duplicate_window: 365d\n";
+        Topology::from_yaml_str("t.yaml", ok).unwrap();
     }
 
     #[test]
