@@ -36,16 +36,14 @@ pub fn log_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, String>
 /// ```
 /// use std::time::Duration;
 /// assert_eq!(langtian_core::cli::duration_arg("250ms"), Ok(Duration::from_millis(250)));
-/// assert!(langtian_core::cli::duration_arg("2years").unwrap_err().contains("at most one year"));
+/// assert!(langtian_core::cli::duration_arg("2years").unwrap_err().contains("longer than the limit of 365days (one year)"));
 /// assert!(langtian_core::cli::duration_arg("soon").is_err());
 /// ```
 pub fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration like 250ms, 10s or 2h: {e}"))?;
-    if d > crate::MAX_SETTING_DURATION {
-        return Err(format!(
-            "`{s}` is too long: a duration may be at most one year (365days)"
-        ));
+    if let Some(tail) = crate::over_limit(d, crate::MAX_SETTING_DURATION) {
+        return Err(format!("`{s}` {tail}"));
     }
     Ok(d)
 }

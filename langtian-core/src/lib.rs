@@ -65,19 +65,69 @@ pub const MAX_SETTING_DURATION: std::time::Duration = std::time::Duration::from_
 /// ends at about 292 years.
 pub const MAX_RETENTION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// Checks that the duration setting `key` is at most `max` (whole days); the error names the
-/// key, the value and the limit.
+/// Checks that the duration setting `key` is at most `max`; the error names the key, the value
+/// and the limit, e.g. "`ack_wait` (2years) is longer than the limit of 365days (one year)".
 pub(crate) fn check_duration_at_most(
     key: &str,
     value: std::time::Duration,
     max: std::time::Duration,
 ) -> Result<(), String> {
-    if value > max {
-        return Err(format!(
-            "`{key}` ({}) is longer than the limit of {}days",
-            humantime::format_duration(value),
-            max.as_secs() / 86_400
-        ));
+    match over_limit(value, max) {
+        Some(tail) => Err(format!("`{key}` ({}) {tail}", humantime::format_duration(value))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The one wording of every duration limit (flags, pipeline files, topology files): `None` when
+/// `value` is within `max`, else "is longer than the limit of 365days (one year)" for the caller
+/// to put after the key and value it names.
+pub(crate) fn over_limit(value: std::time::Duration, max: std::time::Duration) -> Option<String> {
+    if value <= max {
+        return None;
+    }
+    let days = max.as_secs() / 86_400;
+    let years = match (days % 365, days / 365) {
+        (0, 1) => " (one year)".to_owned(),
+        (0, n) => format!(" ({n} years)"),
+        _ => String::new(),
+    };
+    Some(format!("is longer than the limit of {days}days{years}"))
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn one_wording_for_every_duration_limit() {
+        assert_eq!(over_limit(MAX_SETTING_DURATION, MAX_SETTING_DURATION), None);
+        let year_and_a_second = MAX_SETTING_DURATION + Duration::from_secs(1);
+        assert_eq!(
+            over_limit(year_and_a_second, MAX_SETTING_DURATION).as_deref(),
+            Some("is longer than the limit of 365days (one year)")
+        );
+        let e = check_duration_at_most(
+            "dlq.max_age",
+            Duration::from_secs(200 * 365 * 86_400),
+            MAX_RETENTION,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("`dlq.max_age` (199years"), "{e}");
+        assert!(
+            e.ends_with(") is longer than the limit of 36500days (100 years)"),
+            "{e}"
+        );
+        assert_eq!(
+            over_limit(Duration::from_secs(3 * 86_400), Duration::from_secs(2 * 86_400)).as_deref(),
+            Some("is longer than the limit of 2days")
+        );
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn a_flag_beyond_the_limit_uses_the_same_words() {
+        let flag = crate::cli::duration_arg("366days").unwrap_err();
+        assert_eq!(flag, "`366days` is longer than the limit of 365days (one year)");
+    }
 }

@@ -15,7 +15,8 @@ use langtian_core::aggregate::{AggregatorConfig, DeltaApplied, FeedConfig, MdRec
 use langtian_core::bus::{Bus, OutgoingMessage, Publisher, PublisherConfig, Qos, Topology};
 use langtian_core::envelope::EnvelopeBuilder;
 use langtian_core::proto::battery::v1::ChannelSample;
-use langtian_core::proto::md::v1::Tick;
+use langtian_core::proto::md::v1::{Contract, Tick};
+use langtian_core::sim::ticks::publish_contracts;
 use langtian_core::sim::{TickSim, TickSimConfig};
 use prost::Message as _;
 use tokio::sync::watch;
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 fn ticks_only() -> AggregatorConfig {
     AggregatorConfig {
         battery: None,
+        contracts: None,
         ..AggregatorConfig::default()
     }
 }
@@ -41,7 +43,11 @@ async fn start(
     let s = stats.clone();
     common::wait_until(Duration::from_secs(10), "aggregator feeds reading", || {
         let s = s.clone();
-        async move { s.ticks.ready.load(Ordering::Relaxed) || s.battery.ready.load(Ordering::Relaxed) }
+        async move {
+            [&s.ticks, &s.battery, &s.contracts]
+                .iter()
+                .any(|f| f.ready.load(Ordering::Relaxed))
+        }
     })
     .await;
     (stats, tx, h)
@@ -330,6 +336,7 @@ async fn battery_samples_become_channel_deltas_and_gaps_are_counted() {
     Topology::default_topology().unwrap().apply(&bus).await.unwrap();
     let cfg = AggregatorConfig {
         ticks: None,
+        contracts: None,
         battery: Some(FeedConfig {
             start: langtian_core::aggregate::FeedStart::New,
             ..FeedConfig::battery()
@@ -390,6 +397,106 @@ async fn battery_samples_become_channel_deltas_and_gaps_are_counted() {
     assert_eq!(seqs, vec![(0, 10), (1, 10)]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contracts_from_xy_ref_become_deltas_and_snapshots_of_their_own_and_survive_a_restart() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    Topology::default_topology().unwrap().apply(&bus).await.unwrap();
+    let contracts_only = || AggregatorConfig {
+        ticks: None,
+        battery: None,
+        ..AggregatorConfig::default()
+    };
+    let (stats, stop, task) = start(&bus, contracts_only()).await;
+    let mut deltas = bus.client().subscribe("xy.md.contract.>").await.unwrap();
+    bus.client().flush().await.unwrap();
+    let sim = TickSim::new(TickSimConfig {
+        venues: 2,
+        symbols_per_venue: 3,
+        ..TickSimConfig::default()
+    });
+    assert_eq!(publish_contracts(&bus, &sim, "xy.ref.contract").await.unwrap(), 6);
+    // A second run of the simulator publishes the same versions: JetStream's duplicate window
+    // drops them (same message ids), so the stream still holds one message per instrument.
+    publish_contracts(&bus, &sim, "xy.ref.contract").await.unwrap();
+    // A new version of one contract, and one the aggregator must refuse (multiplier 0).
+    let mut changed = sim.contracts()[0].clone();
+    changed.seq = 2;
+    changed.multiplier *= 2.0;
+    let mut bad = sim.contracts()[1].clone();
+    bad.seq = 3;
+    bad.multiplier = 0.0;
+    let subject = |c: &Contract| format!("xy.ref.contract.{}.{}", c.venue, c.symbol);
+    publish_all(
+        &bus,
+        vec![
+            OutgoingMessage::new(subject(&changed), changed.encode_to_vec()),
+            OutgoingMessage::new(subject(&bad), bad.encode_to_vec()),
+        ],
+    )
+    .await;
+
+    // Deltas on xy.md.contract.<venue>.<shard> carry every contract, the changed one last.
+    let mut seen: BTreeMap<String, Contract> = BTreeMap::new();
+    while seen.len() < 6 || seen[&format!("{}.{}", changed.venue, changed.symbol)].seq < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), deltas.next())
+            .await
+            .expect("contract deltas")
+            .unwrap();
+        let (group, d, _) = Contract::decode_delta(&m.payload).unwrap();
+        assert!(
+            m.subject
+                .as_str()
+                .starts_with(&format!("xy.md.contract.{group}.")),
+            "{}",
+            m.subject
+        );
+        for c in d.records {
+            assert_eq!(c.venue, group);
+            seen.insert(format!("{}.{}", c.venue, c.symbol), c);
+        }
+    }
+    assert_eq!(seen[&format!("{}.{}", changed.venue, changed.symbol)], changed);
+    let c = &stats.contracts;
+    common::wait_until(Duration::from_secs(5), "the bad contract counted", || async {
+        c.decode_errors.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    // The stream keeps only the latest contract per instrument (max_msgs_per_subject: 1): the
+    // refused one replaced its predecessor there, which the aggregator still holds.
+    let mut xy_ref = bus.jetstream().get_stream("XY_REF").await.unwrap();
+    assert_eq!(xy_ref.info().await.unwrap().state.messages, 6);
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+
+    // The snapshot (KV key xy.md.contracts.<venue>) holds the venue's contracts, the new version
+    // included; the tick snapshots' keys (xy.md.snapshot.*) are untouched.
+    let venue = changed.venue.clone();
+    let (snap, _) = kv_snapshot::<Contract>(&bus, &format!("xy.md.contracts.{venue}"))
+        .await
+        .expect("contract snapshot in KV");
+    let expected: Vec<Contract> = seen.values().filter(|c| c.venue == venue).cloned().collect();
+    assert_eq!(snap.records, expected);
+    assert!(
+        kv_snapshot::<Tick>(&bus, &format!("xy.md.snapshot.{venue}"))
+            .await
+            .is_none()
+    );
+
+    // A restarted aggregator restores them from KV and answers a fresh-snapshot request.
+    let (stats2, stop2, task2) = start(&bus, contracts_only()).await;
+    assert_eq!(stats2.contracts.restored_groups.load(Ordering::Relaxed), 2);
+    let reply = bus
+        .client()
+        .request(format!("xy.md.req.contracts.{venue}"), bytes::Bytes::new())
+        .await
+        .unwrap();
+    let (group, fresh, _) = Contract::decode_snapshot(&reply.payload).unwrap();
+    assert_eq!((group, fresh.records), (venue, expected));
+    let _ = stop2.send(true);
+    task2.await.unwrap().unwrap();
+}
+
 #[test]
 fn settings_out_of_range_are_named() {
     let mut c = AggregatorConfig {
@@ -410,4 +517,14 @@ fn settings_out_of_range_are_named() {
     assert!(c.validate().unwrap_err().to_string().contains("shards"));
     c.shards = 4;
     assert!(c.validate().is_ok());
+    // Contracts stored under the ticks' snapshot keys would restore as ticks.
+    c.contracts = Some(FeedConfig {
+        snapshot_word: "snapshot".into(),
+        ..FeedConfig::contracts()
+    });
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("snapshot_word") && e.contains("xy.md.snapshot."),
+        "{e}"
+    );
 }

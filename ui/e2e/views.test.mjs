@@ -65,10 +65,19 @@ test('five tabs share one WebSocket through one SharedWorker; every view works; 
     })
     await until('sorted by last, descending', async () => {
       const lasts = await ticks.locator('.grid-row').evaluateAll((rows) =>
-        rows.sort((a, b) => Number(a.dataset.index) - Number(b.dataset.index)).slice(0, 10).map((r) => Number(r.children[2].textContent)),
+        rows.sort((a, b) => Number(a.dataset.index) - Number(b.dataset.index)).slice(0, 10).map((r) => Number(r.children[4].textContent)),
       )
       return lasts.length === 10 && lasts.every((v, i) => i === 0 || v <= lasts[i - 1] + 5)
     })
+    // Each row carries its instrument's contract (XY_REF → aggregator → xy.md.contract.*), joined by
+    // key: a name like "rebar 2501" and a lot multiplier.
+    await until('contract names and multipliers in the visible rows', async () => {
+      const joined = await ticks.locator('[data-testid=ticks-grid] .grid-row').evaluateAll((rows) =>
+        rows.slice(0, 10).map((r) => [r.children[1].textContent, r.children[2].textContent, r.children[3].textContent]),
+      )
+      return joined.length === 10 && joined.every(([symbol, name, mult]) => name.endsWith(symbol.slice(-4)) && /^[a-zA-Z]/.test(name) && Number(mult) > 0)
+    })
+    await until('every contract counted', async () => /· 150 contracts ·/.test((await ticks.locator('h2').textContent()) ?? ''))
     await ticks.screenshot({ path: join(artifacts, 'ticks.png') })
 
     // Battery channel grid: thousands of rows, coloured status.

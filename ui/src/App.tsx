@@ -52,6 +52,7 @@ function createSession(token: string) {
   return {
     conn,
     ticks: new LiveTable('ticks', conn),
+    contracts: new LiveTable('contracts', conn),
     cells: new LiveTable('cells', conn),
     nodes: nodesCollection(conn),
     analysis: new AnalysisStore(conn),
@@ -147,7 +148,7 @@ export function App() {
       {state === 'unauthorized' ? <div className="banner level-3">The token was refused (expired?). Open a fresh URL from lt up.</div> : null}
       {errors.length > 0 ? <p className="error">{errors[errors.length - 1]}</p> : null}
       <main>
-        {view === 'ticks' ? <TicksView live={session.ticks} /> : null}
+        {view === 'ticks' ? <TicksView live={session.ticks} contracts={session.contracts} /> : null}
         {view === 'cells' ? <CellsView live={session.cells} /> : null}
         {view === 'system' ? <SystemView status={status} nodes={session.nodes} conn={session.conn} /> : null}
         {view === 'analysis' ? <AnalysisView store={session.analysis} /> : null}

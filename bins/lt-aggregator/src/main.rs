@@ -10,13 +10,15 @@ use langtian_core::aggregate::{AggregateError, AggregatorConfig, FeedConfig, Reo
 use langtian_core::bus::Bus;
 use langtian_core::cli::{self, NatsArgs};
 
-/// Reads raw market ticks (`xy.src.tick.<venue>.<symbol>`, stream XY_SRC) and battery channel
-/// samples (`lt.evt.battery.>`, stream LT_EVENTS), keeps the latest state per instrument or
-/// channel (duplicates dropped, small re-orderings fixed by per-key sequence, gaps counted), and
-/// publishes every `--delta-interval` the changed keys per shard
-/// (`xy.md.tick.<venue>.<shard>`, `lt.md.delta.cells.<shard>`) and every `--snapshot-interval`
-/// a snapshot per group (`xy.md.snapshot.<venue>`, `lt.md.snapshot.cells`), also stored in the
-/// KV bucket `md_snapshots` under the same name. A restart continues from those snapshots.
+/// Reads raw market ticks (`xy.src.tick.<venue>.<symbol>`, stream XY_SRC), contracts
+/// (`xy.ref.contract.<venue>.<symbol>`, stream XY_REF) and battery channel samples
+/// (`lt.evt.battery.>`, stream LT_EVENTS), keeps the latest state per instrument or channel
+/// (duplicates dropped, small re-orderings fixed by per-key sequence, gaps counted), and
+/// publishes every `--delta-interval` the changed keys per shard (`xy.md.tick.<venue>.<shard>`,
+/// `xy.md.contract.<venue>.<shard>`, `lt.md.delta.cells.<shard>`) and every
+/// `--snapshot-interval` a snapshot per group (`xy.md.snapshot.<venue>`,
+/// `xy.md.contracts.<venue>`, `lt.md.snapshot.cells`), also stored in the KV bucket
+/// `md_snapshots` under the same name. A restart continues from those snapshots.
 ///
 /// Exit codes: 0 stopped cleanly, 10 configuration error, 1 other errors.
 #[derive(Debug, Parser)]
@@ -34,8 +36,8 @@ struct Cli {
     /// How long a record ahead of a missing sequence waits for it.
     #[arg(long, default_value = "20ms", value_parser = langtian_core::cli::duration_arg)]
     reorder_window: Duration,
-    /// Feeds to run: ticks, battery or both (comma-separated).
-    #[arg(long, default_value = "ticks,battery", value_delimiter = ',')]
+    /// Feeds to run, comma-separated: ticks, contracts, battery.
+    #[arg(long, default_value = "ticks,contracts,battery", value_delimiter = ',')]
     feeds: Vec<String>,
     /// Group name of the battery channels.
     #[arg(long, default_value = "cells")]
@@ -74,16 +76,22 @@ fn config(cli: &Cli) -> Result<AggregatorConfig, String> {
         kv_bucket: cli.kv_bucket.clone(),
         ticks: None,
         battery: None,
+        contracts: None,
     };
     for f in &cli.feeds {
         match f.trim() {
             "ticks" => cfg.ticks = Some(FeedConfig::ticks()),
+            "contracts" => cfg.contracts = Some(FeedConfig::contracts()),
             "battery" => {
                 let mut b = FeedConfig::battery();
                 b.group = Some(cli.battery_group.clone());
                 cfg.battery = Some(b);
             }
-            other => return Err(format!("--feeds: unknown feed `{other}` (ticks, battery)")),
+            other => {
+                return Err(format!(
+                    "--feeds: unknown feed `{other}` (ticks, contracts, battery)"
+                ));
+            }
         }
     }
     cfg.validate().map_err(|e| e.to_string())?;

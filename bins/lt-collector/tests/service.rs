@@ -173,7 +173,7 @@ fn a_drain_timeout_beyond_a_year_is_refused_not_panicked_on() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("--drain-timeout") && err.contains("at most one year"),
+        err.contains("--drain-timeout") && err.contains("longer than the limit of 365days (one year)"),
         "{err}"
     );
 }

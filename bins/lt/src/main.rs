@@ -124,6 +124,8 @@ enum Cmd {
     /// forwarder, UDP collector, battery simulator, the flow into a local DuckLake and the query
     /// service, with a live status line. Ctrl-C drains and stops cleanly; a second `lt up`
     /// resumes with the same store and lake.
+    /// Exit codes: 0 stopped cleanly, 10 configuration (a flag, the topology file), 1 other
+    /// errors.
     Up(UpArgs),
     /// Read-only SQL on the lake (through the running `lt up`, or the lake file with --local).
     Query(query_cmd::QueryArgs),
@@ -415,27 +417,57 @@ async fn main() -> ExitCode {
         eprintln!("lt: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }
-    let result = match &cli.cmd {
+    let result: Result<(), CmdError> = match &cli.cmd {
         Cmd::Up(a) => Box::pin(cmd_up(&cli.conn, a)).await,
-        Cmd::Query(a) => query_cmd::cmd_query(&cli.conn, a).await,
-        Cmd::Sim(c) => sim_cmd::cmd_sim(&cli.conn, c).await,
-        Cmd::Pub(a) => cmd_pub(&cli.conn, a).await,
-        Cmd::Sub(a) => cmd_sub(&cli.conn, a).await,
-        Cmd::Nodes(a) => cmd_nodes(&cli.conn, a).await,
-        Cmd::NatsAccess(a) => access_cmd::cmd_nats_access(a),
-        Cmd::Provision(a) => access_cmd::cmd_provision(&cli.conn, a).await,
-        Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
-        Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await,
-        Cmd::Bench(BenchCmd::Ingest(a)) => cmd_bench_ingest(a).await,
-        Cmd::Bench(BenchCmd::Live(a)) => cmd_bench_live(a).await,
-        Cmd::Flow(f) => cmd_flow(f).await,
+        cmd => other_cmd(&cli.conn, cmd).await.map_err(CmdError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            langtian_core::console::fail("lt", "command_failed", &e);
-            ExitCode::FAILURE
+            langtian_core::console::fail("lt", "command_failed", &e.message);
+            ExitCode::from(e.exit)
         }
+    }
+}
+
+/// How a command failed: its message and exit code (10 for settings that cannot work, as for
+/// every Langtian binary; 1 for the rest).
+#[derive(Debug)]
+struct CmdError {
+    exit: u8,
+    message: String,
+}
+
+impl CmdError {
+    fn config(message: impl Into<String>) -> Self {
+        Self {
+            exit: langtian_core::cli::EXIT_CONFIG,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for CmdError {
+    fn from(message: String) -> Self {
+        Self { exit: 1, message }
+    }
+}
+
+async fn other_cmd(conn: &ConnArgs, cmd: &Cmd) -> Result<(), String> {
+    match cmd {
+        Cmd::Up(_) => Err("internal: `lt up` is run by main".into()),
+        Cmd::Query(a) => query_cmd::cmd_query(conn, a).await,
+        Cmd::Sim(c) => sim_cmd::cmd_sim(conn, c).await,
+        Cmd::Pub(a) => cmd_pub(conn, a).await,
+        Cmd::Sub(a) => cmd_sub(conn, a).await,
+        Cmd::Nodes(a) => cmd_nodes(conn, a).await,
+        Cmd::NatsAccess(a) => access_cmd::cmd_nats_access(a),
+        Cmd::Provision(a) => access_cmd::cmd_provision(conn, a).await,
+        Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(conn, a).await,
+        Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await,
+        Cmd::Bench(BenchCmd::Ingest(a)) => cmd_bench_ingest(a).await,
+        Cmd::Bench(BenchCmd::Live(a)) => cmd_bench_live(a).await,
+        Cmd::Flow(f) => cmd_flow(f).await,
     }
 }
 
@@ -466,18 +498,17 @@ async fn sigterm() {
     }
 }
 
-async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
+async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), CmdError> {
     if a.nats_tls && conn.nats_url.is_some() {
-        return Err(
-            "--nats-tls makes the embedded nats-server require TLS; with --nats-url the server is yours: pass its CA with --tls-ca instead"
-                .into(),
-        );
+        return Err(CmdError::config(
+            "--nats-tls makes the embedded nats-server require TLS; with --nats-url the server is yours: pass its CA with --tls-ca instead",
+        ));
     }
     if !(a.tick_rate.is_finite() && a.tick_rate >= 0.0) {
-        return Err(format!(
+        return Err(CmdError::config(format!(
             "--tick-rate must be a number ≥ 0 (0: no ticks), got {}",
             a.tick_rate
-        ));
+        )));
     }
     let cfg = UpConfig {
         data_dir: a.data_dir.clone(),
@@ -496,7 +527,10 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
         query: !a.no_flow,
         ops_addr: match a.metrics_addr.as_str() {
             "off" => None,
-            s => Some(s.parse().map_err(|e| format!("--metrics-addr `{s}`: {e}"))?),
+            s => Some(
+                s.parse()
+                    .map_err(|e| CmdError::config(format!("--metrics-addr `{s}`: {e}")))?,
+            ),
         },
         live: !a.no_live,
         tick_rate: a.tick_rate,
@@ -521,7 +555,14 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), String> {
         },
     ))
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| CmdError {
+        exit: if e.is_config() {
+            langtian_core::cli::EXIT_CONFIG
+        } else {
+            1
+        },
+        message: e.to_string(),
+    })?;
     if tty {
         println!();
     }

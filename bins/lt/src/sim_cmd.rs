@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use langtian_core::sim::ticks::{TickRun, publish_ticks};
+use langtian_core::sim::ticks::{TickRun, publish_contracts, publish_ticks};
 use langtian_core::sim::udp::{BatteryUdpConfig, send_battery_udp};
 use langtian_core::sim::{TickSim, TickSimConfig};
 use tokio::sync::watch;
@@ -80,6 +80,10 @@ pub struct TickArgs {
     /// Seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Where the instruments' contracts (reference data) go first, one per instrument
+    /// (`<prefix>.<venue>.<symbol>`, stream XY_REF); `off` not to publish them.
+    #[arg(long, default_value = "xy.ref.contract")]
+    contracts_prefix: String,
 }
 
 fn stop_after(limit: Option<Duration>) -> watch::Receiver<bool> {
@@ -143,6 +147,15 @@ pub async fn cmd_sim(conn: &ConnArgs, cmd: &SimCmd) -> Result<(), String> {
             run.validate().map_err(|e| e.to_string())?;
             let bus = conn.connect().await?;
             let mut sim = TickSim::new(sim_cfg);
+            if a.contracts_prefix != "off" {
+                let n = publish_contracts(&bus, &sim, &a.contracts_prefix)
+                    .await
+                    .map_err(|e| format!("publishing contracts to {}.>: {e}", a.contracts_prefix))?;
+                eprintln!(
+                    "lt sim ticks: {n} contracts → {}.<venue>.<symbol>",
+                    a.contracts_prefix
+                );
+            }
             eprintln!(
                 "lt sim ticks: {} instruments, {} ticks/s → {}.<venue>.<symbol>",
                 sim.instruments(),

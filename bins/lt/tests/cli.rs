@@ -267,8 +267,41 @@ fn nats_tls_with_an_external_server_is_refused_with_a_reason() {
             "--nats-tls",
         ],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
     assert!(text(&o).contains("pass its CA with --tls-ca"), "{}", text(&o));
+}
+
+/// A topology file that cannot work stops `lt up` before anything starts, with exit code 10 (as
+/// for every binary's settings) and the key, the value and the file named.
+#[test]
+fn a_bad_topology_file_is_a_configuration_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = dir.path().join("t.yaml");
+    std::fs::write(
+        &topology,
+        "streams:\n  - name: A\n    subjects: [a]\n    max_msgs_per_subject: 0\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let o = lt(
+        "nats://127.0.0.1:1",
+        &[
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--topology",
+            topology.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("t.yaml")
+            && out.contains("streams[0].max_msgs_per_subject is 0")
+            && out.contains("stream `A`"),
+        "{out}"
+    );
+    assert!(!data.join("nats").exists(), "nothing started: {out}");
 }
 
 /// `lt nats-access` writes users a real nats-server enforces: without a key the server refuses

@@ -20,7 +20,7 @@ use super::{AggregateError, AggregatorConfig, FeedConfig, FeedStart, venue_group
 use crate::bus::Bus;
 use crate::envelope::{Envelope, now_nanos};
 use crate::proto::battery::v1::ChannelSample;
-use crate::proto::md::v1::Tick;
+use crate::proto::md::v1::{Contract, Tick};
 
 pub(super) type Decode<R> = fn(&FeedConfig, &[u8]) -> Result<(String, R), String>;
 
@@ -34,6 +34,21 @@ pub(super) fn decode_tick(f: &FeedConfig, payload: &[u8]) -> Result<(String, Tic
     }
     let group = f.group.clone().unwrap_or_else(|| venue_group(&t.venue));
     Ok((group, t))
+}
+
+pub(super) fn decode_contract(f: &FeedConfig, payload: &[u8]) -> Result<(String, Contract), String> {
+    let c = Contract::decode(payload).map_err(|e| format!("not a langtian.md.v1.Contract: {e}"))?;
+    if c.symbol.is_empty() || c.venue.is_empty() {
+        return Err("contract without a symbol or venue".into());
+    }
+    if !(c.tick_size.is_finite() && c.tick_size > 0.0 && c.multiplier.is_finite() && c.multiplier > 0.0) {
+        return Err(format!(
+            "contract {}.{}: tick_size ({}) and multiplier ({}) must be positive numbers",
+            c.venue, c.symbol, c.tick_size, c.multiplier
+        ));
+    }
+    let group = f.group.clone().unwrap_or_else(|| venue_group(&c.venue));
+    Ok((group, c))
 }
 
 pub(super) fn decode_sample(f: &FeedConfig, payload: &[u8]) -> Result<(String, ChannelSample), String> {

@@ -5,6 +5,7 @@
 //! | feed | source | deltas | snapshots (subject = KV key) |
 //! |---|---|---|---|
 //! | ticks | `xy.src.tick.<venue>.<symbol>` (stream `XY_SRC`, `langtian.md.v1.Tick`) | `xy.md.tick.<venue>.<shard>` (`Delta`) | `xy.md.snapshot.<venue>` (`Snapshot`) |
+//! | contracts | `xy.ref.contract.<venue>.<symbol>` (stream `XY_REF`, `langtian.md.v1.Contract`) | `xy.md.contract.<venue>.<shard>` (`ContractDelta`) | `xy.md.contracts.<venue>` (`ContractSnapshot`) |
 //! | battery | `lt.evt.battery.>` (stream `LT_EVENTS`, envelopes of `ChannelSample`) | `lt.md.delta.<group>.<shard>` (`ChannelDelta`) | `lt.md.snapshot.<group>` (`ChannelSnapshot`) |
 //!
 //! Duplicates are dropped and records re-ordered within a small window by the per-key sequence
@@ -42,6 +43,8 @@ pub struct AggregatorConfig {
     pub ticks: Option<FeedConfig>,
     /// The battery channel feed (`None`: off).
     pub battery: Option<FeedConfig>,
+    /// The contract (reference data) feed (`None`: off).
+    pub contracts: Option<FeedConfig>,
 }
 
 /// One feed: where its records come from and where deltas and snapshots go.
@@ -53,8 +56,12 @@ pub struct FeedConfig {
     pub filter: String,
     /// Output prefix (`xy` → `xy.md.<delta_word>.<group>.<shard>`, `xy.md.snapshot.<group>`).
     pub prefix: String,
-    /// The word of the delta subjects: `tick` for ticks, `delta` for battery.
+    /// The word of the delta subjects: `tick` for ticks, `contract` for contracts, `delta` for
+    /// battery.
     pub delta_word: String,
+    /// The word of the snapshot subjects (and KV keys): `snapshot`, or `contracts` for contracts
+    /// (their groups are venues too, so they need keys of their own).
+    pub snapshot_word: String,
     /// Fixed group name (battery); `None` groups ticks by venue.
     pub group: Option<String>,
     /// Where to start without a stored snapshot.
@@ -82,6 +89,7 @@ impl Default for AggregatorConfig {
             kv_bucket: "md_snapshots".into(),
             ticks: Some(FeedConfig::ticks()),
             battery: Some(FeedConfig::battery()),
+            contracts: Some(FeedConfig::contracts()),
         }
     }
 }
@@ -94,6 +102,22 @@ impl FeedConfig {
             filter: "xy.src.tick.>".into(),
             prefix: "xy".into(),
             delta_word: "tick".into(),
+            snapshot_word: "snapshot".into(),
+            group: None,
+            start: FeedStart::LastPerSubject,
+        }
+    }
+
+    /// Contracts from `XY_REF` (`xy.ref.contract.>`) to `xy.md.contract.<venue>.<shard>`,
+    /// snapshots `xy.md.contracts.<venue>`; without a stored snapshot it starts from every
+    /// instrument's latest contract.
+    pub fn contracts() -> Self {
+        Self {
+            stream: "XY_REF".into(),
+            filter: "xy.ref.contract.>".into(),
+            prefix: "xy".into(),
+            delta_word: "contract".into(),
+            snapshot_word: "contracts".into(),
             group: None,
             start: FeedStart::LastPerSubject,
         }
@@ -106,6 +130,7 @@ impl FeedConfig {
             filter: "lt.evt.battery.>".into(),
             prefix: "lt".into(),
             delta_word: "delta".into(),
+            snapshot_word: "snapshot".into(),
             group: Some("cells".into()),
             start: FeedStart::Since(Duration::from_secs(60)),
         }
@@ -116,15 +141,15 @@ impl FeedConfig {
         format!("{}.md.{}.{group}.{shard}", self.prefix, self.delta_word)
     }
 
-    /// The snapshot subject (and KV key) of `group`.
+    /// The snapshot subject (and KV key) of `group`: `<prefix>.md.<snapshot_word>.<group>`.
     pub fn snapshot_subject(&self, group: &str) -> String {
-        format!("{}.md.snapshot.{group}", self.prefix)
+        format!("{}.md.{}.{group}", self.prefix, self.snapshot_word)
     }
 
     /// Where the aggregator answers requests for a fresh snapshot of `group`
-    /// (`<prefix>.md.req.snapshot.<group>`; an empty reply: no such group).
+    /// (`<prefix>.md.req.<snapshot_word>.<group>`; an empty reply: no such group).
     pub fn snapshot_request_subject(&self, group: &str) -> String {
-        format!("{}.md.req.snapshot.{group}", self.prefix)
+        format!("{}.md.req.{}.{group}", self.prefix, self.snapshot_word)
     }
 }
 
@@ -176,11 +201,15 @@ impl AggregatorConfig {
                 ),
             );
         }
-        if self.ticks.is_none() && self.battery.is_none() {
+        if self.feeds().next().is_none() {
             return bad("feeds", "no feed is enabled".into());
         }
-        for f in self.ticks.iter().chain(self.battery.iter()) {
-            for (key, v) in [("prefix", &f.prefix), ("delta_word", &f.delta_word)] {
+        for f in self.feeds() {
+            for (key, v) in [
+                ("prefix", &f.prefix),
+                ("delta_word", &f.delta_word),
+                ("snapshot_word", &f.snapshot_word),
+            ] {
                 if v.is_empty() || v.contains(['*', '>', ' ']) {
                     return bad(key, format!("`{v}` is not a subject token"));
                 }
@@ -191,7 +220,23 @@ impl AggregatorConfig {
                 return bad("group", format!("`{g}` must be one subject token"));
             }
         }
+        // Two feeds writing the same snapshot keys would restore each other's state.
+        let mut keys = std::collections::BTreeSet::new();
+        for f in self.feeds() {
+            let k = f.snapshot_subject("");
+            if !keys.insert(k.clone()) {
+                return bad("snapshot_word", format!("two feeds store snapshots under `{k}*`"));
+            }
+        }
         Ok(())
+    }
+
+    /// The enabled feeds.
+    pub fn feeds(&self) -> impl Iterator<Item = &FeedConfig> {
+        self.ticks
+            .iter()
+            .chain(self.contracts.iter())
+            .chain(self.battery.iter())
     }
 }
 

@@ -1,12 +1,12 @@
-//! The two record kinds the aggregator keeps — market ticks and battery channel samples — and
-//! their delta/snapshot messages (`langtian.md.v1.Delta`/`Snapshot`,
-//! `langtian.battery.v1.ChannelDelta`/`ChannelSnapshot`).
+//! The record kinds the aggregator keeps — market ticks, contracts (reference data) and battery
+//! channel samples — and their delta/snapshot messages (`langtian.md.v1.Delta`/`Snapshot`,
+//! `ContractDelta`/`ContractSnapshot`, `langtian.battery.v1.ChannelDelta`/`ChannelSnapshot`).
 
 use prost::Message;
 
 use super::state::{GroupSnapshot, Keyed, ShardDelta};
 use crate::proto::battery::v1::{ChannelDelta, ChannelSample, ChannelSnapshot};
-use crate::proto::md::v1::{Delta, Snapshot, Tick};
+use crate::proto::md::v1::{Contract, ContractDelta, ContractSnapshot, Delta, Snapshot, Tick};
 
 /// A delta or snapshot that could not be decoded.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -47,6 +47,18 @@ impl Keyed for Tick {
     }
 }
 
+impl Keyed for Contract {
+    fn key(&self) -> String {
+        format!("{}.{}", self.venue, self.symbol)
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+}
+
 impl Keyed for ChannelSample {
     fn key(&self) -> String {
         format!("{}/{}", self.device_id, self.channel)
@@ -66,100 +78,112 @@ fn err(what: &'static str) -> impl FnOnce(prost::DecodeError) -> MessageError {
     }
 }
 
-impl MdRecord for Tick {
-    fn encode_delta(group: &str, d: &ShardDelta<Self>, ts: i64) -> Vec<u8> {
-        Delta {
-            group: group.to_owned(),
-            shard: d.shard,
-            version: d.version,
-            ts,
-            ticks: d.records.clone(),
-            base_version: d.base_version,
+/// Implements [`MdRecord`] for a record whose delta and snapshot messages have the fields of
+/// `langtian.md.v1.Delta`/`Snapshot`, the records in field `$records`.
+macro_rules! md_record {
+    ($rec:ty, $delta:ident = $delta_name:literal, $snapshot:ident = $snapshot_name:literal, $records:ident) => {
+        impl MdRecord for $rec {
+            fn encode_delta(group: &str, d: &ShardDelta<Self>, ts: i64) -> Vec<u8> {
+                $delta {
+                    group: group.to_owned(),
+                    shard: d.shard,
+                    version: d.version,
+                    base_version: d.base_version,
+                    ts,
+                    $records: d.records.clone(),
+                }
+                .encode_to_vec()
+            }
+            fn decode_delta(bytes: &[u8]) -> Result<DecodedDelta<Self>, MessageError> {
+                let d = $delta::decode(bytes).map_err(err($delta_name))?;
+                let delta = ShardDelta {
+                    shard: d.shard,
+                    version: d.version,
+                    base_version: d.base_version,
+                    records: d.$records,
+                };
+                Ok((d.group, delta, d.ts))
+            }
+            fn encode_snapshot(group: &str, s: &GroupSnapshot<Self>, ts: i64) -> Vec<u8> {
+                $snapshot {
+                    group: group.to_owned(),
+                    version: s.version,
+                    ts,
+                    $records: s.records.clone(),
+                    shard_versions: s.shard_versions.clone(),
+                }
+                .encode_to_vec()
+            }
+            fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<Self>, MessageError> {
+                let s = $snapshot::decode(bytes).map_err(err($snapshot_name))?;
+                let snapshot = GroupSnapshot {
+                    version: s.version,
+                    records: s.$records,
+                    shard_versions: s.shard_versions,
+                };
+                Ok((s.group, snapshot, s.ts))
+            }
         }
-        .encode_to_vec()
-    }
-    fn decode_delta(bytes: &[u8]) -> Result<DecodedDelta<Self>, MessageError> {
-        let d = Delta::decode(bytes).map_err(err("langtian.md.v1.Delta"))?;
-        Ok((
-            d.group,
-            ShardDelta {
-                shard: d.shard,
-                version: d.version,
-                base_version: d.base_version,
-                records: d.ticks,
-            },
-            d.ts,
-        ))
-    }
-    fn encode_snapshot(group: &str, s: &GroupSnapshot<Self>, ts: i64) -> Vec<u8> {
-        Snapshot {
-            group: group.to_owned(),
-            version: s.version,
-            ts,
-            ticks: s.records.clone(),
-            shard_versions: s.shard_versions.clone(),
-        }
-        .encode_to_vec()
-    }
-    fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<Self>, MessageError> {
-        let s = Snapshot::decode(bytes).map_err(err("langtian.md.v1.Snapshot"))?;
-        Ok((
-            s.group,
-            GroupSnapshot {
-                version: s.version,
-                records: s.ticks,
-                shard_versions: s.shard_versions,
-            },
-            s.ts,
-        ))
-    }
+    };
 }
 
-impl MdRecord for ChannelSample {
-    fn encode_delta(group: &str, d: &ShardDelta<Self>, ts: i64) -> Vec<u8> {
-        ChannelDelta {
-            group: group.to_owned(),
-            shard: d.shard,
-            version: d.version,
-            base_version: d.base_version,
-            ts,
-            samples: d.records.clone(),
-        }
-        .encode_to_vec()
-    }
-    fn decode_delta(bytes: &[u8]) -> Result<DecodedDelta<Self>, MessageError> {
-        let d = ChannelDelta::decode(bytes).map_err(err("langtian.battery.v1.ChannelDelta"))?;
-        Ok((
-            d.group,
-            ShardDelta {
-                shard: d.shard,
-                version: d.version,
-                base_version: d.base_version,
-                records: d.samples,
-            },
-            d.ts,
-        ))
-    }
-    fn encode_snapshot(group: &str, s: &GroupSnapshot<Self>, ts: i64) -> Vec<u8> {
-        ChannelSnapshot {
-            group: group.to_owned(),
-            version: s.version,
-            ts,
-            samples: s.records.clone(),
-            shard_versions: s.shard_versions.clone(),
-        }
-        .encode_to_vec()
-    }
-    fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<Self>, MessageError> {
-        let s = ChannelSnapshot::decode(bytes).map_err(err("langtian.battery.v1.ChannelSnapshot"))?;
-        Ok((
-            s.group,
-            GroupSnapshot {
-                version: s.version,
-                records: s.samples,
-                shard_versions: s.shard_versions,
-            },
-            s.ts,
-        ))
+md_record!(
+    Tick,
+    Delta = "langtian.md.v1.Delta",
+    Snapshot = "langtian.md.v1.Snapshot",
+    ticks
+);
+md_record!(
+    Contract,
+    ContractDelta = "langtian.md.v1.ContractDelta",
+    ContractSnapshot = "langtian.md.v1.ContractSnapshot",
+    contracts
+);
+md_record!(
+    ChannelSample,
+    ChannelDelta = "langtian.battery.v1.ChannelDelta",
+    ChannelSnapshot = "langtian.battery.v1.ChannelSnapshot",
+    samples
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contracts_round_trip_through_their_delta_and_snapshot() {
+        let c = Contract {
+            symbol: "rb2501".into(),
+            venue: "shfe".into(),
+            name: "rebar 2501".into(),
+            tick_size: 1.0,
+            multiplier: 10.0,
+            currency: "CNY".into(),
+            expiry: "2025-01-15".into(),
+            seq: 2,
+            ts: 7,
+        };
+        assert_eq!(
+            (c.key(), c.seq(), Keyed::ts(&c)),
+            ("shfe.rb2501".to_owned(), 2, 7)
+        );
+        let d = ShardDelta {
+            shard: 1,
+            version: 5,
+            base_version: 4,
+            records: vec![c.clone()],
+        };
+        let (group, back, ts) = Contract::decode_delta(&Contract::encode_delta("shfe", &d, 9)).unwrap();
+        assert_eq!((group.as_str(), back, ts), ("shfe", d, 9));
+        let s = GroupSnapshot {
+            version: 3,
+            records: vec![c],
+            shard_versions: vec![0, 5],
+        };
+        let (_, back, _) = Contract::decode_snapshot(&Contract::encode_snapshot("shfe", &s, 9)).unwrap();
+        assert_eq!(back, s);
+        // A tick delta is not a contract snapshot: the error names the message.
+        let e = Contract::decode_snapshot(&[0xff, 0xff]).unwrap_err();
+        assert_eq!(e.what, "langtian.md.v1.ContractSnapshot");
     }
 }

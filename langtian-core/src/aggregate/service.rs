@@ -7,11 +7,12 @@ use std::sync::atomic::AtomicU64;
 use async_nats::jetstream::kv;
 use tokio::sync::watch;
 
-use super::feed::{decode_sample, decode_tick, run_feed};
-use super::{AggregateError, AggregatorConfig};
+use super::feed::{Decode, decode_contract, decode_sample, decode_tick, run_feed};
+use super::records::MdRecord;
+use super::{AggregateError, AggregatorConfig, FeedConfig};
 use crate::bus::Bus;
 use crate::proto::battery::v1::ChannelSample;
-use crate::proto::md::v1::Tick;
+use crate::proto::md::v1::{Contract, Tick};
 
 /// Counters of one feed (shared with status lines and tests; also exported as metrics with the
 /// label `feed`).
@@ -45,13 +46,15 @@ pub struct FeedStats {
     pub ready: std::sync::atomic::AtomicBool,
 }
 
-/// Counters of both feeds.
+/// Counters of every feed.
 #[derive(Debug, Default)]
 pub struct AggregatorStats {
     /// The tick feed.
     pub ticks: FeedStats,
     /// The battery feed.
     pub battery: FeedStats,
+    /// The contract (reference data) feed.
+    pub contracts: FeedStats,
 }
 
 /// Runs every configured feed until `shutdown` turns true; on the way out each feed publishes
@@ -65,29 +68,21 @@ pub async fn run_aggregator(
     cfg.validate()?;
     let kv = snapshot_store(&bus, &cfg.kv_bucket).await?;
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(f) = cfg.ticks.clone() {
-        let (bus, cfg, kv, stats, stop) = (
-            bus.clone(),
-            cfg.clone(),
-            kv.clone(),
-            stats.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(async move {
-            run_feed::<Tick>("tick", decode_tick, bus, cfg, f, kv, &stats.ticks, stop).await
-        });
+    let spawn = FeedSpawner {
+        bus: &bus,
+        cfg: &cfg,
+        kv: &kv,
+        stats: &stats,
+        stop: &shutdown,
+    };
+    if let Some(f) = &cfg.ticks {
+        spawn.feed::<Tick>(&mut tasks, "tick", decode_tick, f, |s| &s.ticks);
     }
-    if let Some(f) = cfg.battery.clone() {
-        let (bus, cfg, kv, stats, stop) = (
-            bus.clone(),
-            cfg.clone(),
-            kv.clone(),
-            stats.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn(async move {
-            run_feed::<ChannelSample>("battery", decode_sample, bus, cfg, f, kv, &stats.battery, stop).await
-        });
+    if let Some(f) = &cfg.contracts {
+        spawn.feed::<Contract>(&mut tasks, "contract", decode_contract, f, |s| &s.contracts);
+    }
+    if let Some(f) = &cfg.battery {
+        spawn.feed::<ChannelSample>(&mut tasks, "battery", decode_sample, f, |s| &s.battery);
     }
     let mut first_err = None;
     while let Some(r) = tasks.join_next().await {
@@ -102,6 +97,39 @@ pub async fn run_aggregator(
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// What every feed task shares.
+struct FeedSpawner<'a> {
+    bus: &'a Bus,
+    cfg: &'a AggregatorConfig,
+    kv: &'a kv::Store,
+    stats: &'a Arc<AggregatorStats>,
+    stop: &'a watch::Receiver<bool>,
+}
+
+impl FeedSpawner<'_> {
+    /// Runs feed `name` in `tasks`, counting in the stats `stats_of` picks.
+    fn feed<R: MdRecord>(
+        &self,
+        tasks: &mut tokio::task::JoinSet<Result<(), AggregateError>>,
+        name: &'static str,
+        decode: Decode<R>,
+        feed: &FeedConfig,
+        stats_of: fn(&AggregatorStats) -> &FeedStats,
+    ) {
+        let (bus, cfg, kv, stats, stop, feed) = (
+            self.bus.clone(),
+            self.cfg.clone(),
+            self.kv.clone(),
+            self.stats.clone(),
+            self.stop.clone(),
+            feed.clone(),
+        );
+        tasks.spawn(
+            async move { run_feed::<R>(name, decode, bus, cfg, feed, kv, stats_of(&stats), stop).await },
+        );
+    }
 }
 
 /// Opens the snapshot bucket, creating it (history 1, file) when it does not exist.
@@ -150,7 +178,12 @@ pub fn status_line(s: &AggregatorStats) -> String {
             f.decode_errors.load(Relaxed),
         )
     };
-    format!("{} | {}", f("ticks", &s.ticks), f("battery", &s.battery))
+    format!(
+        "{} | {} | {}",
+        f("ticks", &s.ticks),
+        f("contracts", &s.contracts),
+        f("battery", &s.battery)
+    )
 }
 
 /// Runs the aggregator as a service: `/metrics` + `/healthz` (ready once NATS is connected and
@@ -178,17 +211,23 @@ pub async fn run_aggregator_service(
                 reason: format!("binding {addr}: {e}"),
             })?;
         let (s, b) = (stats.clone(), bus.clone());
-        let (want_ticks, want_battery) = (cfg.ticks.is_some(), cfg.battery.is_some());
+        let want = (
+            cfg.ticks.is_some(),
+            cfg.contracts.is_some(),
+            cfg.battery.is_some(),
+        );
         let probe: obs::HealthProbe = Arc::new(move || {
             let connected = b.client().connection_state() == async_nats::connection::State::Connected;
-            let ticks = !want_ticks || s.ticks.ready.load(Relaxed);
-            let battery = !want_battery || s.battery.ready.load(Relaxed);
+            let ticks = !want.0 || s.ticks.ready.load(Relaxed);
+            let contracts = !want.1 || s.contracts.ready.load(Relaxed);
+            let battery = !want.2 || s.battery.ready.load(Relaxed);
             let details = serde_json::json!({
                 "nats_connected": connected,
                 "ticks_ready": ticks,
+                "contracts_ready": contracts,
                 "battery_ready": battery,
             });
-            if connected && ticks && battery {
+            if connected && ticks && contracts && battery {
                 Health::ok(details)
             } else {
                 Health::not_ready(details)

@@ -333,6 +333,7 @@ pub async fn bench_live(
         // A fresh aggregator per step (it restores from its KV snapshots, as after a restart).
         let agg_cfg = AggregatorConfig {
             battery: None,
+            contracts: None,
             delta_interval,
             ..AggregatorConfig::default()
         };

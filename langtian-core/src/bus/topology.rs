@@ -51,6 +51,10 @@ pub struct StreamSpec {
     /// Max messages (-1 = unlimited).
     #[serde(default = "minus_one")]
     pub max_msgs: i64,
+    /// Max messages kept per subject (-1 = unlimited); 1 keeps only each subject's latest, as
+    /// reference data wants (JetStream drops the older one when a newer arrives).
+    #[serde(default = "minus_one")]
+    pub max_msgs_per_subject: i64,
     /// De-duplication window for `Nats-Msg-Id` (0 = server default of 2 minutes).
     #[serde(default, with = "humantime_serde")]
     pub duplicate_window: Duration,
@@ -80,6 +84,7 @@ impl StreamSpec {
             max_age: Duration::ZERO,
             max_bytes: -1,
             max_msgs: -1,
+            max_msgs_per_subject: -1,
             duplicate_window: Duration::ZERO,
             discard_new: false,
             allow_direct: false,
@@ -96,6 +101,7 @@ impl StreamSpec {
             max_age: self.max_age,
             max_bytes: self.max_bytes,
             max_messages: self.max_msgs,
+            max_messages_per_subject: self.max_msgs_per_subject,
             duplicate_window: self.duplicate_window,
             discard: if self.discard_new {
                 stream::DiscardPolicy::New
@@ -240,6 +246,12 @@ impl Topology {
                 )));
             }
             let named = |r: String| err(format!("{r} (stream `{}`)", s.name));
+            if s.max_msgs_per_subject == 0 || s.max_msgs_per_subject < -1 {
+                return Err(named(format!(
+                    "streams[{i}].max_msgs_per_subject is {}: use -1 (unlimited) or at least 1",
+                    s.max_msgs_per_subject
+                )));
+            }
             check_duration_at_most(&format!("streams[{i}].max_age"), s.max_age, MAX_RETENTION)
                 .map_err(named)?;
             check_duration_at_most(

@@ -556,8 +556,9 @@ impl PipelineFile {
             }),
         ];
         for (path, d) in durations.into_iter().flatten() {
-            if d > MAX_SETTING_DURATION {
-                return Err(fail(path, format!("({d:?}) must be at most one year")));
+            if let Some(tail) = crate::over_limit(d, MAX_SETTING_DURATION) {
+                let value = humantime::format_duration(d);
+                return Err(fail(path, format!("({value}) {tail}")));
             }
         }
         match p.source.kind.as_str() {
@@ -845,7 +846,10 @@ mod tests {
         let text = text.replace("stream: S", "stream: S\n      ack_wait: 365days 1s");
         let err = PipelineFile::from_str("t.yml", &text, &BTreeMap::new()).unwrap_err();
         assert!(
-            err.message.contains("ack_wait") && err.message.contains("at most one year"),
+            err.message.contains("ack_wait")
+                && err
+                    .message
+                    .contains("longer than the limit of 365days (one year)"),
             "{err}"
         );
         let text = base(NATS).replace("flush_interval_seconds: 1", "flush_interval_seconds: 31535999");

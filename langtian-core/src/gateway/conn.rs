@@ -287,11 +287,13 @@ async fn on_frame(
     }
 }
 
-/// `<p>.md.snapshot.<group>` → `<p>.md.req.snapshot.<group>`, where the aggregator answers.
+/// A snapshot key `<p>.md.<word>.<group>` (`xy.md.snapshot.shfe`, `xy.md.contracts.shfe`) →
+/// `<p>.md.req.<word>.<group>`, where the aggregator answers.
 fn fresh_snapshot_subject(key: &str) -> Option<String> {
-    let (prefix, group) = key.split_once(".md.snapshot.")?;
-    (!prefix.is_empty() && !group.is_empty() && !group.contains('.'))
-        .then(|| format!("{prefix}.md.req.snapshot.{group}"))
+    let (prefix, rest) = key.split_once(".md.")?;
+    let (word, group) = rest.split_once('.')?;
+    let tokens_ok = [prefix, word, group].iter().all(|t| !t.is_empty());
+    (tokens_ok && word != "req" && !group.contains('.')).then(|| format!("{prefix}.md.req.{word}.{group}"))
 }
 
 fn deny(shared: &Shared, claims: &Claims, subject: &str, what: &'static str) {
@@ -594,5 +596,36 @@ async fn monitor_loop(conn: Arc<Conn>, shared: Arc<Shared>, claims: Claims) {
             resync,
             batch_interval_ms: interval.as_millis() as u32,
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_snapshot_subject;
+
+    #[test]
+    fn snapshot_keys_map_to_the_aggregators_request_subjects() {
+        let f = |k: &str| fresh_snapshot_subject(k);
+        assert_eq!(
+            f("xy.md.snapshot.shfe").as_deref(),
+            Some("xy.md.req.snapshot.shfe")
+        );
+        assert_eq!(
+            f("xy.md.contracts.shfe").as_deref(),
+            Some("xy.md.req.contracts.shfe")
+        );
+        assert_eq!(
+            f("lt.md.snapshot.cells").as_deref(),
+            Some("lt.md.req.snapshot.cells")
+        );
+        // Not snapshot keys: a delta subject, a request subject, no prefix.
+        for k in [
+            "xy.md.tick.shfe.0",
+            "xy.md.req.snapshot.shfe",
+            "md.snapshot.shfe",
+            "xy.md.snapshot",
+        ] {
+            assert_eq!(f(k), None, "{k}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use crate::proto::battery::v1::{ChannelDelta, ChannelSample, ChannelSnapshot};
-use crate::proto::md::v1::{Delta, Snapshot, Tick};
+use crate::proto::md::v1::{ContractDelta, Delta, Snapshot, Tick};
 
 /// Thresholds of the three levels.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,6 +207,7 @@ impl Pending {
 enum Kind {
     TickDelta,
     TickSnapshot,
+    ContractDelta,
     ChannelDelta,
     ChannelSnapshot,
     Other,
@@ -216,6 +217,7 @@ fn kind_of(subject: &str) -> Kind {
     let t: Vec<&str> = subject.split('.').collect();
     match (t.get(1), t.get(2), t.len()) {
         (Some(&"md"), Some(&"tick"), 5) => Kind::TickDelta,
+        (Some(&"md"), Some(&"contract"), 5) => Kind::ContractDelta,
         (Some(&"md"), Some(&"delta"), 5) => Kind::ChannelDelta,
         (Some(&"md"), Some(&"snapshot"), 4) if t[0] == "xy" => Kind::TickSnapshot,
         (Some(&"md"), Some(&"snapshot"), 4) => Kind::ChannelSnapshot,
@@ -230,19 +232,19 @@ fn merge(kind: Kind, earlier: &[u8], later: &[u8]) -> Option<Bytes> {
         Kind::TickDelta => {
             let mut a = Delta::decode(earlier).ok()?;
             let b = Delta::decode(later).ok()?;
-            let mut by_key: Vec<Tick> = Vec::with_capacity(a.ticks.len() + b.ticks.len());
-            let mut idx: HashMap<(String, String), usize> = HashMap::new();
-            for t in a.ticks.drain(..).chain(b.ticks) {
-                let k = (t.venue.clone(), t.symbol.clone());
-                match idx.get(&k) {
-                    Some(i) => by_key[*i] = t,
-                    None => {
-                        idx.insert(k, by_key.len());
-                        by_key.push(t);
-                    }
-                }
-            }
-            a.ticks = by_key;
+            a.ticks = latest_by_key(std::mem::take(&mut a.ticks), b.ticks, |t| {
+                (t.venue.clone(), t.symbol.clone())
+            });
+            a.version = b.version;
+            a.ts = b.ts;
+            Some(a.encode_to_vec().into())
+        }
+        Kind::ContractDelta => {
+            let mut a = ContractDelta::decode(earlier).ok()?;
+            let b = ContractDelta::decode(later).ok()?;
+            a.contracts = latest_by_key(std::mem::take(&mut a.contracts), b.contracts, |c| {
+                (c.venue.clone(), c.symbol.clone())
+            });
             a.version = b.version;
             a.ts = b.ts;
             Some(a.encode_to_vec().into())
@@ -250,25 +252,37 @@ fn merge(kind: Kind, earlier: &[u8], later: &[u8]) -> Option<Bytes> {
         Kind::ChannelDelta => {
             let mut a = ChannelDelta::decode(earlier).ok()?;
             let b = ChannelDelta::decode(later).ok()?;
-            let mut by_key: Vec<ChannelSample> = Vec::with_capacity(a.samples.len() + b.samples.len());
-            let mut idx: HashMap<(String, u32), usize> = HashMap::new();
-            for s in a.samples.drain(..).chain(b.samples) {
-                let k = (s.device_id.clone(), s.channel);
-                match idx.get(&k) {
-                    Some(i) => by_key[*i] = s,
-                    None => {
-                        idx.insert(k, by_key.len());
-                        by_key.push(s);
-                    }
-                }
-            }
-            a.samples = by_key;
+            a.samples = latest_by_key(std::mem::take(&mut a.samples), b.samples, |s| {
+                (s.device_id.clone(), s.channel)
+            });
             a.version = b.version;
             a.ts = b.ts;
             Some(a.encode_to_vec().into())
         }
         _ => None,
     }
+}
+
+/// `earlier` then `later`, one record per key: a later record replaces the earlier one in its
+/// place.
+fn latest_by_key<T, K: std::hash::Hash + Eq>(
+    earlier: Vec<T>,
+    later: Vec<T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(earlier.len() + later.len());
+    let mut idx: HashMap<K, usize> = HashMap::new();
+    for r in earlier.into_iter().chain(later) {
+        let k = key(&r);
+        match idx.get(&k) {
+            Some(i) => out[*i] = r,
+            None => {
+                idx.insert(k, out.len());
+                out.push(r);
+            }
+        }
+    }
+    out
 }
 
 fn trim_tick(t: &mut Tick, keep: &BTreeSet<String>) {
@@ -380,7 +394,8 @@ pub fn trim(subject: &str, payload: &Bytes, p: &DegradePolicy) -> Bytes {
                 .for_each(|s| trim_sample(s, &p.sample_fields));
             d.encode_to_vec()
         }),
-        Kind::Other => None,
+        // Contracts are small and rare: sent whole.
+        Kind::ContractDelta | Kind::Other => None,
     };
     out.map(Bytes::from).unwrap_or_else(|| payload.clone())
 }
@@ -436,13 +451,15 @@ impl Outbox {
                 let old = &mut self.queue[i];
                 let kind = kind_of(&p.subject);
                 let merged = match kind {
-                    Kind::TickDelta | Kind::ChannelDelta => match merge(kind, &old.payload, &p.payload) {
-                        Some(m) => Some(m),
-                        None => {
-                            self.resync.insert(p.sub_id);
-                            None
+                    Kind::TickDelta | Kind::ContractDelta | Kind::ChannelDelta => {
+                        match merge(kind, &old.payload, &p.payload) {
+                            Some(m) => Some(m),
+                            None => {
+                                self.resync.insert(p.sub_id);
+                                None
+                            }
                         }
-                    },
+                    }
                     _ => None,
                 };
                 self.bytes -= old.size();
@@ -572,6 +589,32 @@ mod tests {
         assert_eq!((m.base_version, m.version), (4, 6));
         let seqs: Vec<(String, u64)> = m.ticks.iter().map(|t| (t.symbol.clone(), t.seq)).collect();
         assert_eq!(seqs, vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 1)]);
+        // Contract deltas merge the same way (a dropped one would cost the client a re-snapshot).
+        let contract = |sym: &str, seq| crate::proto::md::v1::Contract {
+            venue: "shfe".into(),
+            symbol: sym.into(),
+            seq,
+            ..Default::default()
+        };
+        let c1 = ContractDelta {
+            group: "shfe".into(),
+            version: 2,
+            base_version: 1,
+            contracts: vec![contract("a", 1)],
+            ..Default::default()
+        };
+        let c2 = ContractDelta {
+            version: 3,
+            base_version: 2,
+            contracts: vec![contract("b", 1), contract("a", 2)],
+            ..c1.clone()
+        };
+        o.push(p(9, "xy.md.contract.shfe.0", &c1.encode_to_vec()));
+        o.push(p(9, "xy.md.contract.shfe.0", &c2.encode_to_vec()));
+        let m = ContractDelta::decode(o.take().0[0].payload.as_ref()).unwrap();
+        assert_eq!((m.base_version, m.version), (1, 3));
+        let seqs: Vec<(&str, u64)> = m.contracts.iter().map(|c| (c.symbol.as_str(), c.seq)).collect();
+        assert_eq!(seqs, vec![("a", 2), ("b", 1)]);
         // An undecodable delta cannot be merged: replaced, and the subscription must re-snapshot.
         o.push(p(8, "xy.md.tick.shfe.1", b"\xff\xff"));
         o.push(p(8, "xy.md.tick.shfe.1", b"\xff"));

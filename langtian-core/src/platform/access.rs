@@ -10,7 +10,7 @@
 //! | `query` | take requests on `lt.query.v1` (queue group) and stream each answer back |
 //! | `aggregator` | read the source streams with ordered consumers; publish `<prefix>.md.>`; write KV `md_snapshots`; answer snapshot requests |
 //! | `gateway` | subscribe to what browsers may see (`UI_SUBJECTS`); request snapshots; read KV `md_snapshots`; own KV `lt_feature_flags` and stream `LT_AUDIT` |
-//! | `ticks` | publish simulated ticks to `xy.src.tick.>` (stream `XY_SRC`) |
+//! | `ticks` | publish simulated ticks to `xy.src.tick.>` (stream `XY_SRC`) and contracts to `xy.ref.contract.>` (stream `XY_REF`) |
 //! | `local` | clients without credentials (SDKs, the `lt` CLI) in `--nats-auth local`: publish events, ticks and analysis tables, query, read node and snapshot buckets, subscribe to anything but the services' inboxes and request subjects |
 //!
 //! Seeds are kept in `<data dir>/nats/keys/<identity>.nk` (mode 0600), so a service started by
@@ -94,6 +94,8 @@ pub struct PlatformNames {
     pub ui_subjects: Vec<String>,
     /// The tick simulator's stream and subject prefix.
     pub ticks: (String, String),
+    /// The stream and subject prefix of the simulator's contracts (reference data).
+    pub contracts: (String, String),
     /// Grants for the services run as their own processes (`lt-collector`, `lt-aggregator`,
     /// `lt-query`), which also register themselves in the node registry; inside `lt up` the
     /// `admin` connection registers the one node.
@@ -117,12 +119,17 @@ impl PlatformNames {
                 .unwrap_or_else(|| "LT_DLQ".into()),
             query_subject: "lt.query.v1".into(),
             nodes_bucket: crate::discovery::DiscoveryConfig::default().bucket,
-            feeds: vec![("XY_SRC".into(), "xy".into()), ("LT_EVENTS".into(), "lt".into())],
+            feeds: vec![
+                ("XY_SRC".into(), "xy".into()),
+                ("XY_REF".into(), "xy".into()),
+                ("LT_EVENTS".into(), "lt".into()),
+            ],
             snapshot_bucket: "md_snapshots".into(),
             flags_bucket: "lt_feature_flags".into(),
             audit_prefix: "lt.audit".into(),
             ui_subjects: super::UI_SUBJECTS.iter().map(|s| (*s).to_owned()).collect(),
             ticks: ("XY_SRC".into(), "xy.src.tick".into()),
+            contracts: ("XY_REF".into(), "xy.ref.contract".into()),
             standalone: false,
         }
     }
@@ -152,7 +159,7 @@ impl PlatformNames {
                     g = g
                         .ordered_pull_reader(stream)
                         .publish([format!("{prefix}.md.>")])
-                        .subscribe([format!("{prefix}.md.req.snapshot.>")]);
+                        .subscribe([format!("{prefix}.md.req.>")]);
                 }
                 g
             }
@@ -164,13 +171,15 @@ impl PlatformNames {
                     .creates_stream("LT_AUDIT")
                     .publish([format!("{}.>", self.audit_prefix)]);
                 for (_, prefix) in &self.feeds {
-                    g = g.publish([format!("{prefix}.md.req.snapshot.>")]);
+                    g = g.publish([format!("{prefix}.md.req.>")]);
                 }
                 g
             }
             "ticks" => g
                 .publish([format!("{}.>", self.ticks.1)])
-                .stream_info(&self.ticks.0),
+                .stream_info(&self.ticks.0)
+                .publish([format!("{}.>", self.contracts.1)])
+                .stream_info(&self.contracts.0),
             LOCAL_USER => {
                 let mut g = Grant::with_default_inbox()
                     .publish([
@@ -192,7 +201,7 @@ impl PlatformNames {
                     .responds();
                 for (_, prefix) in &self.feeds {
                     g = g
-                        .publish([format!("{prefix}.md.req.snapshot.>")])
+                        .publish([format!("{prefix}.md.req.>")])
                         .deny_subscribe([format!("{prefix}.md.req.>")]);
                 }
                 g

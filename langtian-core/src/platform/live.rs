@@ -13,7 +13,7 @@ use crate::aggregate::service::{AggregatorStats, run_aggregator};
 use crate::bus::Bus;
 use crate::gateway::auth::{Claims, JwtConfig, sign_hs256};
 use crate::gateway::{Gateway, GatewayConfig, GatewayStats};
-use crate::sim::ticks::{TickRun, publish_ticks};
+use crate::sim::ticks::{TickRun, publish_contracts, publish_ticks};
 use crate::sim::{TickSim, TickSimConfig};
 
 pub use super::UI_SUBJECTS;
@@ -75,6 +75,19 @@ pub(super) fn tick_run(cfg: &UpConfig) -> TickRun {
     }
 }
 
+/// The aggregator's settings in `lt up` (every feed, `--delta-interval`), checked.
+pub(super) fn aggregator_config(cfg: &UpConfig) -> Result<AggregatorConfig, UpError> {
+    let agg = AggregatorConfig {
+        delta_interval: cfg.delta_interval,
+        ..AggregatorConfig::default()
+    };
+    agg.validate().map_err(|e| UpError::Config {
+        what: "the aggregator (--delta-interval)".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(agg)
+}
+
 pub(super) async fn start_live(
     cfg: &UpConfig,
     buses: LiveBuses,
@@ -82,13 +95,7 @@ pub(super) async fn start_live(
     on_line: &mut impl FnMut(&str),
 ) -> Result<Live, UpError> {
     let mut tasks = Vec::new();
-    let agg_cfg = AggregatorConfig {
-        delta_interval: cfg.delta_interval,
-        ..AggregatorConfig::default()
-    };
-    agg_cfg
-        .validate()
-        .map_err(|e| setup("the aggregator (--delta-interval)")(e.to_string()))?;
+    let agg_cfg = aggregator_config(cfg)?;
     let aggregator = Arc::new(AggregatorStats::default());
     {
         let (bus, stats, stop) = (buses.aggregator, aggregator.clone(), stop.clone());
@@ -158,7 +165,7 @@ pub(super) async fn start_live(
         let run = tick_run(cfg);
         let mut sim = TickSim::new(TickSimConfig::default());
         on_line(&format!(
-            "tick simulator: {} instruments, {} ticks/s (bursts ×{} every {} s) → xy.src.tick.<venue>.<symbol>",
+            "tick simulator: {} instruments (contracts → xy.ref.contract.<venue>.<symbol>), {} ticks/s (bursts ×{} every {} s) → xy.src.tick.<venue>.<symbol>",
             sim.instruments(),
             cfg.tick_rate,
             run.burst_factor,
@@ -166,6 +173,10 @@ pub(super) async fn start_live(
         ));
         let bus = buses.ticks;
         sim_task = Some(tokio::spawn(async move {
+            // Reference data first, so the grid names each instrument from its first tick.
+            if let Err(e) = publish_contracts(&bus, &sim, "xy.ref.contract").await {
+                tracing::error!(code = "contract_sim_failed", error = %e, "publishing the simulator's contracts failed");
+            }
             if let Err(e) = publish_ticks(&bus, &mut sim, &run, sim_rx, |_| {}).await {
                 tracing::error!(code = "tick_sim_stopped", error = %e, "tick simulator stopped");
             }

@@ -67,6 +67,34 @@ pub enum UpError {
         /// Why it failed.
         reason: String,
     },
+    /// A setting cannot work (the aggregator's `--delta-interval`, …); names it.
+    #[error("{what}: {reason}")]
+    Config {
+        /// Which setting.
+        what: String,
+        /// Why it cannot work.
+        reason: String,
+    },
+}
+
+impl UpError {
+    /// Whether the settings are wrong (a flag, the topology file) rather than something while
+    /// running: `lt up` exits with [`EXIT_CONFIG`](crate::cli::EXIT_CONFIG) for these, as the
+    /// services do.
+    ///
+    /// ```
+    /// use langtian_core::bus::BusError;
+    /// use langtian_core::platform::UpError;
+    /// let bad_file = UpError::Bus(BusError::Topology { file: "t.yaml".into(), reason: "…".into() });
+    /// assert!(bad_file.is_config());
+    /// assert!(!UpError::Setup { what: "data dir".into(), reason: "read-only".into() }.is_config());
+    /// ```
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Self::Sim(_) | Self::Config { .. } | Self::Bus(BusError::Topology { .. })
+        )
+    }
 }
 
 /// Settings of `lt up`.
@@ -269,6 +297,9 @@ pub async fn run_up(
     }
     if cfg.live && cfg.sim && cfg.tick_rate > 0.0 {
         live::tick_run(&cfg).validate()?;
+    }
+    if cfg.live {
+        live::aggregator_config(&cfg)?;
     }
     // The metrics recorder first: handles created before it exists would record nowhere.
     #[cfg(feature = "obs")]

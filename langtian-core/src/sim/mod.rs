@@ -5,7 +5,8 @@
 //! - [`TickSim`]: market ticks for seed 002 (venues, symbols, bursts, occasional out-of-order and
 //!   duplicate ticks).
 //! - [`udp`]: sends battery samples to a collector over UDP at a set rate.
-//! - [`ticks`]: publishes ticks to `xy.src.tick.<venue>.<symbol>`.
+//! - [`ticks`]: publishes ticks to `xy.src.tick.<venue>.<symbol>` and contracts (reference data)
+//!   to `xy.ref.contract.<venue>.<symbol>`.
 //!
 //! Everything is reproducible from a seed (timestamps aside, which follow the wall clock).
 

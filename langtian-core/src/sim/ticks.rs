@@ -17,11 +17,26 @@ use tokio::sync::watch;
 
 use super::Rng;
 use crate::bus::{Bus, BusError, OutgoingMessage, Publisher, PublisherConfig, Qos};
-use crate::proto::md::v1::{Level, Tick};
+use crate::proto::md::v1::{Contract, Level, Tick};
 
 const VENUES: [&str; 6] = ["shfe", "dce", "czce", "cffex", "ine", "gfex"];
 const ROOTS: [&str; 12] = [
     "rb", "cu", "al", "zn", "au", "ag", "i", "m", "y", "ta", "ma", "if",
+];
+/// The name and lot multiplier of each root (same order as `ROOTS`).
+const ROOT_TERMS: [(&str, f64); 12] = [
+    ("rebar", 10.0),
+    ("copper", 5.0),
+    ("aluminium", 5.0),
+    ("zinc", 5.0),
+    ("gold", 1000.0),
+    ("silver", 15.0),
+    ("iron ore", 100.0),
+    ("soybean meal", 10.0),
+    ("soybean oil", 10.0),
+    ("PTA", 5.0),
+    ("methanol", 10.0),
+    ("CSI 300 index", 300.0),
 ];
 
 /// Shape of the generated feed.
@@ -83,6 +98,10 @@ impl TickSimConfig {
 struct Instrument {
     venue: String,
     symbol: String,
+    /// Index into `ROOTS` and `ROOT_TERMS`.
+    root: usize,
+    /// Delivery month as YYMM (2501 = January 2025).
+    month: u32,
     seq: u64,
     price: f64,
     tick_size: f64,
@@ -119,6 +138,8 @@ impl TickSim {
                 instruments.push(Instrument {
                     venue: venue.clone(),
                     symbol: format!("{root}{month}"),
+                    root: s % ROOTS.len(),
+                    month,
                     seq: 0,
                     price: (base / tick_size).round() * tick_size,
                     tick_size,
@@ -139,6 +160,38 @@ impl TickSim {
     /// Number of instruments.
     pub fn instruments(&self) -> usize {
         self.instruments.len()
+    }
+
+    /// The reference data of every instrument: name, tick size, lot multiplier, currency and
+    /// last trading day (the 15th of the delivery month), version 1, published at the start of
+    /// the year before delivery. The same simulator always gives the same contracts.
+    ///
+    /// ```
+    /// use langtian_core::sim::{TickSim, TickSimConfig};
+    /// let sim = TickSim::new(TickSimConfig { venues: 1, symbols_per_venue: 1, ..Default::default() });
+    /// let c = &sim.contracts()[0];
+    /// assert_eq!((c.symbol.as_str(), c.name.as_str(), c.expiry.as_str()), ("rb2501", "rebar 2501", "2025-01-15"));
+    /// assert_eq!((c.multiplier, c.seq), (10.0, 1));
+    /// ```
+    pub fn contracts(&self) -> Vec<Contract> {
+        self.instruments
+            .iter()
+            .map(|i| {
+                let (name, multiplier) = ROOT_TERMS[i.root];
+                let (year, month) = (2000 + i.month / 100, i.month % 100);
+                Contract {
+                    symbol: i.symbol.clone(),
+                    venue: i.venue.clone(),
+                    name: format!("{name} {}", i.month),
+                    tick_size: i.tick_size,
+                    multiplier,
+                    currency: "CNY".into(),
+                    expiry: format!("{year}-{month:02}-15"),
+                    seq: 1,
+                    ts: listing_time_nanos(year - 1),
+                }
+            })
+            .collect()
     }
 
     /// The subject a tick is published on: `<prefix>.<venue>.<symbol>` (prefix `xy.src.tick`).
@@ -215,6 +268,37 @@ impl TickSim {
             source: "lt-sim".into(),
         }
     }
+}
+
+/// 1 January of `year`, 00:00 UTC, in nanoseconds since the epoch (years 1970..2200).
+fn listing_time_nanos(year: u32) -> i64 {
+    let days: i64 = (1970..year as i64)
+        .map(|y| {
+            if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
+                366
+            } else {
+                365
+            }
+        })
+        .sum();
+    days * 86_400 * 1_000_000_000
+}
+
+/// Publishes the simulator's [contracts](TickSim::contracts) to `<prefix>.<venue>.<symbol>`
+/// (prefix `xy.ref.contract`), confirmed by JetStream, each with the message id
+/// `<venue>.<symbol>/<seq>` so that the stream's duplicate window drops a re-publish. Returns
+/// how many were published.
+pub async fn publish_contracts(bus: &Bus, sim: &TickSim, prefix: &str) -> Result<u64, BusError> {
+    let publisher = Publisher::new(bus.clone(), PublisherConfig::new(Qos::AtLeastOnce));
+    let mut window = publisher.window();
+    let contracts = sim.contracts();
+    for c in &contracts {
+        let msg = OutgoingMessage::new(format!("{prefix}.{}.{}", c.venue, c.symbol), c.encode_to_vec())
+            .with_msg_id(format!("{}.{}/{}", c.venue, c.symbol, c.seq));
+        window.send(msg).await?;
+    }
+    window.drain().await?;
+    Ok(contracts.len() as u64)
 }
 
 /// How fast and how long to publish ticks.
@@ -361,6 +445,26 @@ pub async fn publish_ticks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contracts_describe_every_instrument_once() {
+        let sim = TickSim::new(TickSimConfig::default());
+        let contracts = sim.contracts();
+        assert_eq!(contracts.len(), sim.instruments());
+        let keys: std::collections::BTreeSet<String> = contracts
+            .iter()
+            .map(|c| format!("{}.{}", c.venue, c.symbol))
+            .collect();
+        assert_eq!(keys.len(), contracts.len(), "one contract per instrument");
+        for c in &contracts {
+            assert!(c.tick_size > 0.0 && c.multiplier > 0.0, "{c:?}");
+            assert_eq!(c.expiry.len(), 10, "{c:?}");
+        }
+        // 1 January 2024, 00:00 UTC.
+        assert_eq!(listing_time_nanos(2024), 1_704_067_200_000_000_000);
+        // The same feed gives the same contracts (a re-publish is a duplicate, not a new version).
+        assert_eq!(TickSim::new(TickSimConfig::default()).contracts(), contracts);
+    }
 
     #[test]
     fn runs_and_feeds_that_cannot_work_are_refused_by_key() {

@@ -4,7 +4,8 @@ import { backoffDelay } from './backoff'
 import { Batcher, FlushTimer } from './batcher'
 import { RefCounts } from './refcount'
 import { Replica } from './replica'
-import { DeltaSchema, TickSchema, type Tick } from '../gen/langtian/md/v1/md_pb'
+import { ContractDeltaSchema, ContractSchema, DeltaSchema, TickSchema, type Tick } from '../gen/langtian/md/v1/md_pb'
+import { contractCodec, tickCodec } from './feeds'
 import { ClientFrameSchema } from '../gen/langtian/gateway/v1/gateway_pb'
 
 const tick = (symbol: string, seq: number): Tick => create(TickSchema, { venue: 'shfe', symbol, seq: BigInt(seq) })
@@ -115,5 +116,23 @@ describe('snapshot + deltas with gap detection', () => {
     const sub = create(ClientFrameSchema, { kind: { case: 'subscribe', value: { id: 1, subject: 'xy.md.tick.>', priority: false } } })
     const bytes = toBinary(ClientFrameSchema, sub)
     expect(fromBinary(ClientFrameSchema, bytes).kind.case).toBe('subscribe')
+  })
+})
+
+describe('contracts', () => {
+  it('decode into rows keyed like ticks, under snapshot keys of their own', () => {
+    const c = create(ContractSchema, { venue: 'shfe', symbol: 'rb2501', name: 'rebar 2501', tickSize: 1, multiplier: 10, currency: 'CNY', expiry: '2025-01-15', seq: 2n })
+    const bytes = toBinary(ContractDeltaSchema, create(ContractDeltaSchema, { group: 'shfe', shard: 1, version: 3n, baseVersion: 2n, contracts: [c] }))
+    const { group, delta } = contractCodec.decodeDelta(bytes)
+    expect([group, delta.shard, delta.version, delta.baseVersion]).toEqual(['shfe', 1, 3n, 2n])
+    const row = contractCodec.toRow(delta.records[0]!)
+    expect(row).toMatchObject({ key: 'shfe.rb2501', name: 'rebar 2501', multiplier: 10, expiry: '2025-01-15', seq: 2 })
+    // The market grid joins contract rows to tick rows by this key.
+    expect(row.key).toBe(tickCodec.keyOf(tick('rb2501', 1)))
+    expect(contractCodec.snapshotKey('shfe')).toBe('xy.md.contracts.shfe')
+    expect(contractCodec.groupOfKey('xy.md.contracts.shfe')).toBe('shfe')
+    // A tick snapshot key is not a contract key, and the reverse.
+    expect(contractCodec.groupOfKey('xy.md.snapshot.shfe')).toBeUndefined()
+    expect(tickCodec.groupOfKey('xy.md.contracts.shfe')).toBeUndefined()
   })
 })

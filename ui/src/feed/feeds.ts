@@ -1,6 +1,6 @@
 /** The feeds the UI shows: how each maps gateway subjects and generated proto types to rows. */
 import { fromBinary } from '@bufbuild/protobuf'
-import { DeltaSchema, SnapshotSchema, type Tick } from '../gen/langtian/md/v1/md_pb'
+import { ContractDeltaSchema, ContractSnapshotSchema, DeltaSchema, SnapshotSchema, type Contract, type Tick } from '../gen/langtian/md/v1/md_pb'
 import { ChannelDeltaSchema, ChannelSnapshotSchema, StepType, type ChannelSample } from '../gen/langtian/battery/v1/battery_pb'
 import type { MdCodec } from './mdfeed'
 import type { FeedName } from '../worker/protocol'
@@ -38,6 +38,32 @@ export const tickCodec: MdCodec<Tick> = {
     seq: Number(t.seq),
     // Publish time at the source (ms since the epoch): the start of tick → paint latency.
     tsMs: epochMs(t.tsExchange),
+  }),
+}
+
+/** Contracts (reference data): deltas on `xy.md.contract.<venue>.<shard>`, snapshots
+ * `xy.md.contracts.<venue>`; keyed like ticks (`<venue>.<symbol>`), so the market grid joins them. */
+export const contractCodec: MdCodec<Contract> = {
+  topic: 'xy.md.contract.>',
+  decodeDelta(payload) {
+    const d = fromBinary(ContractDeltaSchema, payload)
+    return { group: d.group, delta: { shard: d.shard, version: d.version, baseVersion: d.baseVersion, records: d.contracts } }
+  },
+  decodeSnapshot(payload) {
+    const s = fromBinary(ContractSnapshotSchema, payload)
+    return { group: s.group, snapshot: { version: s.version, records: s.contracts, shardVersions: s.shardVersions } }
+  },
+  snapshotKey: (group) => `xy.md.contracts.${group}`,
+  groupOfKey: (key) => (key.startsWith('xy.md.contracts.') ? key.slice('xy.md.contracts.'.length) : undefined),
+  keyOf: (c) => `${c.venue}.${c.symbol}`,
+  toRow: (c) => ({
+    key: `${c.venue}.${c.symbol}`,
+    name: c.name,
+    tickSize: c.tickSize,
+    multiplier: c.multiplier,
+    currency: c.currency,
+    expiry: c.expiry,
+    seq: Number(c.seq),
   }),
 }
 

@@ -3,7 +3,7 @@
  * SharedWorker (`src/worker/feed.worker.ts`) or, where SharedWorker is missing, in the tab that
  * holds the Web Locks leader lock (`src/feed/leader.ts`). It
  * - counts references per feed across pages and subscribes upstream once;
- * - keeps md feeds (ticks, battery channels) as replicas: snapshot + deltas, gap → snapshot request;
+ * - keeps md feeds (ticks, contracts, battery channels) as replicas: snapshot + deltas, gap → snapshot request;
  * - batches every 16 ms and de-duplicates (latest row per key, latest raw message per subject);
  * - keeps a last-value cache, so a new page paints at once;
  * - sends each page only as many batches as it shows: per-page flow control (`./flow.ts`);
@@ -15,10 +15,10 @@
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { ClientFrameSchema, ErrorCode, ServerFrameSchema, type ClientFrame } from '../gen/langtian/gateway/v1/gateway_pb'
 import type { ChannelSample } from '../gen/langtian/battery/v1/battery_pb'
-import type { Tick } from '../gen/langtian/md/v1/md_pb'
+import type { Contract, Tick } from '../gen/langtian/md/v1/md_pb'
 import { backoffDelay } from './backoff'
 import { Batcher, FlushTimer } from './batcher'
-import { cellCodec, epochMs, RAW_TOPICS, tickCodec } from './feeds'
+import { cellCodec, contractCodec, epochMs, RAW_TOPICS, tickCodec } from './feeds'
 import { FLOW_WINDOW, PageFlow } from './flow'
 import { LatencySeries, type SparseCounts } from './histogram'
 import { MdFeed } from './mdfeed'
@@ -59,7 +59,7 @@ export class FeedHub {
   /** Per-page flow control of rows messages. */
   private readonly flows = new Map<HubPort, PageFlow>()
   private readonly refs = new RefCounts<HubPort>()
-  private readonly md: Partial<Record<FeedName, MdFeed<Tick> | MdFeed<ChannelSample>>>
+  private readonly md: Partial<Record<FeedName, MdFeed<Tick> | MdFeed<Contract> | MdFeed<ChannelSample>>>
   private readonly raw = new Map<FeedName, Batcher<RawMessage>>()
   private readonly lastRaw = new Map<FeedName, Map<string, RawMessage>>()
   private readonly subIds = new Map<string, number>()
@@ -85,7 +85,11 @@ export class FeedHub {
 
   constructor(private readonly opts: HubOptions) {
     const request = (key: string) => this.requestSnapshot(key)
-    this.md = { ticks: new MdFeed(tickCodec, request), cells: new MdFeed(cellCodec, request) }
+    this.md = {
+      ticks: new MdFeed(tickCodec, request),
+      contracts: new MdFeed(contractCodec, request),
+      cells: new MdFeed(cellCodec, request),
+    }
     this.timer = new FlushTimer(opts.flushMs ?? 16, () => this.flush())
   }
 

@@ -18,12 +18,14 @@ function useFeed(live: LiveTable): number {
   return n
 }
 
-export function TicksView({ live }: { live: LiveTable }) {
+/** Market ticks, joined with each instrument's contract (name, multiplier) by key. */
+export function TicksView({ live, contracts }: { live: LiveTable; contracts: LiveTable }) {
   const n = useFeed(live)
+  const c = useFeed(contracts)
   return (
     <section>
-      <h2>Market ticks <small>{n} instruments · order refreshed 4×/s, values per frame</small></h2>
-      <LiveGrid live={live} columns={TICK_COLUMNS} initialSort={[{ id: 'symbol', desc: false }]} testId="ticks-grid" />
+      <h2>Market ticks <small>{n} instruments · {c} contracts · order refreshed 4×/s, values per frame</small></h2>
+      <LiveGrid live={live} join={contracts} columns={TICK_COLUMNS} initialSort={[{ id: 'symbol', desc: false }]} testId="ticks-grid" />
     </section>
   )
 }

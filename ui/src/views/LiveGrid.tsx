@@ -28,6 +28,8 @@ export interface GridColumn {
   format?: (row: FeedRow) => string
   /** A CSS class for the cell (e.g. a status colour). */
   className?: (row: FeedRow) => string | undefined
+  /** `join`: the value comes from the grid's joined table (the row of the same key there). */
+  from?: 'join'
 }
 
 const features = tableFeatures({
@@ -57,11 +59,18 @@ function columnLefts(columns: GridColumn[]): number[] {
   })
 }
 
-const LiveRow = memo(function LiveRow(props: { live: LiveTable; rowKey: string; columns: GridColumn[]; lefts: number[]; width: number; top: number; index: number }) {
-  const { live, rowKey, columns, lefts } = props
+const noSubscription = () => () => {}
+
+const LiveRow = memo(function LiveRow(props: { live: LiveTable; join?: LiveTable; rowKey: string; columns: GridColumn[]; lefts: number[]; width: number; top: number; index: number }) {
+  const { live, join, rowKey, columns, lefts } = props
   const row = useSyncExternalStore(
     (cb) => live.subscribeKey(rowKey, cb),
     () => live.get(rowKey),
+  )
+  // The joined row (a contract for a tick) changes rarely; it re-renders the row when it does.
+  const joined = useSyncExternalStore(
+    join ? (cb) => join.subscribeKey(rowKey, cb) : noSubscription,
+    () => join?.get(rowKey),
   )
   // Tick → paint is measured for updates of a row on screen, not for a row that just came into
   // view (its value may be seconds old: that is its age, not the feed's latency).
@@ -83,15 +92,17 @@ const LiveRow = memo(function LiveRow(props: { live: LiveTable; rowKey: string; 
           className={`grid-cell ${c.align === 'left' ? 'left' : ''} ${c.className?.(row) ?? ''}`}
           style={{ left: lefts[i], width: c.width }}
         >
-          {cellText(c, row)}
+          {c.from === 'join' ? (joined ? cellText(c, joined) : '') : cellText(c, row)}
         </span>
       ))}
     </div>
   )
 })
 
-export function LiveGrid(props: { live: LiveTable; columns: GridColumn[]; initialSort: SortingState; height?: number; testId: string }) {
-  const { live, columns } = props
+/** `join`: a table keyed like `live` whose rows fill the columns marked `from: 'join'` (sorting
+ * on them reads it too). */
+export function LiveGrid(props: { live: LiveTable; join?: LiveTable; columns: GridColumn[]; initialSort: SortingState; height?: number; testId: string }) {
+  const { live, join, columns } = props
   const [data, setData] = useState<FeedRow[]>(() => live.rows())
   useEffect(() => {
     let seen = -1
@@ -109,15 +120,15 @@ export function LiveGrid(props: { live: LiveTable; columns: GridColumn[]; initia
     () =>
       helper.columns(
         columns.map((c) =>
-          helper.accessor((r: FeedRow) => r[c.id], {
+          helper.accessor((r: FeedRow) => (c.from === 'join' ? join?.get(r.key)?.[c.id] : r[c.id]), {
             id: c.id,
             header: c.header,
-            sortFn: typeof data[0]?.[c.id] === 'string' ? 'alphanumeric' : 'basic',
+            sortFn: c.from === 'join' || typeof data[0]?.[c.id] === 'string' ? 'alphanumeric' : 'basic',
           }),
         ),
       ),
     // Sorting functions follow the column types, which are fixed per feed.
-    [columns, data.length > 0],
+    [columns, join, data.length > 0],
   )
   const [sorting, setSorting] = useState<SortingState>(props.initialSort)
   const table = useTable({
@@ -165,7 +176,7 @@ export function LiveGrid(props: { live: LiveTable; columns: GridColumn[]; initia
           {virtualizer.getVirtualItems().map((item) => {
             const r = rows[item.index]
             if (!r) return null
-            return <LiveRow key={r.id} live={live} rowKey={r.id} columns={columns} lefts={lefts} width={width} top={item.start} index={item.index} />
+            return <LiveRow key={r.id} live={live} join={join} rowKey={r.id} columns={columns} lefts={lefts} width={width} top={item.start} index={item.index} />
           })}
         </div>
       </div>

@@ -1,4 +1,5 @@
-/** Column sets of the two live grids (seed 002 tick fields; cycler channel fields). */
+/** Column sets of the two live grids (seed 002 tick fields with the contract's name and
+ * multiplier; cycler channel fields). */
 import type { GridColumn } from './LiveGrid'
 
 const num = (id: string, digits: number) => (r: Record<string, unknown>) => {
@@ -9,6 +10,9 @@ const num = (id: string, digits: number) => (r: Record<string, unknown>) => {
 export const TICK_COLUMNS: GridColumn[] = [
   { id: 'venue', header: 'venue', width: 70, align: 'left' },
   { id: 'symbol', header: 'symbol', width: 90, align: 'left' },
+  // From the instrument's contract (reference data, joined by key).
+  { id: 'name', header: 'name', width: 150, align: 'left', from: 'join' },
+  { id: 'multiplier', header: 'mult.', width: 60, from: 'join', format: num('multiplier', 0) },
   { id: 'last', header: 'last', width: 90, format: num('last', 1) },
   { id: 'bid', header: 'bid', width: 90, format: num('bid', 1) },
   { id: 'bidVol', header: 'bid vol', width: 70, format: num('bidVol', 0) },

@@ -3,7 +3,7 @@
 import type { LatencySummary, SparseCounts } from '../feed/histogram'
 
 /** The live feeds a page can subscribe to (see `src/feed/feeds.ts`). */
-export type FeedName = 'ticks' | 'cells' | 'nodes' | 'analysis'
+export type FeedName = 'ticks' | 'contracts' | 'cells' | 'nodes' | 'analysis'
 
 export type PageToHub =
   | { type: 'hello'; url: string; token: string }
