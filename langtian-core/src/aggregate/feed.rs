@@ -122,8 +122,6 @@ pub(super) async fn run_feed<R: MdRecord>(
     stats: &FeedStats,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), AggregateError> {
-    let span = tracing::info_span!("aggregate", feed = name, stream = %feed.stream, filter = %feed.filter);
-    let _enter = span.enter();
     let (mut groups, oldest) = restore::<R>(&kv, &feed, &cfg).await?;
     stats
         .restored_groups

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 
 use async_nats::jetstream::kv;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use super::feed::{Decode, decode_contract, decode_sample, decode_tick, run_feed};
 use super::records::MdRecord;
@@ -126,8 +127,13 @@ impl FeedSpawner<'_> {
             self.stop.clone(),
             feed.clone(),
         );
+        // The span goes with the task (a guard held across awaits would nest the feeds' spans
+        // into each other on a shared thread).
+        let span =
+            tracing::info_span!("aggregate", feed = name, stream = %feed.stream, filter = %feed.filter);
         tasks.spawn(
-            async move { run_feed::<R>(name, decode, bus, cfg, feed, kv, stats_of(&stats), stop).await },
+            async move { run_feed::<R>(name, decode, bus, cfg, feed, kv, stats_of(&stats), stop).await }
+                .instrument(span),
         );
     }
 }

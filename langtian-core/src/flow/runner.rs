@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -191,140 +192,144 @@ pub async fn run_pipeline(
     metrics.committed(committed);
     stats.running.store(1, Ordering::Relaxed);
     let span = tracing::info_span!("pipeline", name = %name, stream = %stream, consumer = %consumer);
-    let _enter = span.enter();
-    tracing::info!(committed, sink = sink.kind(), "pipeline started");
-    let ctx = Ctx {
-        policy: p.on_error.policy,
-        dlq,
-        stats: &stats,
-        metrics: &metrics,
-        pipeline: name.clone(),
-        stream: stream.clone(),
-    };
-    // The source runs in its own task, one batch ahead: while batch N is decoded, run through
-    // SQL and committed, batch N+1 is being pulled. Acks of N are sent while N+1 is processed.
-    // Order per batch is unchanged (commit, then ack); a prefetched batch is only delivered,
-    // never acked, until its own commit.
-    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Result<(Pulled, Duration), SourceError>>(1);
-    let (batch_size, linger) = (p.batch_size, p.flush_interval());
-    let source_bus = source.bus().cloned();
-    let keep_headers = super::meta::MetaUse::of_sql(&p.handler.sql) == super::meta::MetaUse::Full
-        || p.on_error.policy == Policy::DLQ;
-    let mut stop = shutdown.clone();
-    let puller = tokio::spawn(async move {
-        while !*stop.borrow() {
-            // Pull only when the processor has taken the previous batch: at most one batch
-            // waits while another is processed (bounded memory).
-            let Ok(permit) = batch_tx.reserve().await else {
-                break;
-            };
-            let t0 = Instant::now();
-            match source.pull(batch_size, IDLE_POLL, linger, &mut stop).await {
-                Ok(mut pulled) => {
-                    if !keep_headers {
-                        // Neither the SQL nor a dead letter can use them: free them now.
-                        pulled.messages.iter_mut().for_each(|m| m.meta.headers = None);
+    async {
+        tracing::info!(committed, sink = sink.kind(), "pipeline started");
+        let ctx = Ctx {
+            policy: p.on_error.policy,
+            dlq,
+            stats: &stats,
+            metrics: &metrics,
+            pipeline: name.clone(),
+            stream: stream.clone(),
+        };
+        // The source runs in its own task, one batch ahead: while batch N is decoded, run through
+        // SQL and committed, batch N+1 is being pulled. Acks of N are sent while N+1 is processed.
+        // Order per batch is unchanged (commit, then ack); a prefetched batch is only delivered,
+        // never acked, until its own commit.
+        let (batch_tx, mut batch_rx) =
+            tokio::sync::mpsc::channel::<Result<(Pulled, Duration), SourceError>>(1);
+        let (batch_size, linger) = (p.batch_size, p.flush_interval());
+        let source_bus = source.bus().cloned();
+        let keep_headers = super::meta::MetaUse::of_sql(&p.handler.sql) == super::meta::MetaUse::Full
+            || p.on_error.policy == Policy::DLQ;
+        let mut stop = shutdown.clone();
+        let puller = tokio::spawn(async move {
+            while !*stop.borrow() {
+                // Pull only when the processor has taken the previous batch: at most one batch
+                // waits while another is processed (bounded memory).
+                let Ok(permit) = batch_tx.reserve().await else {
+                    break;
+                };
+                let t0 = Instant::now();
+                match source.pull(batch_size, IDLE_POLL, linger, &mut stop).await {
+                    Ok(mut pulled) => {
+                        if !keep_headers {
+                            // Neither the SQL nor a dead letter can use them: free them now.
+                            pulled.messages.iter_mut().for_each(|m| m.meta.headers = None);
+                        }
+                        let exhausted = pulled.exhausted;
+                        if !pulled.is_empty() {
+                            permit.send(Ok((pulled, t0.elapsed())));
+                        }
+                        if exhausted {
+                            break;
+                        }
                     }
-                    let exhausted = pulled.exhausted;
-                    if !pulled.is_empty() {
-                        permit.send(Ok((pulled, t0.elapsed())));
-                    }
-                    if exhausted {
+                    Err(e) => {
+                        permit.send(Err(e));
                         break;
                     }
                 }
-                Err(e) => {
-                    permit.send(Err(e));
-                    break;
+            }
+        });
+        let result = async {
+            let mut pending_ack: Option<tokio::task::JoinHandle<Result<(), SourceError>>> = None;
+            while let Some(item) = batch_rx.recv().await {
+                let (mut pulled, read_took) = item?;
+                if let Some(lag) = pulled.lag {
+                    stats.lag.store(lag, Ordering::Relaxed);
+                    metrics.lag(lag);
                 }
+                metrics.read(pulled.len(), read_took);
+                stats.messages.fetch_add(pulled.len() as u64, Ordering::Relaxed);
+                // Redeliveries of what the sink already holds: ack and drop.
+                let old = pulled.split_committed(committed);
+                if !old.is_empty() {
+                    stats
+                        .duplicates_dropped
+                        .fetch_add(old.len() as u64, Ordering::Relaxed);
+                    metrics.duplicates(old.len());
+                    old.ack().await?;
+                }
+                if pulled.is_empty() {
+                    continue;
+                }
+                let started = Instant::now();
+                let first_seq = pulled.messages.first().map(|m| m.meta.stream_seq).unwrap_or(0);
+                let last_seq = pulled.messages.last().map(|m| m.meta.stream_seq).unwrap_or(0);
+                // Keep the batch alive while the handler and the commit run.
+                let ticker = progress_ticker(&pulled, source_ack_wait(&file));
+                let outcome = run_batch(
+                    &ctx,
+                    &mut handler,
+                    &mut sink,
+                    &pulled.messages,
+                    payload_fmt,
+                    OffsetRecord::new(&stream, &consumer, partition, first_seq, last_seq),
+                )
+                .await;
+                ticker.abort();
+                // On error nothing was committed and nothing is acked: the server redelivers.
+                let rows = outcome?;
+                if let Some(h) = pending_ack.take() {
+                    h.await.map_err(|e| RunError::Task(e.to_string()))??;
+                }
+                pending_ack = Some(tokio::spawn(pulled.ack()));
+                committed = committed.max(last_seq);
+                stats.rows_out.fetch_add(rows as u64, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.committed_seq.store(committed, Ordering::Relaxed);
+                metrics.batch_done(rows, started.elapsed());
+                metrics.committed(committed);
+                tracing::debug!(
+                    first_seq,
+                    last_seq,
+                    rows,
+                    read_ms = read_took.as_millis() as u64,
+                    process_ms = started.elapsed().as_millis() as u64,
+                    "batch committed"
+                );
             }
-        }
-    });
-    let result = async {
-        let mut pending_ack: Option<tokio::task::JoinHandle<Result<(), SourceError>>> = None;
-        while let Some(item) = batch_rx.recv().await {
-            let (mut pulled, read_took) = item?;
-            if let Some(lag) = pulled.lag {
-                stats.lag.store(lag, Ordering::Relaxed);
-                metrics.lag(lag);
-            }
-            metrics.read(pulled.len(), read_took);
-            stats.messages.fetch_add(pulled.len() as u64, Ordering::Relaxed);
-            // Redeliveries of what the sink already holds: ack and drop.
-            let old = pulled.split_committed(committed);
-            if !old.is_empty() {
-                stats
-                    .duplicates_dropped
-                    .fetch_add(old.len() as u64, Ordering::Relaxed);
-                metrics.duplicates(old.len());
-                old.ack().await?;
-            }
-            if pulled.is_empty() {
-                continue;
-            }
-            let started = Instant::now();
-            let first_seq = pulled.messages.first().map(|m| m.meta.stream_seq).unwrap_or(0);
-            let last_seq = pulled.messages.last().map(|m| m.meta.stream_seq).unwrap_or(0);
-            // Keep the batch alive while the handler and the commit run.
-            let ticker = progress_ticker(&pulled, source_ack_wait(&file));
-            let outcome = run_batch(
-                &ctx,
-                &mut handler,
-                &mut sink,
-                &pulled.messages,
-                payload_fmt,
-                OffsetRecord::new(&stream, &consumer, partition, first_seq, last_seq),
-            )
-            .await;
-            ticker.abort();
-            // On error nothing was committed and nothing is acked: the server redelivers.
-            let rows = outcome?;
             if let Some(h) = pending_ack.take() {
                 h.await.map_err(|e| RunError::Task(e.to_string()))??;
             }
-            pending_ack = Some(tokio::spawn(pulled.ack()));
-            committed = committed.max(last_seq);
-            stats.rows_out.fetch_add(rows as u64, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.committed_seq.store(committed, Ordering::Relaxed);
-            metrics.batch_done(rows, started.elapsed());
-            metrics.committed(committed);
-            tracing::debug!(
-                first_seq,
-                last_seq,
-                rows,
-                read_ms = read_took.as_millis() as u64,
-                process_ms = started.elapsed().as_millis() as u64,
-                "batch committed"
-            );
+            // Acks are fire-and-forget publishes: make sure the server has them before we return.
+            if let Some(b) = &source_bus {
+                b.client()
+                    .flush()
+                    .await
+                    .map_err(|e| RunError::AckFlush(e.to_string()))?;
+            }
+            Ok(())
         }
-        if let Some(h) = pending_ack.take() {
-            h.await.map_err(|e| RunError::Task(e.to_string()))??;
+        .await;
+        drop(batch_rx);
+        if result.is_err() {
+            puller.abort();
         }
-        // Acks are fire-and-forget publishes: make sure the server has them before we return.
-        if let Some(b) = &source_bus {
-            b.client()
-                .flush()
-                .await
-                .map_err(|e| RunError::AckFlush(e.to_string()))?;
+        let _ = puller.await;
+        stats.running.store(0, Ordering::Relaxed);
+        match &result {
+            Ok(()) => tracing::info!(committed, "pipeline drained and stopped"),
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(code = "pipeline_stopped", committed, error = %e, "pipeline stopped");
+            }
         }
-        Ok(())
+        result
     }
-    .await;
-    drop(batch_rx);
-    if result.is_err() {
-        puller.abort();
-    }
-    let _ = puller.await;
-    stats.running.store(0, Ordering::Relaxed);
-    match &result {
-        Ok(()) => tracing::info!(committed, "pipeline drained and stopped"),
-        Err(e) => {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(code = "pipeline_stopped", committed, error = %e, "pipeline stopped");
-        }
-    }
-    result
+    .instrument(span)
+    .await
 }
 
 /// Waits for a pipeline task after shutdown was signalled; gives up after `deadline` (the batch

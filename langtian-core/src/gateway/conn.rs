@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
@@ -94,7 +95,7 @@ pub(super) async fn serve(
     stats.active.fetch_add(1, Ordering::Relaxed);
     stats.accepted.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("ws", %peer, user = %claims.sub);
-    let _e = span.enter();
+    async move {
     tracing::info!("connected");
     let conn = Arc::new(Conn {
         outbox: Mutex::new(Outbox::default()),
@@ -165,6 +166,9 @@ pub(super) async fn serve(
     drop(slot);
     stats.active.fetch_sub(1, Ordering::Relaxed);
     tracing::info!("disconnected");
+    }
+    .instrument(span)
+    .await
 }
 
 fn truncate(s: &str) -> String {

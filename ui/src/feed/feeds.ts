@@ -54,6 +54,7 @@ export const contractCodec: MdCodec<Contract> = {
     return { group: s.group, snapshot: { version: s.version, records: s.contracts, shardVersions: s.shardVersions } }
   },
   snapshotKey: (group) => `xy.md.contracts.${group}`,
+  followsGroupsOf: 'ticks',
   groupOfKey: (key) => (key.startsWith('xy.md.contracts.') ? key.slice('xy.md.contracts.'.length) : undefined),
   keyOf: (c) => `${c.venue}.${c.symbol}`,
   toRow: (c) => ({

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest'
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { ClientFrameSchema, ErrorCode, ServerFrameSchema, type ClientFrame } from '../gen/langtian/gateway/v1/gateway_pb'
-import { DeltaSchema, SnapshotSchema, TickSchema, type Tick } from '../gen/langtian/md/v1/md_pb'
+import { ContractSchema, ContractSnapshotSchema, DeltaSchema, SnapshotSchema, TickSchema, type Tick } from '../gen/langtian/md/v1/md_pb'
 import { FeedHub, type HubPort } from './hub'
 import type { HubToPage } from '../worker/protocol'
 
@@ -297,6 +297,45 @@ describe('feed hub', () => {
     wsAny.onmessage({ data: new Uint8Array([0xff, 0xff, 0xff]).buffer })
     expect(hub.decodeErrors).toBe(1)
     expect(a.got.at(-1)?.type).toBe('error')
+    vi.useRealTimers()
+  })
+
+  it('contracts follow the tick groups: their snapshot is asked for once ticks show a group, and a group without contracts is not asked again', () => {
+    const { hub, sockets, port } = setup()
+    const tab = port()
+    hub.onMessage(tab, { type: 'hello', url: 'ws://gw/ws', token: 't' })
+    const ws = sockets[0]!
+    ws.open()
+    hub.onMessage(tab, { type: 'sub', feed: 'contracts' })
+    hub.onMessage(tab, { type: 'sub', feed: 'ticks' })
+    const subId = (feedTopic: string) => {
+      const f = ws.sent.find((x) => x.kind.case === 'subscribe' && x.kind.value.subject === feedTopic)
+      return f?.kind.case === 'subscribe' ? f.kind.value.id : -1
+    }
+    expect(subId('xy.md.contract.>')).toBeGreaterThan(0)
+    const requests = () => ws.sent.flatMap((f) => (f.kind.case === 'getSnapshot' ? [f.kind.value] : []))
+    // No contract delta ever comes (reference data rarely changes); the first tick of shfe asks
+    // for both snapshots.
+    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId: subId('xy.md.tick.>'), subject: 'xy.md.tick.shfe.0', payload: delta(0, 1, 0, [tick('a', 1)]) }] } } })
+    expect(requests().map((r) => r.key).sort()).toEqual(['xy.md.contracts.shfe', 'xy.md.snapshot.shfe'])
+    const contractReq = requests().find((r) => r.key === 'xy.md.contracts.shfe')!
+    const c = create(ContractSchema, { venue: 'shfe', symbol: 'a', name: 'rebar 2501', multiplier: 10, seq: 1n })
+    const payload = toBinary(ContractSnapshotSchema, create(ContractSnapshotSchema, { group: 'shfe', version: 1n, contracts: [c], shardVersions: [0n] }))
+    ws.deliver({ kind: { case: 'snapshot', value: { requestId: contractReq.requestId, key: contractReq.key, payload } } })
+    vi.advanceTimersByTime(16)
+    const contracts = rowsOf(tab.got).filter((m) => m.feed === 'contracts').at(-1)!
+    expect(contracts.reset).toBe(true)
+    expect(contracts.rows.map((r) => [r.key, r.name, r.multiplier])).toEqual([['shfe.a', 'rebar 2501', 10]])
+
+    // A venue without contracts: NOT_FOUND is final for this optional request (no polling), and
+    // nothing is left waiting.
+    const dce = toBinary(DeltaSchema, create(DeltaSchema, { group: 'dce', shard: 0, version: 1n, baseVersion: 0n, ticks: [create(TickSchema, { venue: 'dce', symbol: 'm', seq: 1n })] }))
+    ws.deliver({ kind: { case: 'batch', value: { messages: [{ subId: subId('xy.md.tick.>'), subject: 'xy.md.tick.dce.0', payload: dce }] } } })
+    const dceReq = requests().find((r) => r.key === 'xy.md.contracts.dce')!
+    ws.deliver({ kind: { case: 'error', value: { id: dceReq.requestId, code: ErrorCode.NOT_FOUND, message: 'no snapshot' } } })
+    vi.advanceTimersByTime(2_000)
+    expect(requests().filter((r) => r.key === 'xy.md.contracts.dce')).toHaveLength(1)
+    expect(hub.stats().rebuilding).toBe(2) // the two tick groups, still waiting for their snapshots
     vi.useRealTimers()
   })
 })

@@ -65,6 +65,8 @@ export class FeedHub {
   private readonly subIds = new Map<string, number>()
   private readonly feedOfSub = new Map<number, FeedName>()
   private readonly snapshotRequests = new Map<number, string>()
+  /** Snapshot requests that may find nothing (a followed group without reference data). */
+  private readonly optionalRequests = new Set<number>()
   private readonly timer: FlushTimer
   private socket: WebSocket | undefined
   private target: { url: string; token: string } | undefined
@@ -84,7 +86,7 @@ export class FeedHub {
   private reportTimer: ReturnType<typeof setInterval> | undefined
 
   constructor(private readonly opts: HubOptions) {
-    const request = (key: string) => this.requestSnapshot(key)
+    const request = (key: string, optional?: boolean) => this.requestSnapshot(key, optional)
     this.md = {
       ticks: new MdFeed(tickCodec, request),
       contracts: new MdFeed(contractCodec, request),
@@ -133,7 +135,10 @@ export class FeedHub {
         break
       case 'sub': {
         if (!this.ports.has(port)) this.attach(port)
-        if (this.refs.acquire(m.feed, port)) this.subscribeUpstream(m.feed)
+        if (this.refs.acquire(m.feed, port)) {
+          this.subscribeUpstream(m.feed)
+          this.followGroups()
+        }
         this.sendCached(port, m.feed)
         break
       }
@@ -240,9 +245,20 @@ export class FeedHub {
     this.send(create(ClientFrameSchema, { kind: { case: 'unsubscribe', value: { id } } }))
   }
 
-  private requestSnapshot(key: string): void {
+  /** Feeds that follow another's groups (contracts → ticks) ask for the snapshots of the groups
+   * they do not have yet, while both are subscribed. */
+  private followGroups(): void {
+    for (const [name, md] of Object.entries(this.md) as Array<[FeedName, MdFeed<unknown>]>) {
+      const leader = md.codec.followsGroupsOf
+      if (!leader || !this.subIds.has(name) || !this.subIds.has(leader)) continue
+      for (const g of this.md[leader]?.groupNames() ?? []) md.ensureGroup(g)
+    }
+  }
+
+  private requestSnapshot(key: string, optional = false): void {
     const requestId = this.nextId++
     this.snapshotRequests.set(requestId, key)
+    if (optional) this.optionalRequests.add(requestId)
     this.send(create(ClientFrameSchema, { kind: { case: 'getSnapshot', value: { requestId, key } } }))
   }
 
@@ -258,6 +274,7 @@ export class FeedHub {
       this.attempt = 0
       this.state = 'connected'
       this.snapshotRequests.clear()
+      this.optionalRequests.clear()
       for (const feed of this.refs.topics()) this.subscribeUpstream(feed as FeedName)
       // Deltas were missed while the socket was down: every md group re-reads its snapshot.
       for (const md of Object.values(this.md)) md.resyncAll()
@@ -315,11 +332,13 @@ export class FeedHub {
             else cache.set(m.subject, msg)
           }
         }
+        this.followGroups()
         this.timer.poke()
         break
       }
       case 'snapshot': {
         this.snapshotRequests.delete(k.value.requestId)
+        this.optionalRequests.delete(k.value.requestId)
         for (const md of Object.values(this.md)) {
           if (md.codec.groupOfKey(k.value.key) === undefined) continue
           try {
@@ -338,6 +357,11 @@ export class FeedHub {
       case 'error': {
         const key = this.snapshotRequests.get(k.value.id)
         this.snapshotRequests.delete(k.value.id)
+        const optional = this.optionalRequests.delete(k.value.id)
+        if (key && optional && k.value.code === ErrorCode.NOT_FOUND) {
+          for (const md of Object.values(this.md)) md.noSnapshot(key)
+          break
+        }
         // No snapshot yet (the aggregator has not written one) or NATS slow: ask again shortly.
         if (key && (k.value.code === ErrorCode.NOT_FOUND || k.value.code === ErrorCode.UNAVAILABLE)) {
           setTimeout(() => this.requestSnapshot(key), 500)

@@ -1,7 +1,7 @@
 /** One market-data style feed held by the hub: a Replica per group, rebuilt from a snapshot on an
  * unknown group or a gap, with the changed rows kept (latest per key) until the next flush. */
 import { Replica, type DeltaLike, type SnapshotLike } from './replica'
-import type { FeedRow } from '../worker/protocol'
+import type { FeedName, FeedRow } from '../worker/protocol'
 
 /** How a feed's wire messages map to groups, records and rows. */
 export interface MdCodec<R> {
@@ -15,6 +15,10 @@ export interface MdCodec<R> {
   groupOfKey(key: string): string | undefined
   keyOf(r: R): string
   toRow(r: R): FeedRow
+  /** Reference data whose groups are another feed's (contracts: the tick feed's venues). Such a
+   * feed has no steady deltas to reveal its groups, so the hub asks for the snapshot of each
+   * group the other feed has as soon as both are subscribed. */
+  followsGroupsOf?: FeedName
 }
 
 export interface FlushOut {
@@ -54,7 +58,8 @@ export class MdFeed<R> {
 
   constructor(
     readonly codec: MdCodec<R>,
-    private readonly requestSnapshot: (key: string) => void,
+    /** `optional`: the group may have no snapshot at all (a NOT_FOUND answer is not retried). */
+    private readonly requestSnapshot: (key: string, optional?: boolean) => void,
     private readonly now: () => number = () => performance.now(),
   ) {}
 
@@ -115,12 +120,41 @@ export class MdFeed<R> {
     return this.rebuildSince.size
   }
 
+  /** The groups this feed has or is waiting for. */
+  groupNames(): string[] {
+    return [...new Set([...this.groups.keys(), ...this.pending.keys()])]
+  }
+
+  /** Asks for the snapshot of `group` unless it is known or asked for already (a feed that
+   * follows another's groups); true when it asked. */
+  ensureGroup(group: string): boolean {
+    if (this.groups.has(group) || this.pending.has(group)) return false
+    this.pending.set(group, [])
+    this.markRebuilding(group)
+    this.requestSnapshot(this.codec.snapshotKey(group), true)
+    return true
+  }
+
+  /** An optional snapshot does not exist: the group is not waited for any more; a delta that
+   * came meanwhile asks again for real. */
+  noSnapshot(key: string): void {
+    const group = this.codec.groupOfKey(key)
+    if (group === undefined || this.groups.has(group)) return
+    const waiting = this.pending.get(group)
+    this.pending.delete(group)
+    this.rebuildSince.delete(group)
+    for (const d of waiting ?? []) this.buffer(group, d)
+  }
+
   /** After a reconnect: every group re-reads its snapshot (deltas were missed meanwhile). */
   resyncAll(): void {
-    for (const g of this.groups.keys()) {
+    // Groups still waiting too: their request was lost with the socket.
+    for (const g of this.groupNames()) {
       this.resyncs++
       this.markRebuilding(g)
-      this.requestSnapshot(this.codec.snapshotKey(g))
+      // Waiting with no delta buffered: asked for by `ensureGroup`, may have no snapshot.
+      const optional = !this.groups.has(g) && (this.pending.get(g)?.length ?? 0) === 0
+      this.requestSnapshot(this.codec.snapshotKey(g), optional)
     }
   }
 
