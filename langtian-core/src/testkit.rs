@@ -406,6 +406,69 @@ impl Drop for TestS3 {
     }
 }
 
+/// A service process started by a test: killed and reaped when the guard drops, so a test that
+/// fails half-way leaves no orphan behind; [`ChildGuard::take`] hands it back for a clean stop.
+///
+/// ```no_run
+/// use langtian_core::testkit::{ChildGuard, sigterm};
+/// let mut guard = ChildGuard::new(std::process::Command::new("sleep").arg("10").spawn().unwrap());
+/// // … the test; a panic here kills `sleep` …
+/// let child = guard.take().unwrap();
+/// sigterm(&child).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    /// Guards `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The process, no longer guarded (`None` once taken).
+    pub fn take(&mut self) -> Option<std::process::Child> {
+        self.0.take()
+    }
+
+    /// The process, still guarded.
+    pub fn get_mut(&mut self) -> Option<&mut std::process::Child> {
+        self.0.as_mut()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until `GET http://127.0.0.1:<port><path>` answers `status` (a service's `/healthz`
+/// turning 200, or 503 when NATS goes away), polling every 50 ms for at most `within`; the error
+/// says what was awaited and the last answer.
+pub async fn wait_for_http_status(
+    port: u16,
+    path: &str,
+    status: u16,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let got = crate::natsd::http_get_status(port, path).await;
+        if got == Some(status) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "127.0.0.1:{port}{path} did not answer {status} within {within:?} (last: {got:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends SIGTERM to `child` (the stop signal every service drains on), with `kill(1)`; an error
 /// says why it could not be sent.
 ///

@@ -4,24 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use langtian_core::bus::{Bus, BusOptions, Topology};
 use langtian_core::proto::md::v1::{Delta, Tick};
-use langtian_core::testkit::TestServer;
+use langtian_core::testkit::{ChildGuard, TestServer, wait_for_http_status};
 use prost::Message as _;
-
-struct Guard(Option<std::process::Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_serves_health_and_stops_on_sigterm() {
@@ -79,12 +68,10 @@ async fn aggregate_and_stop(srv: &TestServer, bus: &Bus, extra: &[&str]) -> Stri
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut guard = Guard(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
-        assert!(Instant::now() < deadline, "not ready within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut guard = ChildGuard::new(child);
+    wait_for_http_status(port, "/healthz", 200, Duration::from_secs(20))
+        .await
+        .unwrap();
     let mut deltas = bus.client().subscribe("xy.md.tick.shfe.>").await.unwrap();
     bus.client().flush().await.unwrap();
     let tick = Tick {
@@ -118,7 +105,7 @@ async fn aggregate_and_stop(srv: &TestServer, bus: &Bus, extra: &[&str]) -> Stri
         nodes.get("agg-test").await.unwrap().is_some(),
         "registered in discovery"
     );
-    let child = guard.0.take().unwrap();
+    let child = guard.take().unwrap();
     langtian_core::testkit::sigterm(&child).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -165,23 +152,16 @@ async fn sigterm_while_nats_is_down_still_stops() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut guard = Guard(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
-        assert!(Instant::now() < deadline, "not ready within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut guard = ChildGuard::new(child);
+    wait_for_http_status(port, "/healthz", 200, Duration::from_secs(20))
+        .await
+        .unwrap();
     srv.stop().await.unwrap();
     // Down, as the aggregator sees it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(503) {
-        assert!(
-            Instant::now() < deadline,
-            "/healthz did not report NATS down within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let child = guard.0.take().unwrap();
+    wait_for_http_status(port, "/healthz", 503, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("NATS down not reported: {e}"));
+    let child = guard.take().unwrap();
     langtian_core::testkit::sigterm(&child).unwrap();
     let out = langtian_core::testkit::output_within(child, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("lt-aggregator after SIGTERM with nats-server down: {e}"));

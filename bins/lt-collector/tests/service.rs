@@ -9,20 +9,8 @@ use std::time::{Duration, Instant};
 use langtian_core::bus::{Bus, BusOptions, StreamSpec, ensure_stream};
 use langtian_core::discovery::{DiscoveryConfig, Registry};
 use langtian_core::proto::battery::v1::{ChannelSample, ChannelSampleBatch};
-use langtian_core::testkit::TestServer;
+use langtian_core::testkit::{ChildGuard, TestServer};
 use prost::Message as _;
-
-/// Kills the child if the test fails half-way (no orphan collectors).
-struct Guard(Option<std::process::Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 async fn until<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, mut f: F) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -63,7 +51,7 @@ async fn collects_registers_serves_metrics_and_drains_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut guard = Guard(Some(child));
+    let mut guard = ChildGuard::new(child);
 
     let registry = Registry::provision(&bus, DiscoveryConfig::default())
         .await
@@ -121,7 +109,7 @@ async fn collects_registers_serves_metrics_and_drains_on_sigterm() {
         .unwrap();
     assert_eq!(code, 200, "{health}");
 
-    let child = guard.0.take().unwrap();
+    let child = guard.take().unwrap();
     langtian_core::testkit::sigterm(&child).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -197,7 +185,7 @@ async fn sigterm_during_an_outage_exits_after_the_drain_timeout() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut guard = Guard(Some(child));
+    let mut guard = ChildGuard::new(child);
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let batch = ChannelSampleBatch {
         samples: (1..=5)
@@ -220,7 +208,7 @@ async fn sigterm_during_an_outage_exits_after_the_drain_timeout() {
     })
     .await;
 
-    let child = guard.0.take().unwrap();
+    let child = guard.take().unwrap();
     langtian_core::testkit::sigterm(&child).unwrap();
     let out = langtian_core::testkit::output_within(child, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("lt-collector after SIGTERM with a 1 s drain timeout: {e}"));

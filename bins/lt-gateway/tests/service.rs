@@ -9,19 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use langtian_core::proto::gateway::v1 as pb;
-use langtian_core::testkit::{JsonLog, TestServer};
+use langtian_core::testkit::{ChildGuard, JsonLog, TestServer, wait_for_http_status};
 use prost::Message as _;
-
-struct Guard(Option<std::process::Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Subscribes to `subject` and returns the gateway's answer.
 async fn subscribe<S>(
@@ -75,7 +64,7 @@ async fn start_gateway(
     secret: &str,
     nats_url: &str,
     extra: &[&str],
-) -> (u16, Guard, std::thread::JoinHandle<Vec<String>>) {
+) -> (u16, ChildGuard, std::thread::JoinHandle<Vec<String>>) {
     let port = langtian_core::natsd::free_port().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lt-gateway"))
         .args([
@@ -94,12 +83,10 @@ async fn start_gateway(
         .unwrap();
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let log_lines = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
-    let guard = Guard(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while langtian_core::natsd::http_get_status(port, "/healthz").await != Some(200) {
-        assert!(Instant::now() < deadline, "not ready within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let guard = ChildGuard::new(child);
+    wait_for_http_status(port, "/healthz", 200, Duration::from_secs(20))
+        .await
+        .unwrap();
     (port, guard, log_lines)
 }
 
@@ -134,7 +121,7 @@ async fn serves_websocket_clients_with_a_dev_token() {
     assert!(refused.is_err(), "a bad token is refused");
 
     // Every log line is one JSON object; the two refusals carry their codes.
-    let mut child = guard.0.take().unwrap();
+    let mut child = guard.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let lines = log_lines.join().unwrap();
@@ -280,7 +267,7 @@ async fn runs_as_its_own_nats_user() {
         .expect("a delta through the gateway");
     // The token allows `>`, but raw events are not the gateway user's to read: nats-server refuses.
     let _ = subscribe(&mut ws, 2, "lt.evt.>").await;
-    let mut child = guard.0.take().unwrap();
+    let mut child = guard.take().unwrap();
     let wait_log = Instant::now() + Duration::from_secs(10);
     let metrics = loop {
         let (_, m) = langtian_core::natsd::http_get(port, "/metrics").await.unwrap();

@@ -14,18 +14,7 @@ use langtian_core::bus::{Bus, BusOptions};
 use langtian_core::discovery::{DiscoveryConfig, Registry};
 use langtian_core::lake::{Lake, LakeConfig, OffsetRecord};
 use langtian_core::query::{ErrorCode, QueryError, QueryRequest, query};
-use langtian_core::testkit::TestServer;
-
-struct Guard(Option<std::process::Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use langtian_core::testkit::{ChildGuard, TestServer};
 
 fn write_lake(dir: &std::path::Path, n: u64) {
     let schema = Arc::new(Schema::new(vec![
@@ -71,7 +60,7 @@ async fn serves_a_read_only_lake_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut guard = Guard(Some(child));
+    let mut guard = ChildGuard::new(child);
 
     let r = until_answers(
         &bus,
@@ -113,7 +102,7 @@ async fn serves_a_read_only_lake_and_stops_on_sigterm() {
     );
 
     // SIGTERM: exit 0, unregistered.
-    let mut child = guard.0.take().unwrap();
+    let mut child = guard.take().unwrap();
     langtian_core::testkit::sigterm(&child).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
