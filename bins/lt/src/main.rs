@@ -419,6 +419,9 @@ async fn main() -> ExitCode {
     }
     let result: Result<(), CmdError> = match &cli.cmd {
         Cmd::Up(a) => Box::pin(cmd_up(&cli.conn, a)).await,
+        Cmd::Sim(c) => sim_cmd::cmd_sim(&cli.conn, c).await,
+        Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
+        Cmd::Bench(BenchCmd::Live(a)) => cmd_bench_live(a).await,
         cmd => other_cmd(&cli.conn, cmd).await.map_err(CmdError::from),
     };
     match result {
@@ -433,16 +436,17 @@ async fn main() -> ExitCode {
 /// How a command failed: its message and exit code (10 for settings that cannot work, as for
 /// every Langtian binary; 1 for the rest).
 #[derive(Debug)]
-struct CmdError {
+pub(crate) struct CmdError {
     exit: u8,
     message: String,
 }
 
 impl CmdError {
-    fn config(message: impl Into<String>) -> Self {
+    /// A setting that cannot work (exit 10).
+    pub(crate) fn config(message: impl std::fmt::Display) -> Self {
         Self {
             exit: langtian_core::cli::EXIT_CONFIG,
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 }
@@ -455,18 +459,17 @@ impl From<String> for CmdError {
 
 async fn other_cmd(conn: &ConnArgs, cmd: &Cmd) -> Result<(), String> {
     match cmd {
-        Cmd::Up(_) => Err("internal: `lt up` is run by main".into()),
+        Cmd::Up(_) | Cmd::Sim(_) | Cmd::Bench(BenchCmd::Bus(_) | BenchCmd::Live(_)) => {
+            Err("internal: this command is run by main".into())
+        }
         Cmd::Query(a) => query_cmd::cmd_query(conn, a).await,
-        Cmd::Sim(c) => sim_cmd::cmd_sim(conn, c).await,
         Cmd::Pub(a) => cmd_pub(conn, a).await,
         Cmd::Sub(a) => cmd_sub(conn, a).await,
         Cmd::Nodes(a) => cmd_nodes(conn, a).await,
         Cmd::NatsAccess(a) => access_cmd::cmd_nats_access(a),
         Cmd::Provision(a) => access_cmd::cmd_provision(conn, a).await,
-        Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(conn, a).await,
         Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await,
         Cmd::Bench(BenchCmd::Ingest(a)) => cmd_bench_ingest(a).await,
-        Cmd::Bench(BenchCmd::Live(a)) => cmd_bench_live(a).await,
         Cmd::Flow(f) => cmd_flow(f).await,
     }
 }
@@ -770,7 +773,7 @@ async fn cmd_nodes(conn: &ConnArgs, a: &NodesArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn cmd_bench_bus(conn: &ConnArgs, a: &BenchBusArgs) -> Result<(), String> {
+async fn cmd_bench_bus(conn: &ConnArgs, a: &BenchBusArgs) -> Result<(), CmdError> {
     let mut cfg = if a.quick {
         BusBenchConfig::quick()
     } else {
@@ -780,7 +783,9 @@ async fn cmd_bench_bus(conn: &ConnArgs, a: &BenchBusArgs) -> Result<(), String> 
     cfg.payload = a.payload;
     if let Some(m) = a.messages {
         if m == 0 {
-            return Err("--messages must be at least 1 (a run of 0 messages measures nothing)".into());
+            return Err(CmdError::config(
+                "--messages must be at least 1 (a run of 0 messages measures nothing)",
+            ));
         }
         cfg.messages = m;
     }
@@ -939,7 +944,7 @@ async fn cmd_bench_flow(a: &BenchFlowArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn cmd_bench_live(a: &BenchLiveArgs) -> Result<(), String> {
+async fn cmd_bench_live(a: &BenchLiveArgs) -> Result<(), CmdError> {
     use langtian_core::bench::{LiveBenchConfig, bench_live};
     let mut cfg = if a.quick {
         LiveBenchConfig::quick()
@@ -948,14 +953,16 @@ async fn cmd_bench_live(a: &BenchLiveArgs) -> Result<(), String> {
     };
     if let Some(r) = &a.rates {
         if let Some(bad) = r.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
-            return Err(format!(
+            return Err(CmdError::config(format!(
                 "--rates: each rate must be a number of ticks/s above 0, got {bad}"
-            ));
+            )));
         }
         cfg.steps = r.iter().map(|r| (*r, Duration::from_millis(33))).collect();
     }
     if a.clients == 0 {
-        return Err("--clients must be at least 1 (the latency is measured at the clients)".into());
+        return Err(CmdError::config(
+            "--clients must be at least 1 (the latency is measured at the clients)",
+        ));
     }
     cfg.clients = a.clients;
     eprintln!("lt bench live ({}):", if a.quick { "quick" } else { "full" });

@@ -10,7 +10,7 @@ use langtian_core::sim::udp::{BatteryUdpConfig, send_battery_udp};
 use langtian_core::sim::{TickSim, TickSimConfig};
 use tokio::sync::watch;
 
-use crate::ConnArgs;
+use crate::{CmdError, ConnArgs};
 
 /// `lt sim` subcommands.
 #[derive(Debug, Subcommand)]
@@ -95,7 +95,8 @@ fn stop_after(limit: Option<Duration>) -> watch::Receiver<bool> {
     rx
 }
 
-pub async fn cmd_sim(conn: &ConnArgs, cmd: &SimCmd) -> Result<(), String> {
+/// Runs `lt sim …`; a setting that cannot work is a configuration error (exit 10).
+pub async fn cmd_sim(conn: &ConnArgs, cmd: &SimCmd) -> Result<(), CmdError> {
     match cmd {
         SimCmd::Battery(a) => {
             let cfg = BatteryUdpConfig {
@@ -108,7 +109,7 @@ pub async fn cmd_sim(conn: &ConnArgs, cmd: &SimCmd) -> Result<(), String> {
                 seed: a.seed,
                 ..BatteryUdpConfig::new(a.to)
             };
-            cfg.validate().map_err(|e| e.to_string())?;
+            cfg.validate().map_err(CmdError::config)?;
             eprintln!(
                 "lt sim battery: {} cyclers × {} channels, {} samples/s, {} per datagram → udp://{}",
                 a.devices, a.channels, a.rate, a.per_datagram, a.to
@@ -143,14 +144,19 @@ pub async fn cmd_sim(conn: &ConnArgs, cmd: &SimCmd) -> Result<(), String> {
                 ..TickRun::default()
             };
             // Refused before connecting, so the error is about the setting, not the server.
-            sim_cfg.validate().map_err(|e| e.to_string())?;
-            run.validate().map_err(|e| e.to_string())?;
+            sim_cfg.validate().map_err(CmdError::config)?;
+            run.validate().map_err(CmdError::config)?;
             let bus = conn.connect().await?;
             let mut sim = TickSim::new(sim_cfg);
             if a.contracts_prefix != "off" {
                 let n = publish_contracts(&bus, &sim, &a.contracts_prefix)
                     .await
-                    .map_err(|e| format!("publishing contracts to {}.>: {e}", a.contracts_prefix))?;
+                    .map_err(|e| {
+                        format!(
+                            "publishing contracts to {}.>: {e} (`--contracts-prefix off` skips them)",
+                            a.contracts_prefix
+                        )
+                    })?;
                 eprintln!(
                     "lt sim ticks: {n} contracts → {}.<venue>.<symbol>",
                     a.contracts_prefix
