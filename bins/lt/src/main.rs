@@ -122,14 +122,17 @@ impl ConnArgs {
 enum Cmd {
     /// Run the platform: embedded nats-server, provisioning, node registry, dead-letter
     /// forwarder, UDP collector, battery simulator, the flow into a local DuckLake and the query
-    /// service, with a live status line. Ctrl-C drains and stops cleanly; a second `lt up`
-    /// resumes with the same store and lake.
+    /// service, and the live path (tick simulator with its contracts, aggregator, WebSocket
+    /// gateway serving the UI, whose URL it prints), with a live status line. Ctrl-C drains and
+    /// stops cleanly; a second `lt up` resumes with the same store and lake.
+    ///
     /// Exit codes: 0 stopped cleanly, 10 configuration (a flag, the topology file), 1 other
     /// errors.
     Up(UpArgs),
     /// Read-only SQL on the lake (through the running `lt up`, or the lake file with --local).
     Query(query_cmd::QueryArgs),
-    /// Data simulators: battery cyclers over UDP, market ticks to NATS.
+    /// Data simulators: battery cyclers over UDP, market ticks (and their contracts) to NATS.
+    /// Settings that cannot work exit 10.
     #[command(subcommand)]
     Sim(sim_cmd::SimCmd),
     /// Publish a message (raw or as an envelope) with QoS 0, 1 or 2.

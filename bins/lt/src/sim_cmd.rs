@@ -19,7 +19,8 @@ pub enum SimCmd {
     /// (langtian.battery.v1.ChannelSampleBatch) to a collector.
     Battery(BatteryArgs),
     /// Market ticks for seed 002 (venues × symbols, bursts, a few duplicates and out-of-order
-    /// ticks) published to xy.src.tick.<venue>.<symbol> (stream XY_SRC).
+    /// ticks) published to xy.src.tick.<venue>.<symbol> (stream XY_SRC), after each instrument's
+    /// contract to xy.ref.contract.<venue>.<symbol> (stream XY_REF).
     Ticks(TickArgs),
 }
 
