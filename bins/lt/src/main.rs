@@ -420,12 +420,23 @@ async fn main() -> ExitCode {
         eprintln!("lt: error: {e}");
         return ExitCode::from(langtian_core::cli::EXIT_CONFIG);
     }
+    // `lt up`, `lt sim` and `lt bench bus|live` tell settings errors (exit 10) from the rest;
+    // the other commands' errors are messages (exit 1).
+    let conn = &cli.conn;
     let result: Result<(), CmdError> = match &cli.cmd {
-        Cmd::Up(a) => Box::pin(cmd_up(&cli.conn, a)).await,
-        Cmd::Sim(c) => sim_cmd::cmd_sim(&cli.conn, c).await,
-        Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(&cli.conn, a).await,
+        Cmd::Up(a) => Box::pin(cmd_up(conn, a)).await,
+        Cmd::Sim(c) => sim_cmd::cmd_sim(conn, c).await,
+        Cmd::Bench(BenchCmd::Bus(a)) => cmd_bench_bus(conn, a).await,
         Cmd::Bench(BenchCmd::Live(a)) => cmd_bench_live(a).await,
-        cmd => other_cmd(&cli.conn, cmd).await.map_err(CmdError::from),
+        Cmd::Query(a) => query_cmd::cmd_query(conn, a).await.map_err(CmdError::from),
+        Cmd::Pub(a) => cmd_pub(conn, a).await.map_err(CmdError::from),
+        Cmd::Sub(a) => cmd_sub(conn, a).await.map_err(CmdError::from),
+        Cmd::Nodes(a) => cmd_nodes(conn, a).await.map_err(CmdError::from),
+        Cmd::NatsAccess(a) => access_cmd::cmd_nats_access(a).map_err(CmdError::from),
+        Cmd::Provision(a) => access_cmd::cmd_provision(conn, a).await.map_err(CmdError::from),
+        Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await.map_err(CmdError::from),
+        Cmd::Bench(BenchCmd::Ingest(a)) => cmd_bench_ingest(a).await.map_err(CmdError::from),
+        Cmd::Flow(f) => cmd_flow(f).await.map_err(CmdError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -457,23 +468,6 @@ impl CmdError {
 impl From<String> for CmdError {
     fn from(message: String) -> Self {
         Self { exit: 1, message }
-    }
-}
-
-async fn other_cmd(conn: &ConnArgs, cmd: &Cmd) -> Result<(), String> {
-    match cmd {
-        Cmd::Up(_) | Cmd::Sim(_) | Cmd::Bench(BenchCmd::Bus(_) | BenchCmd::Live(_)) => {
-            Err("internal: this command is run by main".into())
-        }
-        Cmd::Query(a) => query_cmd::cmd_query(conn, a).await,
-        Cmd::Pub(a) => cmd_pub(conn, a).await,
-        Cmd::Sub(a) => cmd_sub(conn, a).await,
-        Cmd::Nodes(a) => cmd_nodes(conn, a).await,
-        Cmd::NatsAccess(a) => access_cmd::cmd_nats_access(a),
-        Cmd::Provision(a) => access_cmd::cmd_provision(conn, a).await,
-        Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await,
-        Cmd::Bench(BenchCmd::Ingest(a)) => cmd_bench_ingest(a).await,
-        Cmd::Flow(f) => cmd_flow(f).await,
     }
 }
 
