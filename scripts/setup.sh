@@ -21,6 +21,8 @@
 #     to ui/dist; Debian's chromium for the browser tests (apt-get, when missing)
 #   - the Node SDK's npm packages (bindings/node/package-lock.json)
 #   - Debian's Mono 6.8 (mcs + runtime) for the C# binding's tests (apt-get, when missing)
+#   - Debian's prometheus 2.42 for promtool, which checks config/prometheus.yml, unit-tests the
+#     alerting rules config/alerts.yml and lints lt up's /metrics (apt-get, when missing)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -151,6 +153,8 @@ apt_install() { # what-for, packages...
   fi
 }
 [ -x /usr/bin/chromium ] || apt_install "the UI's browser tests" chromium
+PROMETHEUS_VERSION="2.42.0+ds-5+deb12u1"
+[ -x /usr/bin/promtool ] || apt_install "promtool: the alerting rules' tests" "prometheus=$PROMETHEUS_VERSION"
 if [ ! -x /usr/bin/mcs ] || [ ! -x /usr/bin/mono ] || [ ! -f /usr/lib/mono/4.5/System.Runtime.Serialization.dll ] \
   || [ ! -f /usr/lib/mono/4.5/System.Net.Http.dll ]; then
   apt_install "the C# binding's tests" "mono-mcs=$MONO_VERSION" "mono-runtime=$MONO_VERSION" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (scripts/setup.sh) and runs every test suite, printing the duration of
-# each stage:  setup · fmt · clippy · buf lint · buf breaking · ui test (vitest) · cargo test ·
+# each stage:  setup · fmt · clippy · buf lint · buf breaking · alerts (promtool) · ui test (vitest) · cargo test ·
 # ui e2e (Chromium) · py sdk (maturin wheel + pytest) · node sdk (napi build + node --test) ·
 # c# sdk (cargo cdylib + csbindgen, mcs, mono) · bench smoke (bus, flow, ingest, live, ui in the
 # browser, Python query).
@@ -41,6 +41,11 @@ stage fmt          cargo fmt --all --check
 stage clippy       cargo clippy --workspace --all-targets -- -D warnings
 stage buf-lint     "${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/buf" lint proto
 stage buf-breaking buf_breaking
+# The Prometheus scrape configuration and the alerting rules with their unit tests (promtool).
+alerts() {
+  (cd "$ROOT/config" && promtool check config prometheus.yml && promtool test rules alerts.test.yml)
+}
+stage alerts       alerts
 ui_test() {
   (cd "$ROOT/ui" && LANGTIAN_BUF="${LANGTIAN_DEPS:-$ROOT/.deps}/venv/bin/buf" npm test --silent)
 }
