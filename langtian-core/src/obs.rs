@@ -12,7 +12,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -36,10 +37,15 @@ pub enum ObsError {
     Serve(std::io::Error),
 }
 
-/// Latency histogram buckets in seconds (1 ms … 60 s).
+/// Latency histogram buckets in seconds (1 ms … 60 s), with the seeds' thresholds as bounds
+/// (120 ms, 180 ms, 1 s) so that `config/alerts.yml` compares against them exactly.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.12, 0.18, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+
+/// Buckets of `ui_frame_interval` (seconds): the seed's frame budgets (p95 ≤ 16.7 ms, p99 ≤
+/// 25 ms) as bounds, a 120 Hz frame below the first.
+pub const FRAME_BUCKETS: &[f64] = &[0.009, 0.0167, 0.025, 0.034, 0.05, 0.1, 0.25, 1.0];
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
@@ -50,6 +56,8 @@ pub fn prometheus() -> Result<PrometheusHandle, ObsError> {
         .get_or_init(|| {
             let h = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("latency".into()), LATENCY_BUCKETS)
+                .map_err(|e| e.to_string())?
+                .set_buckets_for_metric(Matcher::Full("ui_frame_interval".into()), FRAME_BUCKETS)
                 .map_err(|e| e.to_string())?
                 .install_recorder()
                 .map_err(|e| e.to_string())?;
@@ -67,6 +75,110 @@ pub fn prometheus() -> Result<PrometheusHandle, ObsError> {
         })
         .clone()
         .map_err(ObsError::Recorder)
+}
+
+/// Text appended to every `/metrics` answer after the recorder's series: series whose set
+/// changes from one reading to the next (a deleted stream's series must go), which the
+/// recorder cannot remove.
+pub type TextSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+static TEXT_SOURCES: Mutex<Vec<(u64, TextSource)>> = Mutex::new(Vec::new());
+static NEXT_SOURCE: AtomicU64 = AtomicU64::new(0);
+
+fn text_sources() -> std::sync::MutexGuard<'static, Vec<(u64, TextSource)>> {
+    TEXT_SOURCES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Keeps a [`TextSource`] on `/metrics`; dropping it takes the source off.
+#[derive(Debug)]
+#[must_use = "the source is removed when the guard is dropped"]
+pub struct TextSourceGuard(u64);
+
+impl Drop for TextSourceGuard {
+    fn drop(&mut self) {
+        text_sources().retain(|(id, _)| *id != self.0);
+    }
+}
+
+/// Adds `source` to every `/metrics` answer of this process until the guard is dropped.
+pub fn add_text_source(source: TextSource) -> TextSourceGuard {
+    let id = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed);
+    text_sources().push((id, source));
+    TextSourceGuard(id)
+}
+
+/// What `/metrics` answers: the recorder's series, then every [`TextSource`]'s.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    let sources: Vec<TextSource> = text_sources().iter().map(|(_, s)| s.clone()).collect();
+    for s in sources {
+        text.push_str(&s());
+    }
+    text
+}
+
+/// Serves JetStream's own state of every stream and durable consumer
+/// ([`crate::bus::JetStreamState`], prometheus-nats-exporter's series names) on this process's
+/// `/metrics`, read every `every` until `stop` turns true. A failed reading is counted in
+/// `jetstream_state_errors`, logged when the failures start (code `jetstream_state_failed`) and
+/// takes the series off until a reading succeeds: stale numbers would look current.
+pub async fn export_jetstream_state(bus: crate::bus::Bus, every: Duration, mut stop: watch::Receiver<bool>) {
+    let latest = Arc::new(Mutex::new(String::new()));
+    let shown = latest.clone();
+    let _guard = add_text_source(Arc::new(move || {
+        shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }));
+    let failed = metrics::counter!("jetstream_state_errors");
+    let mut failing = false;
+    loop {
+        let reading = tokio::time::timeout(
+            every.max(Duration::from_secs(5)),
+            crate::bus::JetStreamState::read(&bus),
+        )
+        .await;
+        let text = match reading {
+            Ok(Ok(state)) => {
+                if failing {
+                    tracing::info!(
+                        code = "jetstream_state_recovered",
+                        "reading JetStream's state works again"
+                    );
+                }
+                failing = false;
+                state.to_prometheus()
+            }
+            Ok(Err(e)) => {
+                failed.increment(1);
+                if !failing {
+                    tracing::warn!(code = "jetstream_state_failed", error = %e, "reading JetStream's state for /metrics failed");
+                }
+                failing = true;
+                String::new()
+            }
+            Err(_) => {
+                failed.increment(1);
+                if !failing {
+                    tracing::warn!(
+                        code = "jetstream_state_failed",
+                        error = "timed out",
+                        "reading JetStream's state for /metrics failed"
+                    );
+                }
+                failing = true;
+                String::new()
+            }
+        };
+        *latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = text;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
 }
 
 /// What `/healthz` reports.
@@ -109,7 +221,7 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let h = handle.clone();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()) }
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&h)) }
             }),
         )
         .route(
@@ -146,6 +258,56 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    /// The alerting rules compare against the buckets at the seeds' thresholds (latency and frame
+    /// intervals) by their `le`
+    /// label: those buckets exist, and the exporter writes their bounds as the rules do.
+    #[test]
+    fn the_alerts_name_latency_buckets_that_exist() {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("latency".into()), super::LATENCY_BUCKETS)
+            .unwrap()
+            .set_buckets_for_metric(Matcher::Full("ui_frame_interval".into()), super::FRAME_BUCKETS)
+            .unwrap()
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("ui_tick_to_paint_latency").record(0.15);
+            metrics::histogram!("ui_frame_interval").record(0.0165);
+        });
+        let text = handle.render();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let alerts = std::fs::read_to_string(root.join("../config/alerts.yml")).unwrap();
+        for le in ["0.12", "0.18", "1"] {
+            let label = format!("{{le=\"{le}\"}}");
+            assert!(
+                text.contains(&format!("ui_tick_to_paint_latency_bucket{label} ")),
+                "{text}"
+            );
+            assert!(alerts.contains(&label), "config/alerts.yml does not use {label}");
+        }
+        for le in ["0.0167", "0.025"] {
+            let label = format!("{{le=\"{le}\"}}");
+            assert!(
+                text.contains(&format!("ui_frame_interval_bucket{label} ")),
+                "{text}"
+            );
+            assert!(alerts.contains(&label), "config/alerts.yml does not use {label}");
+        }
+    }
+
+    /// Text sources are appended to `/metrics` while their guard lives.
+    #[test]
+    fn text_sources_come_and_go_with_their_guard() {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let guard = super::add_text_source(std::sync::Arc::new(|| "probe_series 1\n".to_owned()));
+        assert!(super::render(&handle).contains("probe_series 1"));
+        drop(guard);
+        assert!(!super::render(&handle).contains("probe_series"));
+    }
 
     /// Every metric the library records is in docs/metrics.md, the field dictionary (seed 002:
     /// Prometheus scrape plus a field dictionary).

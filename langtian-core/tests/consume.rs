@@ -336,3 +336,128 @@ async fn binding_unknown_streams_and_consumers_is_a_typed_error() {
     let err = ensure_consumer(&bus, &spec("NOPE", "d")).await.unwrap_err();
     assert!(matches!(err, BusError::UnknownStream { .. }), "{err}");
 }
+
+/// JetStream's own state on `/metrics`: a stream's count and sequences, a durable consumer's
+/// pending, ack-pending and redelivered messages as the server counts them; ephemeral consumers
+/// left out; a deleted consumer's series gone at the next reading; and when the server cannot
+/// be read, the failure counted and no stale numbers shown.
+#[tokio::test]
+async fn jetstream_state_reaches_metrics_and_goes_when_it_cannot_be_read() {
+    use langtian_core::bus::{ConsumerState, JetStreamState};
+    use langtian_core::obs;
+
+    let mut srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    common::stream(&bus, "JSSTATE", &["jsstate.>"]).await;
+    publish_n(&bus, "jsstate.x", 10).await;
+    let stream = bus.jetstream().get_stream("JSSTATE").await.unwrap();
+    // A durable pull consumer without a backoff schedule, so a NAK redelivers at once.
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("reader".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // An ephemeral consumer: in the stream's consumer count, not among the series.
+    let _ephemeral = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+
+    // Plain pull requests, so that the server's view is exact: deliver 1..=4, ack 1, NAK 2 and
+    // take it again: 2 is redelivered, 2..=4 await acks, 5..=10 wait.
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt as _;
+    let reader: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("reader").await.unwrap();
+    let fetch = |n: usize| {
+        let reader = reader.clone();
+        async move {
+            let batch = reader.fetch().max_messages(n).messages().await.unwrap();
+            batch.map(Result::unwrap).collect::<Vec<_>>().await
+        }
+    };
+    let first = fetch(4).await;
+    let seqs: Vec<u64> = first.iter().map(|m| m.info().unwrap().stream_sequence).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    first[0].double_ack().await.unwrap();
+    first[1].ack_with(AckKind::Nak(None)).await.unwrap();
+    bus.client().flush().await.unwrap();
+    let again = fetch(1).await;
+    let info = again[0].info().unwrap();
+    assert_eq!((info.stream_sequence, info.delivered), (2, 2));
+
+    let state = JetStreamState::read(&bus).await.unwrap();
+    let s = state.streams.iter().find(|s| s.name == "JSSTATE").unwrap();
+    assert_eq!((s.messages, s.first_seq, s.last_seq, s.consumers), (10, 1, 10, 2));
+    assert!(s.bytes > 0);
+    assert_eq!(
+        state.consumers,
+        vec![ConsumerState {
+            stream: "JSSTATE".into(),
+            name: "reader".into(),
+            num_pending: 6,
+            num_ack_pending: 3,
+            num_redelivered: 1,
+            num_waiting: 0,
+            delivered_stream_seq: 4,
+            ack_floor_stream_seq: 1,
+        }]
+    );
+
+    // The exporter serves the same on /metrics.
+    let handle = obs::prometheus().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let exporter = tokio::spawn(obs::export_jetstream_state(
+        bus.clone(),
+        Duration::from_millis(200),
+        stop_rx,
+    ));
+    let pending = "jetstream_consumer_num_pending{stream_name=\"JSSTATE\",consumer_name=\"reader\"} 6";
+    common::wait_until(
+        Duration::from_secs(10),
+        "the consumer's series on /metrics",
+        || {
+            let text = obs::render(&handle);
+            async move { text.lines().any(|l| l == pending) }
+        },
+    )
+    .await;
+    let text = obs::render(&handle);
+    assert!(
+        text.lines()
+            .any(|l| l == "jetstream_stream_total_messages{stream_name=\"JSSTATE\"} 10"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("consumer_name=").count(),
+        6,
+        "one consumer, six series: {text}"
+    );
+
+    // A deleted consumer's series go at the next reading.
+    stream.delete_consumer("reader").await.unwrap();
+    common::wait_until(Duration::from_secs(10), "the deleted consumer's series gone", || {
+        let text = obs::render(&handle);
+        async move { !text.contains("consumer_name=\"reader\"") && text.contains("stream_name=\"JSSTATE\"") }
+    })
+    .await;
+
+    // No server: the failure is counted and nothing stale is shown.
+    srv.kill().await.unwrap();
+    common::wait_until(Duration::from_secs(15), "the series taken off", || {
+        let text = obs::render(&handle);
+        async move { !text.contains("jetstream_stream_total_messages") }
+    })
+    .await;
+    let text = obs::render(&handle);
+    let errors = text
+        .lines()
+        .find_map(|l| l.strip_prefix("jetstream_state_errors "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 1.0, "{text}");
+
+    stop_tx.send(true).unwrap();
+    exporter.await.unwrap();
+}

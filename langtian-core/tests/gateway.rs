@@ -413,10 +413,12 @@ async fn client_stats_are_checked_then_recorded() {
             paint: vec![lc(31, 4), lc(48, 2)],
             receipt: vec![lc(12, 6)],
             rebuild_ms: vec![40],
+            frame: vec![lc(16, 58), lc(33, 2)],
         }),
     )
     .await;
     until_stat(&gw, |s| &s.client_paint_samples, 6).await;
+    assert_eq!(gw.stats.client_frame_samples.load(Ordering::Relaxed), 60);
     assert_eq!(gw.stats.client_reports.load(Ordering::Relaxed), 1);
     // Out of range: an error frame naming it, nothing recorded, and the connection stays.
     send(
@@ -435,6 +437,7 @@ async fn client_stats_are_checked_then_recorded() {
     );
     assert_eq!(gw.stats.bad_client_stats.load(Ordering::Relaxed), 1);
     assert_eq!(gw.stats.client_paint_samples.load(Ordering::Relaxed), 6);
+    assert_eq!(gw.stats.client_frame_samples.load(Ordering::Relaxed), 60);
     assert_eq!(gw.stats.client_reports.load(Ordering::Relaxed), 1);
     assert_eq!(
         gw.stats.bad_frames.load(Ordering::Relaxed),

@@ -129,6 +129,12 @@ test('five tabs share one WebSocket through one SharedWorker; every view works; 
     await until('the browsers\' tick → paint in the gateway\'s metrics', async () => (await system.locator('[data-metric=ui_tick_to_paint_latency_count]').count()) === 1, 25_000)
     assert.ok(Number(await system.locator('[data-metric=ui_tick_to_paint_latency_count] td').nth(1).textContent()) > 0, 'paint samples recorded')
     assert.ok(Number(await system.locator('[data-metric=ui_stats_reports] td').nth(1).textContent()) >= 1)
+    // The pages' animation-frame intervals: in the system view, and in the same reports.
+    assert.match((await system.locator('[data-testid=frames]').textContent()) ?? '', /p50 \d+–\d+ ms · p95 \d+–\d+ ms .*· [1-9]\d* frames$/)
+    assert.ok(Number(await system.locator('[data-metric=ui_frame_interval_count] td').nth(1).textContent()) > 0, 'frame intervals recorded')
+    // JetStream's own state of the streams, which lt up adds to /metrics.
+    await until('JetStream state in the gateway\'s metrics', async () => (await system.locator('[data-metric=jetstream_stream_total_messages]').count()) === 1, 15_000)
+    assert.ok(Number(await system.locator('[data-metric=jetstream_stream_total_messages] td').nth(1).textContent()) > 0, 'streams hold messages')
     await system.bringToFront()
     await system.screenshot({ path: join(artifacts, 'system.png'), fullPage: true })
 

@@ -5,7 +5,7 @@ import { nodesCollection } from './data/raw'
 import { AnalysisStore, AnalysisView } from './views/AnalysisView'
 import { CellsView, TicksView } from './views/GridViews'
 import { SystemView } from './views/SystemView'
-import { startFrameSampling, takePaintLatencies } from './perf'
+import { startFrameSampling, takeFrameIntervals, takePaintLatencies } from './perf'
 import type { HubStats, HubStatus } from './worker/protocol'
 
 declare global {
@@ -44,10 +44,12 @@ function viewFromHash(): View {
 /** Everything one tab holds: its link to the hub and the collections fed by it. */
 function createSession(token: string) {
   const conn: FeedConnection = connectFeed(token)
-  // This tab's tick → paint latencies go to the hub, which merges every tab's for the system view.
+  // This tab's tick → paint latencies and frame intervals go to the hub, which merges every tab's
+  // for the system view and reports them to the gateway.
   setInterval(() => {
     const counts = takePaintLatencies()
-    if (counts.length > 0) conn.send({ type: 'latency', counts })
+    const frames = takeFrameIntervals()
+    if (counts.length > 0 || frames.length > 0) conn.send({ type: 'latency', counts, frames })
   }, 1000)
   return {
     conn,

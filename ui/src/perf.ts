@@ -3,8 +3,9 @@
  * requestAnimationFrame, and tick → paint latency — from a row's source timestamp (`tsMs`, ms
  * since the epoch, stamped by the publisher) to the first task after the frame that painted it
  * (rAF → setTimeout(0), the "after next paint" point). Bounded ring buffers; read as `window.__perf`.
- * The tick → paint latencies also go, as a histogram, to the feed hub once a second
- * (`takePaintLatencies`), which shows the browser's figures in the system view.
+ * The tick → paint latencies and frame intervals also go, as histograms, to the feed hub once a
+ * second (`takePaintLatencies`, `takeFrameIntervals`), which shows the browser's figures in the
+ * system view and reports them to the gateway (`ui_tick_to_paint_latency`, `ui_frame_interval`).
  */
 import { LatencyHistogram, type SparseCounts } from './feed/histogram'
 const CAP = 20_000
@@ -45,6 +46,9 @@ const committed = new Ring()
  * burst of frames about once a second) paints rows late because it gets no frames, and that wait
  * is the browser's choice, not the feed's. */
 const paintSinceReport = new LatencyHistogram()
+/** Frame intervals since the last `takeFrameIntervals`, under the same rule: a throttled tab's
+ * long gaps are the browser's choice, not jank. */
+const framesSinceReport = new LatencyHistogram()
 export const THROTTLED_GAP_MS = 250
 const STEADY_MS = 2000
 /** When the last frame that came more than `THROTTLED_GAP_MS` after the one before came. */
@@ -109,6 +113,13 @@ export function markRendered(tsMs: number): void {
   else requestAnimationFrame(afterPaint)
 }
 
+/** The frame intervals measured since the previous call (for the hub's end-to-end figures). */
+export function takeFrameIntervals(): SparseCounts {
+  const out = framesSinceReport.toSparse()
+  framesSinceReport.clear()
+  return out
+}
+
 /** The tick → paint latencies measured since the previous call (for the hub's end-to-end figures). */
 export function takePaintLatencies(): SparseCounts {
   const out = paintSinceReport.toSparse()
@@ -121,6 +132,7 @@ function loop(t: number): void {
   if (last > 0) {
     frames.push(t - last)
     if (t - last > THROTTLED_GAP_MS) lastThrottled = t
+    else if (t - lastThrottled >= STEADY_MS && document.visibilityState === 'visible') framesSinceReport.add(t - last)
   } else lastThrottled = t
   last = t
   requestAnimationFrame(loop)

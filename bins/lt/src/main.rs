@@ -254,6 +254,11 @@ struct UpArgs {
     /// Address of /metrics and /healthz; `off` to disable.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: String,
+    /// How often /metrics reads JetStream's own state of every stream and durable consumer
+    /// (jetstream_stream_total_messages, jetstream_consumer_num_pending, … as
+    /// prometheus-nats-exporter names them); 1s–1h, or `off`.
+    #[arg(long, default_value = "5s")]
+    jetstream_metrics_every: String,
     /// Do not run the live path (tick simulator, aggregator, WebSocket gateway).
     #[arg(long)]
     no_live: bool,
@@ -538,6 +543,19 @@ async fn cmd_up(conn: &ConnArgs, a: &UpArgs) -> Result<(), CmdError> {
         gateway_addr: a.gateway_addr,
         ui_dir: Some(a.ui_dir.clone()),
         cross_origin_isolation: !a.no_cross_origin_isolation,
+        jetstream_state_every: match a.jetstream_metrics_every.as_str() {
+            "off" => None,
+            s => {
+                let d = langtian_core::cli::duration_arg(s)
+                    .map_err(|e| CmdError::config(format!("--jetstream-metrics-every: {e}")))?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                    return Err(CmdError::config(format!(
+                        "--jetstream-metrics-every must be between 1s and 1h (or `off`), got `{s}`"
+                    )));
+                }
+                Some(d)
+            }
+        },
     };
     let tty = std::io::stdout().is_terminal();
     println!("lt up: starting (Ctrl-C to stop)");

@@ -496,18 +496,24 @@ fn sim_settings_that_cannot_work_are_refused_naming_the_option() {
     }
 }
 
-/// `lt up` refuses simulator settings that cannot work before it starts anything (no data dir,
-/// no nats-server), naming the option; a negative tick rate is no longer taken as "no ticks".
+/// `lt up` refuses simulator and metrics settings that cannot work before it starts anything (no
+/// data dir, no nats-server), naming the option; a negative tick rate is no longer taken as "no
+/// ticks".
 #[test]
 fn up_refuses_simulator_settings_that_cannot_work_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_s = data.to_str().unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--rate", "0"], "`rate`"),
         (&["--devices", "0"], "`devices`"),
         (&["--channels", "0"], "`channels`"),
         (&["--tick-rate=-1"], "--tick-rate"),
+        (&["--jetstream-metrics-every", "0s"], "between 1s and 1h"),
+        (
+            &["--jetstream-metrics-every", "often"],
+            "--jetstream-metrics-every",
+        ),
     ];
     for (extra, want) in cases {
         let mut args = vec!["up", "--data-dir", data_s];

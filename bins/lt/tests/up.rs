@@ -254,6 +254,54 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // JetStream's own state, on both endpoints: the events stream holds what the collector
+    // published, and the flow's durable consumer is there (read every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut exposition = String::new();
+    for port in [p.metrics_port, p.gateway_port] {
+        loop {
+            let (_, m) = rt
+                .block_on(langtian_core::natsd::http_get(port, "/metrics"))
+                .unwrap();
+            let stored = m
+                .lines()
+                .find_map(|l| l.strip_prefix("jetstream_stream_total_messages{stream_name=\"LT_EVENTS\"} "))
+                .and_then(|v| v.parse::<u64>().ok());
+            let consumer = m.contains(
+                "jetstream_consumer_num_ack_pending{stream_name=\"LT_EVENTS\",consumer_name=\"lake-writer\"}",
+            );
+            if stored.is_some_and(|n| n > 0) && consumer {
+                exposition = m;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "JetStream's state missing from :{port}/metrics: {m}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    // Prometheus itself parses the whole exposition, the appended JetStream series included
+    // (a second HELP or TYPE for a name, a bad label or value is a parsing error). Its naming
+    // lints (counters without `_total`: the seeds' names) are not errors here.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup.sh installs Debian's prometheus)");
+    {
+        use std::io::Write as _;
+        let mut stdin = promtool.stdin.take().unwrap();
+        stdin.write_all(exposition.as_bytes()).unwrap();
+    }
+    let checked = promtool.wait_with_output().unwrap();
+    let said = text(&checked);
+    assert!(
+        !said.contains("error while linting") && !said.contains("parsing error"),
+        "promtool could not parse /metrics: {said}"
+    );
     let (code, health) = rt
         .block_on(langtian_core::natsd::http_get(p.metrics_port, "/healthz"))
         .unwrap();

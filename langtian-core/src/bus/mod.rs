@@ -22,6 +22,7 @@ mod consume;
 mod dlq;
 mod error;
 mod event;
+mod js_state;
 mod publish;
 mod reachability;
 mod topology;
@@ -33,6 +34,9 @@ pub use consume::{
 pub use dlq::{DeadLetter, DeadLetterForwarder, DlqConfig, dlq_headers};
 pub use error::BusError;
 pub use event::{EVENT_PREFIX, EventError, EventReceipt, EventSpec, new_event_id, publish_event};
+pub use js_state::{
+    CONSUMER_SERIES, ConsumerState, JetStreamSeries, JetStreamState, STREAM_SERIES, StreamState,
+};
 pub use publish::{OutgoingMessage, PublishReceipt, PublishWindow, Publisher, PublisherConfig, Qos};
 pub use reachability::{Reachability, UNREACHABLE_WARN_EVERY, UnreachableWarning, redact_url};
 pub use topology::{

@@ -1,7 +1,8 @@
-//! A client's end-to-end report (`ClientStats`: source → paint and source → receipt latencies in
-//! 1 ms buckets, snapshot rebuild durations): checked, then added to the gateway's metrics
-//! `ui_tick_to_paint_latency`, `ui_tick_to_browser_latency` and `ui_snapshot_rebuild_latency`
-//! (seconds, histograms) and the counters `ui_stats_reports`, `ui_snapshot_rebuilds`.
+//! A client's end-to-end report (`ClientStats`: source → paint and source → receipt latencies and
+//! animation-frame intervals in 1 ms buckets, snapshot rebuild durations): checked, then added to
+//! the gateway's metrics `ui_tick_to_paint_latency`, `ui_tick_to_browser_latency`,
+//! `ui_frame_interval` and `ui_snapshot_rebuild_latency` (seconds, histograms) and the counters
+//! `ui_stats_reports`, `ui_snapshot_rebuilds`.
 //!
 //! ```
 //! use langtian_core::gateway::client_stats::check;
@@ -65,6 +66,8 @@ pub struct Checked {
     pub paint_samples: u64,
     /// Source → receipt samples.
     pub receipt_samples: u64,
+    /// Frame intervals.
+    pub frame_samples: u64,
     /// Rebuilds reported.
     pub rebuilds: usize,
 }
@@ -107,6 +110,7 @@ fn series(name: &'static str, counts: &[pb::LatencyCount]) -> Result<u64, StatsE
 pub fn check(s: &pb::ClientStats) -> Result<Checked, StatsError> {
     let paint_samples = series("paint", &s.paint)?;
     let receipt_samples = series("receipt", &s.receipt)?;
+    let frame_samples = series("frame", &s.frame)?;
     if s.rebuild_ms.len() > MAX_REBUILDS {
         return Err(StatsError::TooManyEntries {
             series: "rebuild_ms",
@@ -120,6 +124,7 @@ pub fn check(s: &pb::ClientStats) -> Result<Checked, StatsError> {
     Ok(Checked {
         paint_samples,
         receipt_samples,
+        frame_samples,
         rebuilds: s.rebuild_ms.len(),
     })
 }
@@ -143,6 +148,10 @@ pub fn record(s: &pb::ClientStats) {
     for c in &s.receipt {
         receipt.record_many(seconds(c.ms), c.count as usize);
     }
+    let frame = metrics::histogram!("ui_frame_interval");
+    for c in &s.frame {
+        frame.record_many(seconds(c.ms), c.count as usize);
+    }
     let rebuild = metrics::histogram!("ui_snapshot_rebuild_latency");
     for ms in &s.rebuild_ms {
         rebuild.record(f64::from(*ms) / 1000.0);
@@ -165,12 +174,14 @@ mod tests {
             paint: vec![lc(0, 1), lc(40, 7), lc(MAX_BUCKET_MS, 2)],
             receipt: vec![lc(12, 5)],
             rebuild_ms: vec![30, 250],
+            frame: vec![lc(16, 58), lc(33, 2)],
         };
         assert_eq!(
             check(&s),
             Ok(Checked {
                 paint_samples: 10,
                 receipt_samples: 5,
+                frame_samples: 60,
                 rebuilds: 2
             })
         );
@@ -186,6 +197,13 @@ mod tests {
                 ..Default::default()
             })
             .contains("receipt: bucket 1001 ms")
+        );
+        assert!(
+            e(pb::ClientStats {
+                frame: vec![lc(16, 3), lc(2000, 1)],
+                ..Default::default()
+            })
+            .contains("frame: bucket 2000 ms")
         );
         assert!(
             e(pb::ClientStats {
@@ -229,5 +247,8 @@ mod tests {
         assert!((seconds(0) - 0.0005).abs() < 1e-12);
         assert!((seconds(41) - 0.0415).abs() < 1e-12);
         assert!((seconds(MAX_BUCKET_MS) - 1.0).abs() < 1e-12);
+        // A 60 Hz frame (16.67 ms, bucket 16) stays under the 16.7 ms bound of
+        // `FRAME_BUCKETS`; one frame dropped (33.3 ms) lands above 25 ms.
+        assert!(seconds(16) < 0.0167 && seconds(33) > 0.025);
     }
 }

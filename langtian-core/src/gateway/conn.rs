@@ -210,6 +210,10 @@ async fn on_frame(
                     .stats
                     .client_paint_samples
                     .fetch_add(c.paint_samples, Ordering::Relaxed);
+                shared
+                    .stats
+                    .client_frame_samples
+                    .fetch_add(c.frame_samples, Ordering::Relaxed);
             }
             Err(e) => {
                 shared.stats.bad_client_stats.fetch_add(1, Ordering::Relaxed);

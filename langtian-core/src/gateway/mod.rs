@@ -145,6 +145,8 @@ pub struct GatewayStats {
     pub client_reports: AtomicU64,
     /// Source → paint samples in those reports (`ui_tick_to_paint_latency_count`).
     pub client_paint_samples: AtomicU64,
+    /// Animation-frame intervals in those reports (`ui_frame_interval_count`).
+    pub client_frame_samples: AtomicU64,
     /// Reports refused as out of range (`ws_bad_client_stats`; answered with `ERROR_CODE_BAD_STATS`).
     pub bad_client_stats: AtomicU64,
 }

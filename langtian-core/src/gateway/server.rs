@@ -172,7 +172,12 @@ impl Gateway {
                 "/metrics",
                 get(move || {
                     let h = metrics.clone();
-                    async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()) }
+                    async move {
+                        (
+                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            crate::obs::render(&h),
+                        )
+                    }
                 }),
             )
             .route(

@@ -145,6 +145,9 @@ pub struct UpConfig {
     pub ui_dir: Option<PathBuf>,
     /// Serve the UI cross-origin isolated (COOP + COEP; see `GatewayConfig::cross_origin_isolation`).
     pub cross_origin_isolation: bool,
+    /// How often JetStream's state of every stream and durable consumer is read for `/metrics`
+    /// (`jetstream_stream_*`, `jetstream_consumer_*`); `None`: not at all.
+    pub jetstream_state_every: Option<Duration>,
 }
 
 impl Default for UpConfig {
@@ -171,6 +174,7 @@ impl Default for UpConfig {
             gateway_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ui_dir: Some(PathBuf::from("ui/dist")),
             cross_origin_isolation: true,
+            jetstream_state_every: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -412,6 +416,18 @@ pub async fn run_up(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let flow = Arc::new(FlowCounters::default());
+
+    #[cfg(feature = "obs")]
+    if let Some(every) = cfg.jetstream_state_every {
+        use tracing::Instrument as _;
+        let state = crate::obs::export_jetstream_state(bus.clone(), every, stop_rx.clone());
+        tasks.push(tokio::spawn(
+            state.instrument(tracing::info_span!("jetstream_state")),
+        ));
+        on_line(&format!(
+            "/metrics: JetStream's state of every stream and durable consumer, read every {every:?}"
+        ));
+    }
 
     // The collector first, so the simulator has somewhere to send.
     let collector = Collector::bind(CollectorConfig::new(cfg.udp_listen)).await?;

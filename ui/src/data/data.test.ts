@@ -28,6 +28,7 @@ describe('system view data', () => {
     expect(componentOf('ui_tick_to_paint_latency_count')).toBe('browsers')
     expect(componentOf('collector_dropped')).toBe('collector')
     expect(componentOf('consumer_lag')).toBe('flow')
+    expect(componentOf('jetstream_consumer_num_pending')).toBe('JetStream')
   })
 
   it('reads discovery heartbeats and treats empty or foreign payloads as gone', () => {

@@ -36,6 +36,8 @@ export function componentOf(name: string): string {
   if (/^(message_count|error_count|batch_processing|sink_|source_|consumer_lag|committed_sequence|dead_letters|duplicates_dropped)/.test(name))
     return 'flow'
   if (/^query_/.test(name)) return 'query'
+  // JetStream's own state of its streams and durable consumers (lt up reads it for /metrics).
+  if (/^jetstream_/.test(name)) return 'JetStream'
   // The browsers' own end-to-end reports (ClientStats), recorded by the gateway.
   if (/^ui_/.test(name)) return 'browsers'
   return 'other'

@@ -188,8 +188,12 @@ describe('feed hub', () => {
       create(TickSchema, { venue: 'shfe', symbol, seq: BigInt(seq), last: seq, tsExchange: BigInt(Math.round((performance.timeOrigin + performance.now() - 25.5) * 1e6)) })
     deliver({ kind: { case: 'batch', value: { messages: [{ subId: 1, subject: 'xy.md.tick.shfe.0', payload: delta(0, 2, 1, [stamped('a', 2), stamped('b', 1)]) }] } } })
     vi.advanceTimersByTime(16)
-    // A page reports its tick → paint histogram; a malformed entry is dropped.
-    hub.onMessage(a, { type: 'latency', counts: [[40, 3], [41, 1], 'x' as unknown as [number, number]] })
+    // A page reports its tick → paint histogram and frame intervals; a malformed entry is dropped.
+    hub.onMessage(a, {
+      type: 'latency',
+      counts: [[40, 3], [41, 1], 'x' as unknown as [number, number]],
+      frames: [[16, 58], [33, 2], [17] as unknown as [number, number]],
+    })
     const before = a.got.filter((m) => m.type === 'stats').length
     vi.advanceTimersByTime(1000)
     const stats = a.got.filter((m): m is Extract<HubToPage, { type: 'stats' }> => m.type === 'stats')
@@ -200,6 +204,7 @@ describe('feed hub', () => {
     expect(s.toBrowser.p50).toBeGreaterThanOrEqual(25)
     expect(s.toBrowser.p99).toBeLessThan(1000)
     expect(s.toPaint).toEqual({ n: 4, p50: 40, p95: 41, p99: 41 })
+    expect(s.frameIntervals).toEqual({ n: 60, p50: 16, p95: 16, p99: 33 })
     expect([s.rebuilds, s.rebuilding, s.windowS]).toEqual([1, 0, 10])
     expect(s.rebuildLastMs).toBeGreaterThanOrEqual(0)
     // Every 10 s the gateway gets what was measured since the last report, for its /metrics.
@@ -213,6 +218,10 @@ describe('feed hub', () => {
     ])
     expect(r.receipt.reduce((n, c) => n + c.count, 0)).toBe(2)
     expect(r.receipt.every((c) => c.ms >= 25 && c.ms < 1000)).toBe(true)
+    expect(r.frame.map((c) => [c.ms, c.count])).toEqual([
+      [16, 58],
+      [33, 2],
+    ])
     expect(r.rebuildMs).toHaveLength(1)
     // Nothing new: no report.
     vi.advanceTimersByTime(10_000)

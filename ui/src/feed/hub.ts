@@ -82,6 +82,8 @@ export class FeedHub {
   /** Source → hub receipt and source → painted (the pages' reports). */
   private readonly toBrowser = new LatencySeries(STATS_WINDOW_S)
   private readonly toPaint = new LatencySeries(STATS_WINDOW_S)
+  /** The pages' animation-frame intervals. */
+  private readonly frameIntervals = new LatencySeries(STATS_WINDOW_S)
   private statsTimer: ReturnType<typeof setInterval> | undefined
   private reportTimer: ReturnType<typeof setInterval> | undefined
 
@@ -155,6 +157,7 @@ export class FeedHub {
       case 'latency':
         // From our own pages, but still checked: a malformed report is dropped, not trusted.
         if (Array.isArray(m.counts)) this.toPaint.addCounts(m.counts.filter((c) => Array.isArray(c) && c.length === 2))
+        if (Array.isArray(m.frames)) this.frameIntervals.addCounts(m.frames.filter((c) => Array.isArray(c) && c.length === 2))
         break
       case 'bye':
         this.detach(port)
@@ -188,6 +191,7 @@ export class FeedHub {
       windowS: STATS_WINDOW_S,
       toBrowser: this.toBrowser.summary(),
       toPaint: this.toPaint.summary(),
+      frameIntervals: this.frameIntervals.summary(),
       rebuilds: feeds.reduce((n, f) => n + f.rebuilds, 0),
       rebuildLastMs: latest?.rebuildLastMs ?? null,
       rebuildMaxMs: max.length ? Math.max(...max) : null,
@@ -199,9 +203,15 @@ export class FeedHub {
   private reportToGateway(): void {
     if (this.socket?.readyState !== OPEN) return
     const rebuildMs = Object.values(this.md).flatMap((f) => f.takeRebuildDurations().map((ms) => Math.min(3_600_000, Math.round(ms))))
-    if (this.toPaint.unreported === 0 && this.toBrowser.unreported === 0 && rebuildMs.length === 0) return
+    if (this.toPaint.unreported === 0 && this.toBrowser.unreported === 0 && this.frameIntervals.unreported === 0 && rebuildMs.length === 0) return
     const counts = (s: SparseCounts) => s.map(([ms, count]) => ({ ms, count }))
-    this.send(create(ClientFrameSchema, { kind: { case: 'stats', value: { paint: counts(this.toPaint.takeReport()), receipt: counts(this.toBrowser.takeReport()), rebuildMs } } }))
+    const value = {
+      paint: counts(this.toPaint.takeReport()),
+      receipt: counts(this.toBrowser.takeReport()),
+      frame: counts(this.frameIntervals.takeReport()),
+      rebuildMs,
+    }
+    this.send(create(ClientFrameSchema, { kind: { case: 'stats', value } }))
   }
 
   private broadcastStatus(): void {

@@ -74,6 +74,8 @@ function useHubStats(conn: FeedConnection): { stats?: HubStats; bytesPerS?: numb
 }
 
 const ms = (v: number | null | undefined) => (v === null || v === undefined ? '—' : `${v.toFixed(0)} ms`)
+/** A frame interval bucket [b, b + 1) ms: a 60 Hz frame (16.67 ms) reads "16–17 ms". */
+const ms1 = (v: number | null | undefined) => (v === null || v === undefined ? '—' : `${v}–${v + 1} ms`)
 const bytes = (v: number) => (v >= 1 << 20 ? `${(v / (1 << 20)).toFixed(1)} MiB` : `${(v / 1024).toFixed(1)} KiB`)
 
 function LatencyRow({ stage, what, s }: { stage: string; what: string; s: LatencySummary | undefined }) {
@@ -109,6 +111,10 @@ function EndToEnd({ conn }: { conn: FeedConnection }) {
           <LatencyRow stage="paint" what="painted (every tab showing a live grid)" s={stats?.toPaint} />
         </tbody>
       </table>
+      <p data-testid="frames">
+        frame interval (tabs getting steady frames): p50 <b>{ms1(stats?.frameIntervals.p50)}</b> · p95 <b>{ms1(stats?.frameIntervals.p95)}</b> (seed: ≤ 16.7) · p99{' '}
+        <b>{ms1(stats?.frameIntervals.p99)}</b> (≤ 25) · {stats?.frameIntervals.n ?? 0} frames
+      </p>
       <p data-testid="bandwidth">
         WebSocket in: <b>{bytesPerS === undefined ? '—' : `${bytes(bytesPerS)}/s`}</b> · {framesPerS === undefined ? '—' : framesPerS.toFixed(0)} frames/s · total{' '}
         <b>{stats ? bytes(stats.bytesIn) : '—'}</b> in {stats?.framesIn ?? 0} frames

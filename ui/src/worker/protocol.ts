@@ -13,8 +13,9 @@ export type PageToHub =
   | { type: 'resync'; feed: FeedName }
   /** The page got an animation frame after `n` rows messages (flow control: `src/feed/flow.ts`). */
   | { type: 'ack'; n: number }
-  /** The page's tick → paint latencies since its last report (1 ms buckets: `src/feed/histogram.ts`). */
-  | { type: 'latency'; counts: SparseCounts }
+  /** The page's tick → paint latencies and animation-frame intervals since its last report (1 ms
+   * buckets: `src/feed/histogram.ts`). */
+  | { type: 'latency'; counts: SparseCounts; frames?: SparseCounts }
   | { type: 'bye' }
 
 export type ConnState = 'connecting' | 'connected' | 'reconnecting' | 'unauthorized'
@@ -60,6 +61,8 @@ export interface HubStats {
   toBrowser: LatencySummary
   /** Source time → the row was painted, as reported by the pages that show live grids. */
   toPaint: LatencySummary
+  /** Intervals between animation frames of the pages that get frames steadily. */
+  frameIntervals: LatencySummary
   /** Snapshot rebuilds finished (first load, gap, reconnect); the last and the longest, in ms. */
   rebuilds: number
   rebuildLastMs: number | null
