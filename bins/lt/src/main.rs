@@ -141,6 +141,10 @@ enum Cmd {
     Sub(SubArgs),
     /// List the nodes registered in KV discovery, or watch them join and leave.
     Nodes(NodesArgs),
+    /// JetStream's streams and their durable consumers as the server counts them: messages,
+    /// bytes and sequences; for each consumer what it still has to deliver, what awaits an ack,
+    /// what was redelivered (the numbers `lt up` puts on /metrics as `jetstream_*`).
+    Streams(StreamsArgs),
     /// Write NKey users with least-privilege permissions for running the services on your own
     /// nats-server (accounts.conf + one seed per service), as `lt up` runs them.
     NatsAccess(access_cmd::AccessArgs),
@@ -333,6 +337,13 @@ struct SubArgs {
 }
 
 #[derive(Debug, Args)]
+struct StreamsArgs {
+    /// Print one JSON document ({"streams": [...], "consumers": [...]}).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct NodesArgs {
     /// Keep watching and print Joined/Updated/Left events.
     #[arg(long)]
@@ -437,6 +448,7 @@ async fn main() -> ExitCode {
         Cmd::Pub(a) => cmd_pub(conn, a).await.map_err(CmdError::from),
         Cmd::Sub(a) => cmd_sub(conn, a).await.map_err(CmdError::from),
         Cmd::Nodes(a) => cmd_nodes(conn, a).await.map_err(CmdError::from),
+        Cmd::Streams(a) => cmd_streams(conn, a).await.map_err(CmdError::from),
         Cmd::NatsAccess(a) => access_cmd::cmd_nats_access(a).map_err(CmdError::from),
         Cmd::Provision(a) => access_cmd::cmd_provision(conn, a).await.map_err(CmdError::from),
         Cmd::Bench(BenchCmd::Flow(a)) => cmd_bench_flow(a).await.map_err(CmdError::from),
@@ -723,6 +735,19 @@ async fn cmd_sub(conn: &ConnArgs, a: &SubArgs) -> Result<(), String> {
         }
     }
     eprintln!("lt sub: {n} message(s)");
+    Ok(())
+}
+
+async fn cmd_streams(conn: &ConnArgs, a: &StreamsArgs) -> Result<(), String> {
+    let bus = conn.connect().await?;
+    let state = langtian_core::bus::JetStreamState::read(&bus)
+        .await
+        .map_err(|e| e.to_string())?;
+    if a.json {
+        println!("{}", serde_json::to_string(&state).map_err(|e| e.to_string())?);
+    } else {
+        print!("{state}");
+    }
     Ok(())
 }
 

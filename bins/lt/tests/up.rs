@@ -281,6 +281,35 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+    // The same state from the CLI, as the credential-less `local` user: each durable consumer
+    // under its stream; as JSON too.
+    let streams = lt(&["--nats-url", &url, "streams"]);
+    let out = text(&streams);
+    assert!(streams.status.success(), "{out}");
+    let events = out
+        .lines()
+        .position(|l| l.starts_with("LT_EVENTS "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out.lines()
+            .nth(events + 1)
+            .is_some_and(|l| l.contains("└ lake-writer: ")),
+        "{out}"
+    );
+    let json = lt(&["--nats-url", &url, "streams", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&json)));
+    let held = v["streams"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "LT_EVENTS"))
+        .and_then(|s| s["messages"].as_u64());
+    assert!(held.is_some_and(|n| n > 0), "{v}");
+    assert!(
+        v["consumers"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|c| c["name"] == "lake-writer" && c["stream"] == "LT_EVENTS")),
+        "{v}"
+    );
     // Prometheus itself parses the whole exposition, the appended JetStream series included
     // (a second HELP or TYPE for a name, a bad label or value is a parsing error). Its naming
     // lints (counters without `_total`: the seeds' names) are not errors here.

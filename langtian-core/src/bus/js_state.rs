@@ -27,7 +27,7 @@ use super::Bus;
 use super::error::{BusError, api};
 
 /// One stream's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StreamState {
     /// The stream's name.
     pub name: String,
@@ -44,7 +44,7 @@ pub struct StreamState {
 }
 
 /// One durable consumer's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConsumerState {
     /// The stream it reads.
     pub stream: String,
@@ -64,8 +64,9 @@ pub struct ConsumerState {
     pub ack_floor_stream_seq: u64,
 }
 
-/// Every stream's and durable consumer's state, sorted by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Every stream's and durable consumer's state, sorted by name. `Display` writes it as a table
+/// (what `lt streams` prints): a line per stream, its durable consumers indented under it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JetStreamState {
     /// The streams.
     pub streams: Vec<StreamState>,
@@ -224,6 +225,58 @@ impl JetStreamState {
     }
 }
 
+impl std::fmt::Display for JetStreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9}",
+            "STREAM", "MESSAGES", "BYTES", "FIRST SEQ", "LAST SEQ", "CONSUMERS"
+        )?;
+        for s in &self.streams {
+            writeln!(
+                f,
+                "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9}",
+                s.name,
+                s.messages,
+                bytes(s.bytes),
+                s.first_seq,
+                s.last_seq,
+                s.consumers
+            )?;
+            for c in self.consumers.iter().filter(|c| c.stream == s.name) {
+                writeln!(
+                    f,
+                    "  └ {}: {} to deliver · {} awaiting ack · {} redelivered · {} pull requests waiting · delivered up to {} · acked below {}",
+                    c.name,
+                    c.num_pending,
+                    c.num_ack_pending,
+                    c.num_redelivered,
+                    c.num_waiting,
+                    c.delivered_stream_seq,
+                    c.ack_floor_stream_seq
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes for people: `512 B`, `27.3 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 /// One gauge's `# HELP`, `# TYPE` and samples; nothing when it has no samples.
 fn write_gauge(out: &mut String, series: &str, help: &str, samples: impl Iterator<Item = (String, u64)>) {
     let mut samples = samples.peekable();
@@ -299,6 +352,23 @@ mod tests {
         assert!(!text.contains("jetstream_consumer_"), "{text}");
         assert!(text.contains("jetstream_stream_total_messages"));
         assert_eq!(JetStreamState::default().to_prometheus(), "");
+    }
+
+    #[test]
+    fn the_table_puts_each_consumer_under_its_stream() {
+        let text = sample().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("STREAM"));
+        assert!(
+            lines[1].starts_with("LT_EVENTS") && lines[1].contains("700 B"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("lake-writer: 4 to deliver · 2 awaiting ack · 1 redelivered"),
+            "{text}"
+        );
+        assert_eq!(bytes(28_624_645), "27.3 MiB");
     }
 
     #[test]

@@ -190,6 +190,9 @@ impl PlatformNames {
                         self.query_subject.clone(),
                         "$JS.API.STREAM.NAMES".into(),
                         "$JS.API.STREAM.INFO.*".into(),
+                        // `lt streams`: every stream's and consumer's state, read only.
+                        "$JS.API.STREAM.LIST".into(),
+                        "$JS.API.CONSUMER.LIST.*".into(),
                     ])
                     // Clients may register themselves as nodes (the C# tray tool does).
                     .kv_write(&self.nodes_bucket)
