@@ -366,7 +366,8 @@ async fn jetstream_state_reaches_metrics_and_goes_when_it_cannot_be_read() {
         .unwrap();
 
     // Plain pull requests, so that the server's view is exact: deliver 1..=4, ack 1, NAK 2 and
-    // take it again: 2 is redelivered, 2..=4 await acks, 5..=10 wait.
+    // fetch until 2 comes again (the server may hand out newer messages before it has applied
+    // the NAK): 2 is redelivered, everything delivered but 1 awaits an ack.
     use async_nats::jetstream::AckKind;
     use futures::StreamExt as _;
     let reader: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("reader").await.unwrap();
@@ -382,10 +383,20 @@ async fn jetstream_state_reaches_metrics_and_goes_when_it_cannot_be_read() {
     assert_eq!(seqs, [1, 2, 3, 4]);
     first[0].double_ack().await.unwrap();
     first[1].ack_with(AckKind::Nak(None)).await.unwrap();
-    bus.client().flush().await.unwrap();
-    let again = fetch(1).await;
-    let info = again[0].info().unwrap();
-    assert_eq!((info.stream_sequence, info.delivered), (2, 2));
+    let mut delivered = 4u64;
+    let mut held = Vec::new();
+    loop {
+        let m = fetch(1).await.pop().expect("a message: 2 again, or a newer one");
+        let info = m.info().unwrap();
+        if info.stream_sequence == 2 {
+            assert_eq!(info.delivered, 2);
+            break;
+        }
+        assert_eq!(info.stream_sequence, delivered + 1, "new messages in order");
+        delivered = info.stream_sequence;
+        held.push(m);
+    }
+    let awaiting_ack = delivered - 1;
 
     let state = JetStreamState::read(&bus).await.unwrap();
     let s = state.streams.iter().find(|s| s.name == "JSSTATE").unwrap();
@@ -396,11 +407,11 @@ async fn jetstream_state_reaches_metrics_and_goes_when_it_cannot_be_read() {
         vec![ConsumerState {
             stream: "JSSTATE".into(),
             name: "reader".into(),
-            num_pending: 6,
-            num_ack_pending: 3,
+            num_pending: 10 - delivered,
+            num_ack_pending: awaiting_ack,
             num_redelivered: 1,
             num_waiting: 0,
-            delivered_stream_seq: 4,
+            delivered_stream_seq: delivered,
             ack_floor_stream_seq: 1,
         }]
     );
@@ -413,12 +424,16 @@ async fn jetstream_state_reaches_metrics_and_goes_when_it_cannot_be_read() {
         Duration::from_millis(200),
         stop_rx,
     ));
-    let pending = "jetstream_consumer_num_pending{stream_name=\"JSSTATE\",consumer_name=\"reader\"} 6";
+    let pending = format!(
+        "jetstream_consumer_num_pending{{stream_name=\"JSSTATE\",consumer_name=\"reader\"}} {}",
+        10 - delivered
+    );
     common::wait_until(
         Duration::from_secs(10),
         "the consumer's series on /metrics",
         || {
             let text = obs::render(&handle);
+            let pending = pending.clone();
             async move { text.lines().any(|l| l == pending) }
         },
     )
