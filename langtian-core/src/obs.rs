@@ -119,6 +119,16 @@ pub fn render(handle: &PrometheusHandle) -> String {
     text
 }
 
+/// The `GET /metrics` route of every ops endpoint: [`render`] as Prometheus text.
+pub fn metrics_route<S: Clone + Send + Sync + 'static>(
+    handle: PrometheusHandle,
+) -> axum::routing::MethodRouter<S> {
+    get(move || {
+        let h = handle.clone();
+        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&h)) }
+    })
+}
+
 /// Serves JetStream's own state of every stream and durable consumer
 /// ([`crate::bus::JetStreamState`], prometheus-nats-exporter's series names) on this process's
 /// `/metrics`, read every `every` until `stop` turns true. A failed reading is counted in
@@ -140,9 +150,11 @@ pub async fn export_jetstream_state(bus: crate::bus::Bus, every: Duration, mut s
             every.max(Duration::from_secs(5)),
             crate::bus::JetStreamState::read(&bus),
         )
-        .await;
+        .await
+        .map_err(|_| "timed out".to_owned())
+        .and_then(|r| r.map_err(|e| e.to_string()));
         let text = match reading {
-            Ok(Ok(state)) => {
+            Ok(state) => {
                 if failing {
                     tracing::info!(
                         code = "jetstream_state_recovered",
@@ -152,22 +164,10 @@ pub async fn export_jetstream_state(bus: crate::bus::Bus, every: Duration, mut s
                 failing = false;
                 state.to_prometheus()
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 failed.increment(1);
                 if !failing {
                     tracing::warn!(code = "jetstream_state_failed", error = %e, "reading JetStream's state for /metrics failed");
-                }
-                failing = true;
-                String::new()
-            }
-            Err(_) => {
-                failed.increment(1);
-                if !failing {
-                    tracing::warn!(
-                        code = "jetstream_state_failed",
-                        error = "timed out",
-                        "reading JetStream's state for /metrics failed"
-                    );
                 }
                 failing = true;
                 String::new()
@@ -216,33 +216,25 @@ pub async fn serve(
     health: HealthProbe,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ObsError> {
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let h = handle.clone();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&h)) }
-            }),
-        )
-        .route(
-            "/healthz",
-            get(move || {
-                let probe = health.clone();
-                async move {
-                    let h = probe();
-                    let mut body = serde_json::json!({ "ready": h.ready });
-                    if let (Some(b), serde_json::Value::Object(d)) = (body.as_object_mut(), h.details) {
-                        b.extend(d);
-                    }
-                    let code = if h.ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (code, axum::Json(body)).into_response()
+    let app = Router::new().route("/metrics", metrics_route(handle)).route(
+        "/healthz",
+        get(move || {
+            let probe = health.clone();
+            async move {
+                let h = probe();
+                let mut body = serde_json::json!({ "ready": h.ready });
+                if let (Some(b), serde_json::Value::Object(d)) = (body.as_object_mut(), h.details) {
+                    b.extend(d);
                 }
-            }),
-        );
+                let code = if h.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (code, axum::Json(body)).into_response()
+            }
+        }),
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             while !*stop.borrow_and_update() {

@@ -168,18 +168,7 @@ impl Gateway {
             .route("/ws", get(ws_upgrade))
             .route("/healthz", get(healthz))
             .route("/livez", get(|| async { "ok" }))
-            .route(
-                "/metrics",
-                get(move || {
-                    let h = metrics.clone();
-                    async move {
-                        (
-                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                            crate::obs::render(&h),
-                        )
-                    }
-                }),
-            )
+            .route("/metrics", crate::obs::metrics_route(metrics))
             .route(
                 "/openapi.yaml",
                 get(|| async { ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI) }),

@@ -156,8 +156,8 @@ export class FeedHub {
         break
       case 'latency':
         // From our own pages, but still checked: a malformed report is dropped, not trusted.
-        if (Array.isArray(m.counts)) this.toPaint.addCounts(m.counts.filter((c) => Array.isArray(c) && c.length === 2))
-        if (Array.isArray(m.frames)) this.frameIntervals.addCounts(m.frames.filter((c) => Array.isArray(c) && c.length === 2))
+        this.toPaint.addCounts(pairsOf(m.counts))
+        this.frameIntervals.addCounts(pairsOf(m.frames))
         break
       case 'bye':
         this.detach(port)
@@ -427,4 +427,10 @@ export class FeedHub {
       for (const p of this.refs.ports(feed)) p.post({ type: 'raw', feed, messages })
     }
   }
+}
+
+/** A page's histogram as sent: only well-formed [bucket, count] pairs (bad buckets and counts are
+ * dropped by `addCounts`); anything but an array is nothing. */
+function pairsOf(v: unknown): SparseCounts {
+  return Array.isArray(v) ? v.filter((c): c is [number, number] => Array.isArray(c) && c.length === 2) : []
 }
