@@ -357,6 +357,106 @@ impl Registry {
     }
 }
 
+/// How many nodes are registered, kept current by one open [`Registry::watch`]: a status line
+/// or dashboard reads [`count`](Self::count) as often as it likes without asking the server
+/// (each [`Registry::nodes`] listing is a new consumer on the bucket). The watch is an ordered
+/// consumer that async-nats re-creates across reconnects; should it end or fail, it is opened
+/// again a second later. The background task stops when this is dropped.
+///
+/// On a server without limit markers (nats-server < 2.11) a watcher never learns of an expiry,
+/// so the count is re-listed every two seconds instead.
+///
+/// ```no_run
+/// # async fn demo(registry: langtian_core::discovery::Registry) {
+/// let live = registry.live_count();
+/// let mut changes = live.subscribe();
+/// let _ = changes.wait_for(|n| *n >= 3).await; // three nodes are up
+/// println!("{} nodes", live.count());
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LiveNodes {
+    rx: tokio::sync::watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LiveNodes {
+    /// The number of registered nodes now.
+    pub fn count(&self) -> usize {
+        *self.rx.borrow()
+    }
+
+    /// A receiver that sees every change of the count (`changed`, `wait_for`).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.rx.clone()
+    }
+}
+
+impl Drop for LiveNodes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Registry {
+    /// Starts counting the registered nodes from one open watch; see [`LiveNodes`].
+    pub fn live_count(&self) -> LiveNodes {
+        let (tx, rx) = tokio::sync::watch::channel(0);
+        let span = tracing::info_span!("node_count", bucket = %self.cfg.bucket);
+        let task = tokio::spawn(tracing::Instrument::instrument(self.clone().keep_count(tx), span));
+        LiveNodes { rx, task }
+    }
+
+    async fn keep_count(self, tx: tokio::sync::watch::Sender<usize>) {
+        const REOPEN_AFTER: Duration = Duration::from_secs(1);
+        const RELIST_EVERY: Duration = Duration::from_secs(2);
+        let mut warned = false;
+        let mut warn = |what: &str, e: &DiscoveryError| {
+            if !std::mem::replace(&mut warned, true) {
+                tracing::warn!(code = "node_count_failed", what, error = %e, "cannot follow the node registry; retrying");
+            }
+        };
+        loop {
+            if !self.markers {
+                match self.nodes().await {
+                    Ok(nodes) => {
+                        tx.send_if_modified(|n| std::mem::replace(n, nodes.len()) != nodes.len());
+                    }
+                    Err(e) => warn("list", &e),
+                }
+                tokio::time::sleep(RELIST_EVERY).await;
+                continue;
+            }
+            match self.watch().await {
+                Ok(mut events) => {
+                    let mut live = HashSet::new();
+                    while let Some(ev) = events.next().await {
+                        match ev {
+                            Ok(NodeEvent::Joined(n) | NodeEvent::Updated(n)) => {
+                                live.insert(n.node_id);
+                            }
+                            Ok(NodeEvent::Left { node_id, .. }) => {
+                                live.remove(&node_id);
+                            }
+                            // A document that is not a node is not counted (Registry::nodes
+                            // refuses the listing over it; here it is only skipped).
+                            Err(DiscoveryError::BadNode { .. }) => continue,
+                            Err(e) => {
+                                warn("watch", &e);
+                                break;
+                            }
+                        }
+                        let now = live.len();
+                        tx.send_if_modified(|n| std::mem::replace(n, now) != now);
+                    }
+                }
+                Err(e) => warn("watch", &e),
+            }
+            tokio::time::sleep(REOPEN_AFTER).await;
+        }
+    }
+}
+
 /// A registered node; heartbeats refresh its TTL.
 #[derive(Debug, Clone)]
 pub struct NodeHandle {

@@ -197,3 +197,63 @@ async fn invalid_node_ids_and_documents_are_rejected() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn live_count_follows_joins_unregisters_and_expiry_from_one_watch() {
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    let reg = Registry::provision(&bus, cfg(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    // A node registered before counting starts is counted (the watch replays current values).
+    let early = reg.register(NodeInfo::new("early", "collector")).await.unwrap();
+    let _early_beat = early.spawn_heartbeat();
+    let live = reg.live_count();
+    let mut changes = live.subscribe();
+    let wait = |n: usize| {
+        let mut changes = changes.clone();
+        async move {
+            let got = tokio::time::timeout(Duration::from_secs(10), changes.wait_for(|c| *c == n))
+                .await
+                .map(|r| r.map(|c| *c));
+            match got {
+                Ok(Ok(c)) => c,
+                Ok(Err(_)) => panic!("the counter stopped"),
+                Err(_) => panic!("count never reached {n}, is {}", *changes.borrow()),
+            }
+        }
+    };
+    assert_eq!(wait(1).await, 1);
+
+    let late = reg.register(NodeInfo::new("late", "flow")).await.unwrap();
+    let gone = reg.register(NodeInfo::new("gone", "query")).await.unwrap();
+    assert_eq!(wait(3).await, 3);
+    assert_eq!(live.count(), reg.nodes().await.unwrap().len());
+
+    // Heartbeats of counted nodes do not count them twice.
+    let late_beat = late.spawn_heartbeat();
+    gone.unregister().await.unwrap();
+    assert_eq!(wait(2).await, 2);
+    late_beat.abort();
+
+    // `late` stops heart-beating: the server expires it and the count follows, `early` stays.
+    assert_eq!(wait(1).await, 1);
+    assert_eq!(
+        reg.nodes()
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.node_id.as_str())
+            .collect::<Vec<_>>(),
+        ["early"]
+    );
+
+    // Dropping the counter stops its task (its sender goes with it).
+    changes.borrow_and_update();
+    drop(live);
+    let ended = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+    assert!(
+        matches!(ended, Ok(Err(_))),
+        "the counting task has ended: {ended:?}"
+    );
+}

@@ -132,9 +132,16 @@ test('five tabs share one WebSocket through one SharedWorker; every view works; 
     // The pages' animation-frame intervals: in the system view, and in the same reports.
     assert.match((await system.locator('[data-testid=frames]').textContent()) ?? '', /p50 \d+–\d+ ms · p95 \d+–\d+ ms .*· [1-9]\d* frames$/)
     assert.ok(Number(await system.locator('[data-metric=ui_frame_interval_count] td').nth(1).textContent()) > 0, 'frame intervals recorded')
-    // JetStream's own state of the streams, which lt up adds to /metrics.
-    await until('JetStream state in the gateway\'s metrics', async () => (await system.locator('[data-metric=jetstream_stream_total_messages]').count()) === 1, 15_000)
-    assert.ok(Number(await system.locator('[data-metric=jetstream_stream_total_messages] td').nth(1).textContent()) > 0, 'streams hold messages')
+    // JetStream's own state, which lt up adds to /metrics: one row per stream and durable consumer
+    // (the events stream with the lake writer under it), not summed into the metric groups.
+    assert.equal(await system.locator('[data-metric=jetstream_stream_total_messages]').count(), 0, 'per-stream series are not summed')
+    await until('the JetStream table', async () => (await system.locator('[data-testid=jetstream] tr[data-stream=LT_EVENTS]').count()) === 1, 15_000)
+    const events = await system.locator('[data-testid=jetstream] tr[data-stream=LT_EVENTS] td').allTextContents()
+    assert.ok(Number(events[1]) > 0, `LT_EVENTS holds messages: ${events}`)
+    assert.ok(Number(events[4]) >= Number(events[1]), `last seq ≥ messages: ${events}`)
+    const writer = system.locator('[data-testid=jetstream] tr[data-consumer="LT_EVENTS/lake-writer"]')
+    assert.equal(await writer.count(), 1, 'the lake writer is listed under LT_EVENTS')
+    await until('the lake writer delivered messages', async () => Number(await writer.locator('[data-field=delivered]').textContent()) > 0, 15_000)
     await system.bringToFront()
     await system.screenshot({ path: join(artifacts, 'system.png'), fullPage: true })
 

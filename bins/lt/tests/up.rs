@@ -349,6 +349,13 @@ fn up_lands_udp_in_the_lake_serves_queries_and_resumes() {
     // (a missing permission shows up here as `denied N` and a `nats_permission_denied` line).
     assert!(first.contains("least-privilege permissions"), "{first}");
     assert_eq!(field(&first, "denied"), 0, "{first}");
+    // The status line counts the nodes in discovery (here lt up's own) from one open KV watch.
+    let most_nodes = first
+        .lines()
+        .filter(|l| l.contains("| nodes "))
+        .map(|l| field(l, "| nodes "))
+        .max();
+    assert_eq!(most_nodes, Some(1), "{first}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

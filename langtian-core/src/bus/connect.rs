@@ -88,6 +88,11 @@ pub struct BusOptions {
 fn default_request_timeout() -> Duration {
     Duration::from_secs(5)
 }
+
+/// The range `request_timeout` may take: below it every JetStream request would time out on a
+/// busy server, above it a lost PubAck holds a publisher for longer than any caller waits.
+pub const REQUEST_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(600);
 fn default_max_ack_inflight() -> usize {
     8192
 }
@@ -114,6 +119,29 @@ impl BusOptions {
             max_ack_inflight: default_max_ack_inflight(),
             inbox_prefix: None,
         }
+    }
+
+    /// Checks the settings that need no server: the URL list and the ranges of the timeouts and
+    /// limits ([`Bus::connect`] calls it first).
+    pub fn validate(&self) -> Result<(), BusError> {
+        if self.urls.is_empty() {
+            return Err(BusError::Options("no server URL given".into()));
+        }
+        if !REQUEST_TIMEOUT_RANGE.contains(&self.request_timeout) {
+            return Err(BusError::Options(format!(
+                "request_timeout {} is out of range: {} – {}",
+                humantime::format_duration(self.request_timeout),
+                humantime::format_duration(*REQUEST_TIMEOUT_RANGE.start()),
+                humantime::format_duration(*REQUEST_TIMEOUT_RANGE.end()),
+            )));
+        }
+        if !(1..=1_000_000).contains(&self.max_ack_inflight) {
+            return Err(BusError::Options(format!(
+                "max_ack_inflight {} is out of range: 1 – 1000000",
+                self.max_ack_inflight
+            )));
+        }
+        Ok(())
     }
 
     async fn to_async_nats(&self, denials: Arc<Denials>) -> Result<async_nats::ConnectOptions, BusError> {
@@ -384,9 +412,7 @@ fn is_permission_violation(text: &str) -> bool {
 impl Bus {
     /// Connects with the given options.
     pub async fn connect(opts: &BusOptions) -> Result<Self, BusError> {
-        if opts.urls.is_empty() {
-            return Err(BusError::Options("no server URL given".into()));
-        }
+        opts.validate()?;
         let denials = Arc::new(Denials::new(opts.inbox_prefix.as_deref()));
         let o = opts.to_async_nats(denials.clone()).await?;
         let client = o
@@ -497,6 +523,34 @@ impl Bus {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn options_out_of_range_are_refused_naming_the_setting() {
+        let ok = BusOptions::new("nats://127.0.0.1:4222");
+        assert!(ok.validate().is_ok());
+        let err = |o: BusOptions| o.validate().unwrap_err().to_string();
+        assert!(err(BusOptions::new(" , ")).contains("no server URL"));
+        for bad in [Duration::ZERO, Duration::from_millis(9), Duration::from_secs(601)] {
+            let o = BusOptions {
+                request_timeout: bad,
+                ..ok.clone()
+            };
+            let e = err(o);
+            assert!(e.contains("request_timeout") && e.contains("out of range"), "{e}");
+        }
+        for good in [Duration::from_millis(10), Duration::from_secs(600)] {
+            let o = BusOptions {
+                request_timeout: good,
+                ..ok.clone()
+            };
+            assert!(o.validate().is_ok());
+        }
+        let o = BusOptions {
+            max_ack_inflight: 0,
+            ..ok.clone()
+        };
+        assert!(err(o).contains("max_ack_inflight 0"));
+    }
 
     #[test]
     fn the_refused_subject_is_read_from_the_servers_error() {

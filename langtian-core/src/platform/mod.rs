@@ -465,6 +465,8 @@ pub async fn run_up(
     }
     let node = registry.register(info).await?;
     let heartbeat = node.spawn_heartbeat();
+    // The status line's node count, from one open watch rather than a listing every second.
+    let live_nodes = registry.live_count();
     on_line(&format!(
         "registered node `{node_id}` in KV `{}`",
         registry.config().bucket
@@ -563,7 +565,7 @@ pub async fn run_up(
             _ = tick.tick() => {
                 let records = cstats.snapshot().records;
                 let dt = last_t.elapsed().as_secs_f64().max(1e-3);
-                let mut status = collect_status(&bus, &registry, &cstats, &flow, started).await;
+                let mut status = collect_status(&bus, &live_nodes, &cstats, &flow, started).await;
                 status.events_in_per_s = (records - last_records) as f64 / dt;
                 live_counts(&mut status);
                 status.nats_denied = buses.iter().map(Bus::permission_denials).sum();
@@ -601,7 +603,7 @@ pub async fn run_up(
     }
     heartbeat.abort();
     let _ = node.unregister().await;
-    let mut status = collect_status(&bus, &registry, &cstats, &flow, started).await;
+    let mut status = collect_status(&bus, &live_nodes, &cstats, &flow, started).await;
     live_counts(&mut status);
     status.nats_denied = buses.iter().map(Bus::permission_denials).sum();
     let _ = bus.flush_on_exit(crate::bus::EXIT_FLUSH).await;
@@ -750,7 +752,7 @@ fn discovery_config(t: &Topology) -> DiscoveryConfig {
 
 async fn collect_status(
     bus: &Bus,
-    registry: &Registry,
+    nodes: &crate::discovery::LiveNodes,
     c: &CollectorStats,
     flow: &FlowCounters,
     started: Instant,
@@ -764,7 +766,7 @@ async fn collect_status(
         Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,
     };
-    let nodes = registry.nodes().await.map(|n| n.len()).unwrap_or(0);
+    let nodes = nodes.count();
     let s = c.snapshot();
     UpStatus {
         uptime_s: started.elapsed().as_secs_f64(),

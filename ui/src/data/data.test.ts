@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { tableToIPC, tableFromArrays } from 'apache-arrow'
-import { componentOf, metricTypes, parsePrometheus } from './metrics'
+import { componentOf, isJetStreamSeries, jetStreamTables, metricTypes, parsePrometheus, parseSeries } from './metrics'
 import { parseNode } from './raw'
 import { decodeAnalysis } from '../views/AnalysisView'
 import { channelStatus } from '../feed/feeds'
@@ -29,6 +29,47 @@ describe('system view data', () => {
     expect(componentOf('collector_dropped')).toBe('collector')
     expect(componentOf('consumer_lag')).toBe('flow')
     expect(componentOf('jetstream_consumer_num_pending')).toBe('JetStream')
+  })
+
+  it('reads labelled series, escapes included, and skips malformed label sets', () => {
+    const text = [
+      '# HELP x y',
+      'a_total 1',
+      'b{x="1",y="two"} 2.5',
+      'c{path="C:\\\\lake",quote="say \\"hi\\"",nl="a\\nb",brace="}{"} 3',
+      'd{x="unterminated} 4',
+      'e{x="1"y="2"} 5',
+      'f{x="1"} NaN',
+    ].join('\n')
+    const s = parseSeries(text)
+    expect(s.map((x) => x.name)).toEqual(['a_total', 'b', 'c'])
+    expect(s[1]).toEqual({ name: 'b', labels: { x: '1', y: 'two' }, value: 2.5 })
+    expect(s[2]?.labels).toEqual({ path: 'C:\\lake', quote: 'say "hi"', nl: 'a\nb', brace: '}{' })
+  })
+
+  it('builds one row per JetStream stream and durable consumer instead of summing them', () => {
+    const text = [
+      'jetstream_stream_total_messages{stream_name="XY_SRC"} 40',
+      'jetstream_stream_total_messages{stream_name="LT_EVENTS"} 1200',
+      'jetstream_stream_total_bytes{stream_name="LT_EVENTS"} 90000',
+      'jetstream_stream_first_seq{stream_name="LT_EVENTS"} 1',
+      'jetstream_stream_last_seq{stream_name="LT_EVENTS"} 1200',
+      'jetstream_stream_consumer_count{stream_name="LT_EVENTS"} 2',
+      'jetstream_consumer_num_pending{stream_name="LT_EVENTS",consumer_name="lake"} 7',
+      'jetstream_consumer_num_ack_pending{stream_name="LT_EVENTS",consumer_name="lake"} 3',
+      'jetstream_consumer_delivered_stream_seq{stream_name="LT_EVENTS",consumer_name="lake"} 1193',
+      'jetstream_consumer_num_pending{stream_name="LT_EVENTS",consumer_name="audit"} 0',
+      'jetstream_consumer_num_pending{consumer_name="no-stream"} 9',
+      'jetstream_state_errors 2',
+    ].join('\n')
+    const { streams, consumers } = jetStreamTables(parseSeries(text))
+    expect(streams.map((s) => s.stream)).toEqual(['LT_EVENTS', 'XY_SRC'])
+    expect(streams[0]).toEqual({ stream: 'LT_EVENTS', messages: 1200, bytes: 90000, firstSeq: 1, lastSeq: 1200, consumers: 2 })
+    expect(streams[1]?.messages).toBe(40)
+    expect(consumers.map((c) => c.consumer)).toEqual(['audit', 'lake'])
+    expect(consumers[1]).toMatchObject({ stream: 'LT_EVENTS', pending: 7, ackPending: 3, delivered: 1193, redelivered: 0 })
+    expect(isJetStreamSeries('jetstream_stream_first_seq')).toBe(true)
+    expect(isJetStreamSeries('jetstream_state_errors')).toBe(false)
   })
 
   it('reads discovery heartbeats and treats empty or foreign payloads as gone', () => {

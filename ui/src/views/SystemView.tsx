@@ -3,7 +3,7 @@
 import { useEffect, useMemo, useState } from 'react'
 import { useLiveQuery } from '@tanstack/react-db'
 import type { Collection } from '@tanstack/db'
-import { componentOf, metricTypes, parsePrometheus, type MetricSample } from '../data/metrics'
+import { componentOf, isJetStreamSeries, jetStreamTables, metricTypes, parsePrometheus, parseSeries, type ConsumerRow, type MetricSample, type StreamRow } from '../data/metrics'
 import type { NodeRow } from '../data/raw'
 import type { FeedConnection } from '../feed/connection'
 import type { LatencySummary } from '../feed/histogram'
@@ -13,8 +13,16 @@ const SCRAPE_MS = 1000
 /** A node whose last heartbeat is older than this is shown as stale (the KV TTL is 15 s). */
 const STALE_MS = 15_000
 
-function useMetrics(): { samples: MetricSample[]; error?: string; at?: number } {
-  const [state, setState] = useState<{ samples: MetricSample[]; error?: string; at?: number }>({ samples: [] })
+interface Scrape {
+  samples: MetricSample[]
+  /** JetStream's streams and durable consumers, one row each (from the labelled series). */
+  jetstream: { streams: StreamRow[]; consumers: ConsumerRow[] }
+  error?: string
+  at?: number
+}
+
+function useMetrics(): Scrape {
+  const [state, setState] = useState<Scrape>({ samples: [], jetstream: { streams: [], consumers: [] } })
   useEffect(() => {
     let prev: { at: number; values: Map<string, number> } | undefined
     let stopped = false
@@ -27,7 +35,7 @@ function useMetrics(): { samples: MetricSample[]; error?: string; at?: number } 
         const values = parsePrometheus(text)
         const types = metricTypes(text)
         const samples = [...values.entries()]
-          .filter(([name]) => !name.endsWith('_bucket'))
+          .filter(([name]) => !name.endsWith('_bucket') && !isJetStreamSeries(name))
           .map(([name, value]) => {
             const base = name.replace(/_(count|sum)$/, '')
             const counter = types.get(name) === 'counter' || (types.get(base) === 'histogram' && name.endsWith('_count'))
@@ -37,7 +45,7 @@ function useMetrics(): { samples: MetricSample[]; error?: string; at?: number } 
           })
           .sort((a, b) => a.name.localeCompare(b.name))
         prev = { at, values }
-        if (!stopped) setState({ samples, at: Date.now() })
+        if (!stopped) setState({ samples, jetstream: jetStreamTables(parseSeries(text)), at: Date.now() })
       } catch (e) {
         if (!stopped) setState((s) => ({ ...s, error: String(e) }))
       }
@@ -127,10 +135,61 @@ function EndToEnd({ conn }: { conn: FeedConnection }) {
   )
 }
 
+const bytesOf = (v: number) => (v < 1024 ? `${v} B` : bytes(v))
+
+/** Each stream with its durable consumers under it, as `lt streams` prints them. */
+function JetStreamTable({ streams, consumers }: { streams: StreamRow[]; consumers: ConsumerRow[] }) {
+  if (streams.length === 0)
+    return <p className="muted" data-testid="jetstream-none">no reading of JetStream's state on this gateway's /metrics (lt up adds one every few seconds unless --jetstream-metrics-every off)</p>
+  return (
+    <table className="plain" data-testid="jetstream">
+      <thead>
+        <tr>
+          <th>stream / durable consumer</th>
+          <th>messages</th>
+          <th>bytes</th>
+          <th>first seq</th>
+          <th>last seq</th>
+          <th>consumers</th>
+        </tr>
+      </thead>
+      <tbody>
+        {streams.map((s) => (
+          <StreamRows key={s.stream} s={s} consumers={consumers.filter((c) => c.stream === s.stream)} />
+        ))}
+      </tbody>
+    </table>
+  )
+}
+
+function StreamRows({ s, consumers }: { s: StreamRow; consumers: ConsumerRow[] }) {
+  return (
+    <>
+      <tr data-stream={s.stream}>
+        <td>{s.stream}</td>
+        <td className="num">{s.messages}</td>
+        <td className="num">{bytesOf(s.bytes)}</td>
+        <td className="num">{s.firstSeq}</td>
+        <td className="num">{s.lastSeq}</td>
+        <td className="num">{s.consumers}</td>
+      </tr>
+      {consumers.map((c) => (
+        <tr key={c.consumer} data-consumer={`${c.stream}/${c.consumer}`} className={c.pending > 0 ? 'behind' : ''}>
+          <td colSpan={6} className="consumer">
+            └ <b>{c.consumer}</b>: <span data-field="pending">{c.pending}</span> to deliver · <span data-field="ack-pending">{c.ackPending}</span> awaiting ack ·{' '}
+            <span data-field="redelivered">{c.redelivered}</span> redelivered · {c.waiting} pull requests waiting · delivered up to{' '}
+            <span data-field="delivered">{c.delivered}</span> · acked below {c.ackFloor}
+          </td>
+        </tr>
+      ))}
+    </>
+  )
+}
+
 const fmt = (v: number) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? v.toFixed(0) : v.toPrecision(3))
 
 export function SystemView({ status, nodes, conn }: { status: HubStatus | undefined; nodes: Collection<NodeRow, string>; conn: FeedConnection }) {
-  const { samples, error, at } = useMetrics()
+  const { samples, jetstream, error, at } = useMetrics()
   const { data: nodeRows } = useLiveQuery((q) => q.from({ n: nodes }).orderBy(({ n }) => n.node_id), [nodes])
   const [now, setNow] = useState(Date.now())
   useEffect(() => {
@@ -190,6 +249,8 @@ export function SystemView({ status, nodes, conn }: { status: HubStatus | undefi
         </tbody>
       </table>
       {(nodeRows ?? []).length === 0 ? <p className="muted">no node has sent a heartbeat yet (they arrive every few seconds)</p> : null}
+      <h3>JetStream (streams and durable consumers)</h3>
+      <JetStreamTable streams={jetstream.streams} consumers={jetstream.consumers} />
       <h3>Metrics (this gateway's /metrics{at ? `, ${new Date(at).toLocaleTimeString()}` : ''})</h3>
       {error ? <p className="error">{error}</p> : null}
       <div className="metric-groups" data-testid="metrics">
