@@ -528,3 +528,112 @@ fn settings_out_of_range_are_named() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_group_follows_the_aggregator_resyncs_after_a_gap_and_falls_back_to_kv() {
+    use langtian_core::aggregate::{LiveGroup, LiveUpdate, ShardDelta};
+    let srv = common::server().await;
+    let bus = common::bus(&srv.url()).await;
+    Topology::default_topology().unwrap().apply(&bus).await.unwrap();
+    let (stats, stop, task) = start(&bus, ticks_only()).await;
+    let feed = FeedConfig::ticks();
+    let mut sim = TickSim::new(TickSimConfig {
+        venues: 2,
+        symbols_per_venue: 20,
+        duplicate_rate: 0.0,
+        out_of_order_rate: 0.0,
+        seed: 5,
+    });
+    let mut sent = sim.next_ticks(1_000);
+    publish_all(&bus, tick_messages(&sent)).await;
+    common::wait_until(Duration::from_secs(10), "1,000 ticks ingested", || {
+        let s = stats.clone();
+        async move { s.ticks.ingested.load(Ordering::Relaxed) == 1_000 }
+    })
+    .await;
+    let shfe = |sent: &[Tick]| -> Vec<Tick> {
+        expected_latest(sent)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("shfe."))
+            .map(|(_, t)| without_arrival(&t))
+            .collect()
+    };
+    let held =
+        |live: &LiveGroup<Tick>| -> Vec<Tick> { live.replica().records().map(without_arrival).collect() };
+
+    // A group nobody has seen is named in the error; a bad group name is refused.
+    let err = LiveGroup::<Tick>::open(&bus, &feed, "md_snapshots", "nowhere")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nowhere"), "{err}");
+    let err = LiveGroup::<Tick>::open(&bus, &feed, "md_snapshots", "a.b")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`a.b` must be one subject token"), "{err}");
+
+    // Opened from the aggregator's fresh snapshot: every shfe instrument at once.
+    let mut live = LiveGroup::<Tick>::open(&bus, &feed, "md_snapshots", "shfe")
+        .await
+        .unwrap();
+    assert_eq!(live.group(), "shfe");
+    assert_eq!(held(&live), shfe(&sent));
+
+    // New ticks arrive as deltas and the replica follows them.
+    let more = sim.next_ticks(2_000);
+    publish_all(&bus, tick_messages(&more)).await;
+    sent.extend(more);
+    let want = shfe(&sent);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while held(&live) != want {
+            live.next().await.unwrap();
+        }
+    })
+    .await
+    .expect("the live group reaches the state of every tick sent");
+    assert!(live.stats().applied > 0, "{:?}", live.stats());
+
+    // Something that is not a delta of shfe on its subjects is counted and skipped; a delta
+    // building on a version never seen (a lost message) makes it read the snapshot again.
+    bus.client()
+        .publish("xy.md.tick.shfe.1", "not a delta".into())
+        .await
+        .unwrap();
+    let forged = ShardDelta::<Tick> {
+        shard: 0,
+        version: 1_000_000,
+        base_version: 999_999,
+        records: vec![],
+    };
+    bus.client()
+        .publish("xy.md.tick.shfe.0", Tick::encode_delta("shfe", &forged, 0).into())
+        .await
+        .unwrap();
+    let resynced = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let LiveUpdate::Resynced { snapshot_version } = live.next().await.unwrap() {
+                return snapshot_version;
+            }
+        }
+    })
+    .await
+    .expect("a resync after the gap");
+    assert_eq!(resynced, live.replica().snapshot_version());
+    assert!(
+        live.replica().shard_versions()[0] < 999_999,
+        "the aggregator's versions, not the forged one: {:?}",
+        live.replica().shard_versions()
+    );
+    assert_eq!(live.stats().rejected, 1, "{:?}", live.stats());
+    assert_eq!(live.stats().resyncs, 1, "{:?}", live.stats());
+    assert_eq!(held(&live), want, "rebuilt from the snapshot");
+
+    // With the aggregator stopped, a new live group rebuilds from the snapshot kept in KV.
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    let from_kv = LiveGroup::<Tick>::open(&bus, &feed, "md_snapshots", "shfe")
+        .await
+        .unwrap();
+    assert_eq!(held(&from_kv), want);
+}

@@ -15,6 +15,7 @@
 //! position is its last snapshot in KV, from which it restarts and replays by start time).
 
 mod feed;
+pub mod live;
 pub mod records;
 pub mod replica;
 pub mod service;
@@ -22,6 +23,7 @@ pub mod state;
 
 use std::time::Duration;
 
+pub use live::{LiveGroup, LiveStats, LiveUpdate};
 pub use records::{MdRecord, MessageError};
 pub use replica::{DeltaApplied, Replica};
 pub use state::{Counts, GroupSnapshot, GroupState, Keyed, Offer, ReorderPolicy, ShardDelta, shard_of};
