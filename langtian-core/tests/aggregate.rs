@@ -564,9 +564,12 @@ async fn a_live_group_follows_the_aggregator_resyncs_after_a_gap_and_falls_back_
     // A group nobody has seen is named in the error; a bad group name is refused.
     let err = LiveGroup::<Tick>::open(&bus, &feed, "md_snapshots", "nowhere")
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("nowhere"), "{err}");
+        .unwrap_err();
+    assert!(
+        matches!(&err, langtian_core::aggregate::AggregateError::NoSnapshot { group, key, .. }
+            if group == "nowhere" && key == "xy.md.snapshot.nowhere"),
+        "{err}"
+    );
     let err = LiveGroup::<Tick>::open(&bus, &feed, "md_snapshots", "a.b")
         .await
         .unwrap_err()

@@ -45,14 +45,17 @@ def until(what: str, cond, timeout: float = 30.0, every: float = 0.1):
 class Platform:
     """One `lt up` with its data dir; `samples` battery samples sent and committed to the lake."""
 
-    def __init__(self, samples: int, sim: dict[str, str] | None = None) -> None:
+    def __init__(self, samples: int, sim: dict[str, str] | None = None, live: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="lt-pytest-"))
         self.nats_port, self.udp_port = free_port(), free_port(socket.SOCK_DGRAM)
         self.url = f"nats://127.0.0.1:{self.nats_port}"
         self.proc = subprocess.Popen(
             [LT_BIN, "up", "--data-dir", str(self.dir), "--nats-port", str(self.nats_port),
              "--nats-http-port", str(free_port()), "--udp", f"127.0.0.1:{self.udp_port}",
-             "--metrics-addr", "off", "--no-sim", "--no-live"],
+             "--metrics-addr", "off",
+             # The live path (simulators, aggregator, gateway) only where a test follows it.
+             *(["--tick-rate", "400", "--rate", "200", "--devices", "2", "--channels", "8",
+                "--gateway-addr", f"127.0.0.1:{free_port()}"] if live else ["--no-sim", "--no-live"])],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.output = ""

@@ -20,7 +20,7 @@ import pytest
 import langtian
 import langtian.aio
 
-from conftest import LT_BIN, Platform, free_port, open_lake_with_duckdb
+from conftest import LT_BIN, Platform, free_port, open_lake_with_duckdb, until
 
 
 def test_query_returns_a_dataframe_with_typed_columns(lt):
@@ -284,3 +284,70 @@ def test_tls_ca_trusts_lt_up_with_nats_tls():
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_platform():
+    p = Platform(samples=0, live=True)
+    yield p
+    p.stop()
+
+
+def test_live_group_follows_the_aggregator_into_a_dataframe(live_platform):
+    lt = live_platform.client
+    # Which groups exist: the subject of the first delta names one (xy.md.tick.<group>.<shard>).
+    sub = lt.subscribe("xy.md.tick.>")
+    first = sub.next(timeout=30)
+    sub.close()
+    assert first is not None, "no tick delta from lt up's aggregator"
+    group = first["subject"].split(".")[3]
+
+    ticks = lt.live(group)
+    assert (ticks.kind, ticks.group) == ("ticks", group)
+    assert len(ticks) > 0, "the snapshot holds the group's instruments"
+    before = {r["symbol"]: r["seq"] for r in ticks.records()}
+    assert ticks.follow(seconds=1.5) > 0, "deltas applied"
+    df = ticks.to_pandas()
+    assert {"venue", "symbol", "last", "bid", "ask", "volume", "seq", "ts_exchange"} <= set(df.columns)
+    assert len(df) == len(ticks) and df["symbol"].is_unique
+    assert (df["venue"].str.lower() == group).all()
+    assert str(df["ts_exchange"].dtype).startswith("datetime64")
+    after = dict(zip(df["symbol"], df["seq"]))
+    assert all(after[s] >= seq for s, seq in before.items()), "sequences only move forward"
+    assert any(after[s] > seq for s, seq in before.items()), "ticks kept coming"
+    key = f"{df['venue'][0]}.{df['symbol'][0]}"
+    assert ticks.get(key)["symbol"] == df["symbol"][0]
+    assert ticks.get("NOPE.x") is None
+    assert ticks.stats["applied"] > 0 and ticks.stats["rejected"] == 0, ticks.stats
+    assert group in repr(ticks)
+
+    # Reference data of the same venue: a contract per instrument (published before any tick).
+    contracts = lt.live(group, kind="contracts").to_pandas()
+    assert set(df["symbol"]) <= set(contracts["symbol"]), "every ticking instrument has its contract"
+    assert (contracts["multiplier"] > 0).all()
+
+    # The battery channels (lt up's simulator: 2 cyclers × 8 channels), group `cells`.
+    cells = lt.live("cells", kind="battery")
+    until("every channel in the battery group", lambda: cells.follow(0.2) >= 0 and len(cells) == 16)
+    r = cells.records()[0]
+    assert cells.get(f"{r['device_id']}/{r['channel']}") == r
+    assert len({(x["device_id"], x["channel"]) for x in cells.records()}) == 16
+
+    # asyncio: the same group, awaited.
+    async def follow_async():
+        alt = await langtian.aio.connect(live_platform.url)
+        g = await alt.live(group)
+        return await g.follow(0.5), len(g)
+
+    applied, n = asyncio.run(follow_async())
+    assert applied > 0 and n >= len(ticks)
+
+    with pytest.raises(langtian.LiveError) as e:
+        lt.live("nowhere")
+    assert e.value.code == "no_snapshot" and "nowhere" in str(e.value)
+    with pytest.raises(langtian.LiveError) as e:
+        lt.live(group, kind="bonds")
+    assert e.value.code == "bad_kind"
+    with pytest.raises(langtian.LiveError) as e:
+        lt.live("a.b")
+    assert e.value.code == "bad_group"

@@ -225,12 +225,10 @@ async fn read_snapshot<R: MdRecord>(
                     what: format!("reading `{key}` from KV `{}`", kv_bucket),
                     reason: e.to_string(),
                 })?
-                .ok_or_else(|| AggregateError::Nats {
-                    what: format!("reading the snapshot of group `{}`", group),
-                    reason: format!(
-                        "no aggregator answered and KV `{}` holds no `{key}` (no aggregator has seen this group)",
-                        kv_bucket
-                    ),
+                .ok_or_else(|| AggregateError::NoSnapshot {
+                    group: group.to_owned(),
+                    bucket: kv_bucket.to_owned(),
+                    key: key.clone(),
                 })?
         }
     };

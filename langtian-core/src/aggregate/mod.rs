@@ -169,6 +169,17 @@ pub enum AggregateError {
     /// NATS.
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    /// No snapshot of a group to start from: no aggregator answered and KV holds none (no
+    /// aggregator has seen the group).
+    #[error("no snapshot of group `{group}`: no aggregator answered and KV `{bucket}` holds no `{key}`")]
+    NoSnapshot {
+        /// The group.
+        group: String,
+        /// The KV bucket read.
+        bucket: String,
+        /// The key read.
+        key: String,
+    },
     /// A JetStream or KV call, with what was being done.
     #[error("{what}: {reason}")]
     Nats {

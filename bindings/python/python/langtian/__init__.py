@@ -12,8 +12,8 @@ asyncio: ``langtian.aio.connect()``. Errors: :mod:`langtian.errors`.
 """
 
 from ._native import __version__
-from .client import Client, Message, connect, decode
+from .client import Client, LiveGroup, Message, connect, decode
 from . import errors
 from .errors import *  # noqa: F403  (the exception classes, listed in errors.__all__)
 
-__all__ = ["__version__", "Client", "Message", "connect", "decode", *errors.__all__]
+__all__ = ["__version__", "Client", "LiveGroup", "Message", "connect", "decode", *errors.__all__]

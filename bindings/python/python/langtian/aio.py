@@ -16,8 +16,9 @@ from typing import Any, AsyncIterator
 import pandas as pd
 
 from .client import Client as _SyncClient
+from .client import LiveGroup as _SyncLiveGroup
 
-__all__ = ["AsyncClient", "connect"]
+__all__ = ["AsyncClient", "AsyncLiveGroup", "connect"]
 
 
 class AsyncClient:
@@ -64,6 +65,41 @@ class AsyncClient:
             got = await asyncio.to_thread(w.next, poll)
             if got is not None:
                 yield got[0], json.loads(got[1])
+
+
+    async def live(self, group: str, **kw: Any) -> "AsyncLiveGroup":
+        """:meth:`langtian.Client.live`, awaited; its waits are awaited too."""
+        return AsyncLiveGroup(await asyncio.to_thread(self.sync.live, group, **kw))
+
+
+class AsyncLiveGroup:
+    """The asyncio face of :class:`langtian.LiveGroup`: ``await next(timeout)`` and
+    ``await follow(seconds)``; reading the state (``to_pandas``, ``get``, ``len``) does not wait."""
+
+    def __init__(self, sync: _SyncLiveGroup) -> None:
+        self.sync = sync
+
+    async def next(self, timeout: float | None = None) -> dict | None:
+        return await asyncio.to_thread(self.sync.next, timeout)
+
+    async def follow(self, seconds: float) -> int:
+        return await asyncio.to_thread(self.sync.follow, seconds)
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.sync.to_pandas()
+
+    def records(self) -> list[dict]:
+        return self.sync.records()
+
+    def get(self, key: str) -> dict | None:
+        return self.sync.get(key)
+
+    @property
+    def stats(self) -> dict:
+        return self.sync.stats
+
+    def __len__(self) -> int:
+        return len(self.sync)
 
 
 async def connect(url: str = "nats://127.0.0.1:14222", **options: Any) -> AsyncClient:

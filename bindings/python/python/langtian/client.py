@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from . import _native
 
-__all__ = ["Client", "Message", "connect"]
+__all__ = ["Client", "LiveGroup", "Message", "connect"]
 
 #: What :meth:`Client.subscribe` yields: the envelope's fields (``event_id``, ``event_type``,
 #: ``source``, ``timestamp_ns``, ``content_type``, ``payload`` bytes, ``subject``), or
@@ -201,9 +201,83 @@ class Client:
             kind, info = got
             yield kind, json.loads(info)
 
+    # -- live state from the aggregator -------------------------------------------------------
+    def live(self, group: str, *, kind: str = "ticks", bucket: str = "md_snapshots") -> "LiveGroup":
+        """Follows one group of the aggregator live — what the UI's grids show: its snapshot
+        (a fresh one from the aggregator, else the copy in KV) and then every delta. ``kind`` is
+        ``ticks`` (groups are venues in lower case: ``shfe``, ``dce``), ``contracts`` (same
+        groups) or ``battery`` (group ``cells``). Raises :class:`LiveError` when no aggregator
+        has seen the group.
+
+        >>> shfe = lt.live("shfe")
+        >>> shfe.follow(seconds=2)                   # apply deltas for two seconds
+        >>> shfe.to_pandas().head()                  # one row per instrument, latest values
+        """
+        return LiveGroup(self._native.live(group, kind=kind, bucket=bucket))
+
     def flush(self) -> None:
         """Waits until everything published has reached the server."""
         self._native.flush()
+
+
+class LiveGroup:
+    """One group of the aggregator, kept current from its deltas (see :meth:`Client.live`).
+    A gap (a lost delta, a restarted aggregator) is noticed by version and the snapshot read
+    again, as the UI does; ``stats["resyncs"]`` counts those."""
+
+    def __init__(self, native: "_native.Live") -> None:
+        self._native = native
+
+    @property
+    def kind(self) -> str:
+        return self._native.kind
+
+    @property
+    def group(self) -> str:
+        return self._native.group
+
+    @property
+    def stats(self) -> dict:
+        """``applied`` and ``stale`` deltas, ``resyncs`` after gaps, ``rejected`` messages."""
+        return self._native.stats
+
+    def __len__(self) -> int:
+        return len(self._native)
+
+    def __repr__(self) -> str:
+        return f"LiveGroup(kind={self.kind!r}, group={self.group!r}, records={len(self)})"
+
+    def next(self, timeout: float | None = None) -> dict | None:
+        """Applies the next delta and says what happened: ``{"kind": "applied", "shard",
+        "keys"}``, ``{"kind": "stale"}`` or ``{"kind": "resynced", "snapshot_version"}``;
+        ``None`` when ``timeout`` seconds pass first."""
+        return self._native.next(timeout)
+
+    def follow(self, seconds: float) -> int:
+        """Applies every delta that arrives during ``seconds``; returns how many were applied."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        applied = 0
+        while (left := deadline - time.monotonic()) > 0:
+            update = self._native.next(left)
+            if update is not None and update["kind"] == "applied":
+                applied += 1
+        return applied
+
+    def get(self, key: str) -> dict | None:
+        """One record by key: ``SHFE.rb2501`` (ticks, contracts), ``cycler-01/3`` (battery)."""
+        return self._native.get(key)
+
+    def records(self) -> list[dict]:
+        """Every record now, sorted by key."""
+        return self._native.records()
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Every record now as a DataFrame, one row per key (timestamps as UTC datetimes)."""
+        df = pd.DataFrame(self._native.records())
+        for col in ("ts_exchange", "ts_arrival", "ts", "ts_device", "ts_received"):
+            if col in df.columns:
+                df[col] = pd.to_datetime(df[col], unit="ns", utc=True)
+        return df
 
 
 def connect(url: str = "nats://127.0.0.1:14222", **options: Mapping[str, Any]) -> Client:

@@ -23,6 +23,7 @@ __all__ = [
     "QueryTimeout",
     "NoServiceError",
     "FrameError",
+    "LiveError",
 ]
 
 
@@ -69,3 +70,9 @@ class NoServiceError(LangtianError):
 
 class FrameError(LangtianError):
     """A table for the UI was refused: bad name, larger than the server's max payload, not Arrow."""
+
+
+class LiveError(LangtianError):
+    """A live group could not be followed: ``code`` is ``bad_kind`` or ``bad_group`` for a
+    wrong argument, ``no_snapshot`` when no aggregator has seen the group, ``nats`` when NATS
+    failed."""
