@@ -22,6 +22,8 @@ export type LangtianErrorCode =
   | 'ERR_QUERY_EXECUTION'
   | 'ERR_QUERY_TOO_LARGE'
   | 'ERR_QUERY_UNAVAILABLE'
+  | 'ERR_LIVE_NO_SNAPSHOT'
+  | 'ERR_LIVE_BAD_ARGUMENT'
 
 export interface LangtianError extends Error {
   code: LangtianErrorCode
@@ -37,6 +39,8 @@ export declare const ErrorCodes: Readonly<{
   QUERY_TIMEOUT: 'ERR_QUERY_TIMEOUT'
   QUERY_PROTOCOL: 'ERR_QUERY_PROTOCOL'
   DISCOVERY: 'ERR_DISCOVERY'
+  LIVE_NO_SNAPSHOT: 'ERR_LIVE_NO_SNAPSHOT'
+  LIVE_BAD_ARGUMENT: 'ERR_LIVE_BAD_ARGUMENT'
 }>
 
 /** `client.query(sql)` decoded into an apache-arrow Table. */

@@ -67,7 +67,7 @@ function wrapFunction(fn) {
   }
 }
 
-for (const cls of [native.Client, native.Subscription, native.NodeWatch]) {
+for (const cls of [native.Client, native.Subscription, native.NodeWatch, native.LiveGroup]) {
   for (const name of Object.getOwnPropertyNames(cls.prototype)) {
     const d = Object.getOwnPropertyDescriptor(cls.prototype, name)
     if (name === 'constructor' || !d || typeof d.value !== 'function' || !d.writable) continue
@@ -113,6 +113,8 @@ sdk.ErrorCodes = Object.freeze({
   QUERY_TIMEOUT: 'ERR_QUERY_TIMEOUT',
   QUERY_PROTOCOL: 'ERR_QUERY_PROTOCOL',
   DISCOVERY: 'ERR_DISCOVERY',
+  LIVE_NO_SNAPSHOT: 'ERR_LIVE_NO_SNAPSHOT',
+  LIVE_BAD_ARGUMENT: 'ERR_LIVE_BAD_ARGUMENT',
 })
 
 module.exports = sdk

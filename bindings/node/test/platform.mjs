@@ -81,15 +81,20 @@ function stopper(proc, dir) {
 }
 
 /**
- * `lt up --no-sim --no-live` (battery samples are sent by `simBattery`). With `tls`:
+ * `lt up --no-sim --no-live` (battery samples are sent by `simBattery`); with `live` its simulators,
+ * aggregator and gateway run. With `tls`:
  * `--nats-tls --no-flow`, ready once provisioned; its CA is `<dir>/nats/tls/ca.pem`.
  */
-export async function startPlatform({ tls = false } = {}) {
+export async function startPlatform({ tls = false, live = false } = {}) {
   const [nats, http, udp] = [await freePort(), await freePort(), await freeUdpPort()]
   const dir = mkdtempSync(join(tmpdir(), 'lt-node-sdk-'))
+  // With `live`: the simulators, aggregator and gateway too (a small battery fleet).
+  const liveArgs = live
+    ? ['--tick-rate', '400', '--rate', '200', '--devices', '2', '--channels', '8', '--gateway-addr', `127.0.0.1:${await freePort()}`]
+    : ['--no-sim', '--no-live']
   const proc = spawn(ltBin, [
     'up', '--data-dir', dir, '--nats-port', String(nats), '--nats-http-port', String(http),
-    '--udp', `127.0.0.1:${udp}`, '--metrics-addr', 'off', '--no-sim', '--no-live',
+    '--udp', `127.0.0.1:${udp}`, '--metrics-addr', 'off', ...liveArgs,
     ...(tls ? ['--nats-tls', '--no-flow'] : []),
   ], { stdio: ['ignore', 'pipe', 'inherit'] })
   await waitForLine(proc, tls ? /registered node/ : /query service on/, 'lt up')

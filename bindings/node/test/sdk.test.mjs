@@ -218,7 +218,7 @@ describe('the package surface', () => {
     assert.ok(lt instanceof Client)
     const { readFileSync } = await import('node:fs')
     const dts = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8')
-    for (const decl of ['export declare class Client', 'static connect(', 'query(sql: string', 'watchNodes(', 'export declare function decodeEnvelope']) {
+    for (const decl of ['export declare class Client', 'static connect(', 'query(sql: string', 'watchNodes(', 'live(group: string', 'export declare class LiveGroup', 'export declare function decodeEnvelope']) {
       assert.ok(dts.includes(decl), `index.d.ts declares ${decl}`)
     }
   })
@@ -233,5 +233,58 @@ describe('the documented example', () => {
     assert.match(stdout, /stored in LT_EVENTS # \d+/)
     assert.match(stdout, /4 devices; first: \{ device_id: 'cycler-00', ah: \d/)
     assert.match(stdout, /lt\.evt\.note\.svc note \{"text":"again"\}/)
+  })
+})
+
+describe('live groups from the aggregator', () => {
+  let live
+  before(async () => {
+    live = await startPlatform({ live: true })
+  })
+  after(async () => {
+    await live?.stop()
+  })
+
+  test('a venue followed from its snapshot and deltas; contracts; battery channels; coded errors', async () => {
+    const c = await Client.connect(live.url)
+    // The subject of the first delta names a group: xy.md.tick.<group>.<shard>.
+    const sub = await c.subscribe('xy.md.tick.>')
+    const first = (await nextWithin(sub, 30_000)).value
+    await sub.close()
+    const group = first.subject.split('.')[3]
+
+    const ticks = await c.live(group)
+    assert.equal(ticks.kind, 'ticks')
+    assert.equal(ticks.group, group)
+    const before = new Map((await ticks.records()).map((r) => [r.symbol, r.seq]))
+    assert.ok(before.size > 0, 'the snapshot holds the venue')
+    assert.ok((await ticks.follow(1500)) > 0, 'deltas applied')
+    const rows = await ticks.records()
+    assert.equal(rows.length, await ticks.size())
+    for (const r of rows) {
+      assert.equal(r.venue.toLowerCase(), group)
+      assert.ok(r.seq >= (before.get(r.symbol) ?? 0), 'sequences only move forward')
+      assert.ok(r.ts_exchange > 1.6e18, 'exchange timestamps in ns since the epoch')
+    }
+    assert.ok(rows.some((r) => r.seq > (before.get(r.symbol) ?? Infinity)), 'ticks kept coming')
+    const one = rows[0]
+    assert.deepEqual(await ticks.get(`${one.venue}.${one.symbol}`), one)
+    assert.equal(await ticks.get('NOPE.x'), null)
+    const change = await ticks.next(5000)
+    assert.ok(change && ['applied', 'stale', 'resynced'].includes(change.kind), JSON.stringify(change))
+    const stats = await ticks.stats()
+    assert.ok(stats.applied > 0 && stats.rejected === 0, JSON.stringify(stats))
+
+    const contracts = await (await c.live(group, { kind: 'contracts' })).records()
+    const named = new Set(contracts.map((r) => r.symbol))
+    assert.ok(rows.every((r) => named.has(r.symbol)), 'every ticking instrument has its contract')
+    assert.ok(contracts.every((r) => r.multiplier > 0))
+
+    const cells = await c.live('cells', { kind: 'battery' })
+    await until('all 16 channels', async () => (await cells.follow(200)) >= 0 && (await cells.size()) === 16)
+
+    await assert.rejects(c.live('nowhere'), { code: 'ERR_LIVE_NO_SNAPSHOT', message: /nowhere/ })
+    await assert.rejects(c.live(group, { kind: 'bonds' }), { code: 'ERR_LIVE_BAD_ARGUMENT' })
+    await assert.rejects(c.live('a.b'), { code: 'ERR_LIVE_BAD_ARGUMENT' })
   })
 })

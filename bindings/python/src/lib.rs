@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use langtian_core::aggregate::{AggregateError, FeedConfig, LiveGroup, LiveUpdate};
+use langtian_core::aggregate::records::{Cell, Row};
+use langtian_core::aggregate::{AggregateError, AnyLiveGroup, LiveKind, LiveUpdate, RowCells};
 use langtian_core::bus::{Bus, BusError, BusOptions, EventError, EventSpec, Qos, publish_event};
 use langtian_core::discovery::{DiscoveryConfig, DiscoveryError, LeftReason, NodeEvent, Registry};
 use langtian_core::envelope::{Envelope, EnvelopeError};
 use langtian_core::proto::battery::v1::ChannelSample;
-use langtian_core::proto::md::v1::{Contract, Tick};
 use langtian_core::query::{ErrorCode, FrameError, QUERY_SUBJECT, QueryError, QueryRequest, query_chunks_on};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -96,6 +96,7 @@ fn envelope_err(py: Python<'_>, e: EnvelopeError) -> PyErr {
 
 fn live_err(py: Python<'_>, e: AggregateError) -> PyErr {
     let code = match &e {
+        AggregateError::Config { key: "kind", .. } => "bad_kind",
         AggregateError::Config { .. } => "bad_group",
         AggregateError::NoSnapshot { .. } => "no_snapshot",
         AggregateError::Bus(_) | AggregateError::Nats { .. } => "nats",
@@ -331,39 +332,15 @@ impl Client {
     /// `contracts` or `battery` (group `cells`).
     #[pyo3(signature = (group, *, kind = "ticks", bucket = "md_snapshots"))]
     fn live(&self, py: Python<'_>, group: String, kind: &str, bucket: &str) -> PyResult<Live> {
+        let kind: LiveKind = kind.parse().map_err(|e| live_err(py, e))?;
         let bus = self.bus.clone();
         let bucket = bucket.to_owned();
-        let g = group.clone();
-        let inner = match kind {
-            "ticks" => block(py, async move {
-                LiveGroup::<Tick>::open(&bus, &FeedConfig::ticks(), &bucket, &g)
-                    .await
-                    .map(AnyLive::Ticks)
-            })?,
-            "contracts" => block(py, async move {
-                LiveGroup::<Contract>::open(&bus, &FeedConfig::contracts(), &bucket, &g)
-                    .await
-                    .map(AnyLive::Contracts)
-            })?,
-            "battery" => block(py, async move {
-                LiveGroup::<ChannelSample>::open(&bus, &FeedConfig::battery(), &bucket, &g)
-                    .await
-                    .map(AnyLive::Battery)
-            })?,
-            other => {
-                return Err(raise(
-                    py,
-                    "LiveError",
-                    format!("kind `{other}` is not one of ticks, contracts, battery"),
-                    "bad_kind",
-                ));
-            }
-        }
+        let inner = block(py, async move {
+            AnyLiveGroup::open(&bus, kind, &bucket, &group).await
+        })?
         .map_err(|e| live_err(py, e))?;
         Ok(Live {
             inner: Mutex::new(inner),
-            kind: kind.to_owned(),
-            group,
         })
     }
 
@@ -551,43 +528,14 @@ impl NodeWatch {
     }
 }
 
-enum AnyLive {
-    Ticks(LiveGroup<Tick>),
-    Contracts(LiveGroup<Contract>),
-    Battery(LiveGroup<ChannelSample>),
-}
-
-/// Calls `$body` with the `LiveGroup` inside, whatever its record type (`$to_dict` converts one
-/// record to a dict).
-macro_rules! with_live {
-    ($any:expr, |$g:ident, $to_dict:ident| $body:expr) => {
-        match $any {
-            AnyLive::Ticks($g) => {
-                let $to_dict = tick_dict;
-                $body
-            }
-            AnyLive::Contracts($g) => {
-                let $to_dict = contract_dict;
-                $body
-            }
-            AnyLive::Battery($g) => {
-                let $to_dict = sample_dict;
-                $body
-            }
-        }
-    };
-}
-
 /// One group followed live: `next(timeout)` applies the next delta, `records()` is the state.
 #[pyclass(module = "langtian._native")]
 struct Live {
-    inner: Mutex<AnyLive>,
-    kind: String,
-    group: String,
+    inner: Mutex<AnyLiveGroup>,
 }
 
 impl Live {
-    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, AnyLive>> {
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, AnyLiveGroup>> {
         self.inner
             .lock()
             .map_err(|_| PyRuntimeError::new_err("live group used from two threads at once"))
@@ -603,10 +551,8 @@ impl Live {
     fn next<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let got = wait_loop(py, timeout, |d| {
             let mut any = self.lock()?;
-            let r = with_live!(&mut *any, |g, _f| block(py, async {
-                tokio::time::timeout(d, g.next()).await
-            })?);
-            Ok(r.ok())
+            let g: &mut AnyLiveGroup = &mut any;
+            Ok(block(py, async { tokio::time::timeout(d, g.next()).await })?.ok())
         })?;
         let update = match got {
             Some(Ok(u)) => u,
@@ -633,29 +579,23 @@ impl Live {
     fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let any = self.lock()?;
         let list = PyList::empty(py);
-        with_live!(&*any, |g, to_dict| {
-            for r in g.replica().records() {
-                list.append(to_dict(py, r)?)?;
-            }
-        });
+        for row in any.rows() {
+            list.append(row_dict(py, row)?)?;
+        }
         Ok(list)
     }
 
-    /// One record by key (`SHFE.rb2501`, `cycler-01/3`), or `None`.
+    /// One record by key (`SHFE.rb2501`, `<device_id>/<channel>`), or `None`.
     fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
         let any = self.lock()?;
-        with_live!(&*any, |g, to_dict| g
-            .replica()
-            .get(key)
-            .map(|r| to_dict(py, r))
-            .transpose())
+        any.row(key).map(|r| row_dict(py, r)).transpose()
     }
 
     /// Deltas applied and stale, resyncs after gaps, foreign messages rejected.
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let any = self.lock()?;
-        let s = with_live!(&*any, |g, _f| g.stats());
+        let s = any.stats();
         let d = PyDict::new(py);
         d.set_item("applied", s.applied)?;
         d.set_item("stale", s.stale)?;
@@ -665,69 +605,32 @@ impl Live {
     }
 
     #[getter]
-    fn kind(&self) -> &str {
-        &self.kind
+    fn kind(&self) -> PyResult<&'static str> {
+        Ok(self.lock()?.kind().as_str())
     }
 
     #[getter]
-    fn group(&self) -> &str {
-        &self.group
+    fn group(&self) -> PyResult<String> {
+        Ok(self.lock()?.group().to_owned())
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        let any = self.lock()?;
-        Ok(with_live!(&*any, |g, _f| g.replica().len()))
+        Ok(self.lock()?.len())
     }
 }
 
-fn tick_dict<'py>(py: Python<'py>, t: &Tick) -> PyResult<Bound<'py, PyDict>> {
+/// A record as a dict, its columns as `langtian_core::aggregate::records::Row` defines them.
+fn row_dict(py: Python<'_>, row: RowCells) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("venue", &t.venue)?;
-    d.set_item("symbol", &t.symbol)?;
-    d.set_item("seq", t.seq)?;
-    d.set_item("last", t.last)?;
-    d.set_item("bid", t.bids.first().map(|l| l.price))?;
-    d.set_item("bid_volume", t.bids.first().map(|l| l.volume))?;
-    d.set_item("ask", t.asks.first().map(|l| l.price))?;
-    d.set_item("ask_volume", t.asks.first().map(|l| l.volume))?;
-    d.set_item("volume", t.vol)?;
-    d.set_item("open_interest", t.oi)?;
-    d.set_item("flags", t.flags)?;
-    d.set_item("ts_exchange", t.ts_exchange)?;
-    d.set_item("ts_arrival", t.ts_arrival)?;
-    Ok(d)
-}
-
-fn contract_dict<'py>(py: Python<'py>, c: &Contract) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("venue", &c.venue)?;
-    d.set_item("symbol", &c.symbol)?;
-    d.set_item("name", &c.name)?;
-    d.set_item("tick_size", c.tick_size)?;
-    d.set_item("multiplier", c.multiplier)?;
-    d.set_item("currency", &c.currency)?;
-    d.set_item("expiry", &c.expiry)?;
-    d.set_item("seq", c.seq)?;
-    d.set_item("ts", c.ts)?;
-    Ok(d)
-}
-
-fn sample_dict<'py>(py: Python<'py>, s: &ChannelSample) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("device_id", &s.device_id)?;
-    d.set_item("channel", s.channel)?;
-    d.set_item("cycle", s.cycle)?;
-    d.set_item("step", s.step)?;
-    d.set_item("step_type", s.step_type)?;
-    d.set_item("voltage", s.voltage)?;
-    d.set_item("current", s.current)?;
-    d.set_item("temperature", s.temperature)?;
-    d.set_item("capacity", s.capacity)?;
-    d.set_item("energy", s.energy)?;
-    d.set_item("soc", s.soc)?;
-    d.set_item("seq", s.seq)?;
-    d.set_item("ts_device", s.ts_device)?;
-    d.set_item("ts_received", s.ts_received)?;
+    for (column, cell) in row {
+        match cell {
+            Cell::Text(v) => d.set_item(column, v)?,
+            Cell::Int(v) => d.set_item(column, v)?,
+            Cell::UInt(v) => d.set_item(column, v)?,
+            Cell::Float(v) => d.set_item(column, v)?,
+            Cell::Missing => d.set_item(column, py.None())?,
+        }
+    }
     Ok(d)
 }
 
@@ -751,7 +654,7 @@ fn decode_payload<'py>(
             "payload",
         )
     })?;
-    sample_dict(py, &s).map(Some)
+    row_dict(py, s.row()).map(Some)
 }
 
 #[pymodule]

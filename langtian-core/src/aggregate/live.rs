@@ -27,10 +27,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::records::MdRecord;
+use super::records::{Cell, MdRecord, Row};
 use super::replica::{DeltaApplied, Replica};
 use super::{AggregateError, FeedConfig, GroupSnapshot};
 use crate::bus::Bus;
+use crate::proto::battery::v1::ChannelSample;
+use crate::proto::md::v1::{Contract, Tick};
 
 /// How long a fresh snapshot from the aggregator is waited for before the KV copy is read.
 const FRESH_SNAPSHOT_WAIT: Duration = Duration::from_millis(500);
@@ -243,4 +245,167 @@ async fn read_snapshot<R: MdRecord>(
         });
     }
     Ok(snapshot)
+}
+
+/// Which records a live group holds (the aggregator's feeds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveKind {
+    /// Market ticks (`langtian.md.v1.Tick`); groups are venues in lower case.
+    Ticks,
+    /// Contracts, the reference data (`langtian.md.v1.Contract`); the same groups.
+    Contracts,
+    /// Battery channel samples (`langtian.battery.v1.ChannelSample`); group `cells`.
+    Battery,
+}
+
+impl LiveKind {
+    /// The feed's default subjects.
+    pub fn feed(self) -> FeedConfig {
+        match self {
+            Self::Ticks => FeedConfig::ticks(),
+            Self::Contracts => FeedConfig::contracts(),
+            Self::Battery => FeedConfig::battery(),
+        }
+    }
+
+    /// `ticks`, `contracts` or `battery`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ticks => "ticks",
+            Self::Contracts => "contracts",
+            Self::Battery => "battery",
+        }
+    }
+}
+
+impl std::str::FromStr for LiveKind {
+    type Err = AggregateError;
+    fn from_str(s: &str) -> Result<Self, AggregateError> {
+        match s {
+            "ticks" => Ok(Self::Ticks),
+            "contracts" => Ok(Self::Contracts),
+            "battery" => Ok(Self::Battery),
+            other => Err(AggregateError::Config {
+                key: "kind",
+                reason: format!("`{other}` is not one of ticks, contracts, battery"),
+            }),
+        }
+    }
+}
+
+/// A [`LiveGroup`] of any [`LiveKind`], its records as [`Row`]s: what the SDK bindings hold.
+///
+/// ```no_run
+/// # async fn demo(bus: langtian_core::bus::Bus) -> Result<(), langtian_core::aggregate::AggregateError> {
+/// use langtian_core::aggregate::{AnyLiveGroup, LiveKind};
+/// let mut cells = AnyLiveGroup::open(&bus, "battery".parse()?, "md_snapshots", "cells").await?;
+/// cells.next().await?;
+/// for row in cells.rows() { println!("{row:?}"); }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub enum AnyLiveGroup {
+    /// Ticks.
+    Ticks(LiveGroup<Tick>),
+    /// Contracts.
+    Contracts(LiveGroup<Contract>),
+    /// Battery channel samples.
+    Battery(LiveGroup<ChannelSample>),
+}
+
+/// Runs `$body` with the typed group inside.
+macro_rules! with_group {
+    ($any:expr, |$g:ident| $body:expr) => {
+        match $any {
+            AnyLiveGroup::Ticks($g) => $body,
+            AnyLiveGroup::Contracts($g) => $body,
+            AnyLiveGroup::Battery($g) => $body,
+        }
+    };
+}
+
+/// One record as its `(column, value)` pairs.
+pub type RowCells = Vec<(&'static str, Cell)>;
+
+impl AnyLiveGroup {
+    /// [`LiveGroup::open`] with `kind`'s default feed.
+    pub async fn open(
+        bus: &Bus,
+        kind: LiveKind,
+        kv_bucket: &str,
+        group: &str,
+    ) -> Result<Self, AggregateError> {
+        let feed = kind.feed();
+        Ok(match kind {
+            LiveKind::Ticks => Self::Ticks(LiveGroup::open(bus, &feed, kv_bucket, group).await?),
+            LiveKind::Contracts => Self::Contracts(LiveGroup::open(bus, &feed, kv_bucket, group).await?),
+            LiveKind::Battery => Self::Battery(LiveGroup::open(bus, &feed, kv_bucket, group).await?),
+        })
+    }
+
+    /// The kind of records.
+    pub fn kind(&self) -> LiveKind {
+        match self {
+            Self::Ticks(_) => LiveKind::Ticks,
+            Self::Contracts(_) => LiveKind::Contracts,
+            Self::Battery(_) => LiveKind::Battery,
+        }
+    }
+
+    /// [`LiveGroup::next`].
+    pub async fn next(&mut self) -> Result<LiveUpdate, AggregateError> {
+        with_group!(self, |g| g.next().await)
+    }
+
+    /// Every record now, sorted by key.
+    pub fn rows(&self) -> Vec<RowCells> {
+        with_group!(self, |g| g.replica().records().map(Row::row).collect())
+    }
+
+    /// One record by key.
+    pub fn row(&self, key: &str) -> Option<RowCells> {
+        with_group!(self, |g| g.replica().get(key).map(Row::row))
+    }
+
+    /// How many records the group holds.
+    pub fn len(&self) -> usize {
+        with_group!(self, |g| g.replica().len())
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// [`LiveGroup::stats`].
+    pub fn stats(&self) -> LiveStats {
+        with_group!(self, |g| g.stats())
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        with_group!(self, |g| g.group())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn kinds_parse_and_name_their_feeds_and_unknown_ones_are_named() {
+        for (name, kind, delta_subject) in [
+            ("ticks", LiveKind::Ticks, "xy.md.tick.shfe.0"),
+            ("contracts", LiveKind::Contracts, "xy.md.contract.shfe.0"),
+            ("battery", LiveKind::Battery, "lt.md.delta.shfe.0"),
+        ] {
+            let k: LiveKind = name.parse().unwrap();
+            assert_eq!((k, k.as_str()), (kind, name));
+            assert_eq!(k.feed().delta_subject("shfe", 0), delta_subject);
+        }
+        let e = "bonds".parse::<LiveKind>().unwrap_err();
+        assert!(matches!(&e, AggregateError::Config { key: "kind", .. }), "{e}");
+        assert!(e.to_string().contains("`bonds` is not one of ticks, contracts, battery"));
+    }
 }

@@ -23,7 +23,7 @@ pub mod state;
 
 use std::time::Duration;
 
-pub use live::{LiveGroup, LiveStats, LiveUpdate};
+pub use live::{AnyLiveGroup, LiveGroup, LiveKind, LiveStats, LiveUpdate, RowCells};
 pub use records::{MdRecord, MessageError};
 pub use replica::{DeltaApplied, Replica};
 pub use state::{Counts, GroupSnapshot, GroupState, Keyed, Offer, ReorderPolicy, ShardDelta, shard_of};

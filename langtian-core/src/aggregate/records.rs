@@ -23,8 +23,100 @@ pub type DecodedDelta<R> = (String, ShardDelta<R>, i64);
 /// A decoded snapshot: its group, the state and its time.
 pub type DecodedSnapshot<R> = (String, GroupSnapshot<R>, i64);
 
+/// One value of a [`Row`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// Text.
+    Text(String),
+    /// A signed integer (timestamps: nanoseconds since the Unix epoch).
+    Int(i64),
+    /// An unsigned integer (sequences, counts, channel numbers).
+    UInt(u64),
+    /// A number.
+    Float(f64),
+    /// No value (a tick without a bid level).
+    Missing,
+}
+
+/// A record as one flat row, the columns in a fixed order: what the SDKs hand out (a Python
+/// dict or DataFrame row, a JS object), defined once here.
+///
+/// ```
+/// use langtian_core::aggregate::records::{Cell, Row};
+/// use langtian_core::proto::md::v1::{Level, Tick};
+/// let t = Tick { venue: "SHFE".into(), symbol: "rb2501".into(), bids: vec![Level { price: 3500.0, volume: 12.0 }], ..Default::default() };
+/// let row = t.row();
+/// assert_eq!(row[0], ("venue", Cell::Text("SHFE".into())));
+/// assert!(row.contains(&("bid", Cell::Float(3500.0))));
+/// assert!(row.contains(&("ask", Cell::Missing)));
+/// ```
+pub trait Row {
+    /// `(column, value)` pairs.
+    fn row(&self) -> Vec<(&'static str, Cell)>;
+}
+
+impl Row for Tick {
+    fn row(&self) -> Vec<(&'static str, Cell)> {
+        let level = |l: Option<&crate::proto::md::v1::Level>, f: fn(&crate::proto::md::v1::Level) -> f64| {
+            l.map_or(Cell::Missing, |l| Cell::Float(f(l)))
+        };
+        vec![
+            ("venue", Cell::Text(self.venue.clone())),
+            ("symbol", Cell::Text(self.symbol.clone())),
+            ("seq", Cell::UInt(self.seq)),
+            ("last", Cell::Float(self.last)),
+            ("bid", level(self.bids.first(), |l| l.price)),
+            ("bid_volume", level(self.bids.first(), |l| l.volume)),
+            ("ask", level(self.asks.first(), |l| l.price)),
+            ("ask_volume", level(self.asks.first(), |l| l.volume)),
+            ("volume", Cell::Float(self.vol)),
+            ("open_interest", Cell::Float(self.oi)),
+            ("flags", Cell::UInt(u64::from(self.flags))),
+            ("ts_exchange", Cell::Int(self.ts_exchange)),
+            ("ts_arrival", Cell::Int(self.ts_arrival)),
+        ]
+    }
+}
+
+impl Row for Contract {
+    fn row(&self) -> Vec<(&'static str, Cell)> {
+        vec![
+            ("venue", Cell::Text(self.venue.clone())),
+            ("symbol", Cell::Text(self.symbol.clone())),
+            ("name", Cell::Text(self.name.clone())),
+            ("tick_size", Cell::Float(self.tick_size)),
+            ("multiplier", Cell::Float(self.multiplier)),
+            ("currency", Cell::Text(self.currency.clone())),
+            ("expiry", Cell::Text(self.expiry.clone())),
+            ("seq", Cell::UInt(self.seq)),
+            ("ts", Cell::Int(self.ts)),
+        ]
+    }
+}
+
+impl Row for ChannelSample {
+    fn row(&self) -> Vec<(&'static str, Cell)> {
+        vec![
+            ("device_id", Cell::Text(self.device_id.clone())),
+            ("channel", Cell::UInt(u64::from(self.channel))),
+            ("cycle", Cell::UInt(u64::from(self.cycle))),
+            ("step", Cell::UInt(u64::from(self.step))),
+            ("step_type", Cell::Int(i64::from(self.step_type))),
+            ("voltage", Cell::Float(self.voltage)),
+            ("current", Cell::Float(self.current)),
+            ("temperature", Cell::Float(self.temperature)),
+            ("capacity", Cell::Float(self.capacity)),
+            ("energy", Cell::Float(self.energy)),
+            ("soc", Cell::Float(self.soc)),
+            ("seq", Cell::UInt(self.seq)),
+            ("ts_device", Cell::Int(self.ts_device)),
+            ("ts_received", Cell::Int(self.ts_received)),
+        ]
+    }
+}
+
 /// A record with its delta and snapshot messages.
-pub trait MdRecord: Keyed + Message + Default + PartialEq + Send + Sync + 'static {
+pub trait MdRecord: Keyed + Row + Message + Default + PartialEq + Send + Sync + 'static {
     /// Encodes a delta of `group`.
     fn encode_delta(group: &str, d: &ShardDelta<Self>, ts: i64) -> Vec<u8>;
     /// Decodes a delta.
