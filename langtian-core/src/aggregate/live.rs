@@ -406,6 +406,9 @@ mod tests {
         }
         let e = "bonds".parse::<LiveKind>().unwrap_err();
         assert!(matches!(&e, AggregateError::Config { key: "kind", .. }), "{e}");
-        assert!(e.to_string().contains("`bonds` is not one of ticks, contracts, battery"));
+        assert!(
+            e.to_string()
+                .contains("`bonds` is not one of ticks, contracts, battery")
+        );
     }
 }
