@@ -644,7 +644,7 @@ impl LiveGroup {
         any.rows().into_iter().map(row_object).collect()
     }
 
-    /// One record by key (`SHFE.rb2501`, `<deviceId>/<channel>`), or `null`.
+    /// One record by key (`shfe.rb2501`, `<device_id>/<channel>`), or `null`.
     #[napi]
     pub async fn get(&self, key: String) -> Option<serde_json::Value> {
         let any = self.inner.lock().await;

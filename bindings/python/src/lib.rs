@@ -585,7 +585,7 @@ impl Live {
         Ok(list)
     }
 
-    /// One record by key (`SHFE.rb2501`, `<device_id>/<channel>`), or `None`.
+    /// One record by key (`shfe.rb2501`, `<device_id>/<channel>`), or `None`.
     fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
         let any = self.lock()?;
         any.row(key).map(|r| row_dict(py, r)).transpose()

@@ -17,7 +17,7 @@
 //! println!("{} instruments", shfe.replica().len());
 //! loop {
 //!     if let LiveUpdate::Applied { keys, .. } = shfe.next().await? {
-//!         println!("{keys} instruments changed; rb2501 last {:?}", shfe.replica().get("SHFE.rb2501").map(|t| t.last));
+//!         println!("{keys} instruments changed; rb2501 last {:?}", shfe.replica().get("shfe.rb2501").map(|t| t.last));
 //!     }
 //! }
 //! # }

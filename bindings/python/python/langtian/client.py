@@ -264,7 +264,7 @@ class LiveGroup:
         return applied
 
     def get(self, key: str) -> dict | None:
-        """One record by key: ``SHFE.rb2501`` (ticks, contracts), ``cycler-01/3`` (battery)."""
+        """One record by key: ``shfe.rb2501`` (ticks, contracts), ``cycler-01/3`` (battery)."""
         return self._native.get(key)
 
     def records(self) -> list[dict]:
