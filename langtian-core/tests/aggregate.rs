@@ -597,6 +597,35 @@ async fn a_live_group_follows_the_aggregator_resyncs_after_a_gap_and_falls_back_
     .expect("the live group reaches the state of every tick sent");
     assert!(live.stats().applied > 0, "{:?}", live.stats());
 
+    // A forged delta that applies (it builds on shard 0's version) puts a record into the
+    // replica that the aggregator never had: only reading the snapshot again removes it.
+    let v0 = live.replica().shard_versions()[0];
+    let bogus = Tick {
+        venue: "shfe".into(),
+        symbol: "bogus".into(),
+        seq: 1,
+        ..Tick::default()
+    };
+    let corrupting = ShardDelta::<Tick> {
+        shard: 0,
+        version: v0 + 1,
+        base_version: v0,
+        records: vec![bogus],
+    };
+    bus.client()
+        .publish(
+            "xy.md.tick.shfe.0",
+            Tick::encode_delta("shfe", &corrupting, 0).into(),
+        )
+        .await
+        .unwrap();
+    let applied = tokio::time::timeout(Duration::from_secs(10), live.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(applied, LiveUpdate::Applied { shard: 0, keys: 1 });
+    assert!(live.replica().get("shfe.bogus").is_some());
+
     // Something that is not a delta of shfe on its subjects is counted and skipped; a delta
     // building on a version never seen (a lost message) makes it read the snapshot again.
     bus.client()
@@ -630,7 +659,12 @@ async fn a_live_group_follows_the_aggregator_resyncs_after_a_gap_and_falls_back_
     );
     assert_eq!(live.stats().rejected, 1, "{:?}", live.stats());
     assert_eq!(live.stats().resyncs, 1, "{:?}", live.stats());
-    assert_eq!(held(&live), want, "rebuilt from the snapshot");
+    assert_eq!(
+        held(&live),
+        want,
+        "rebuilt from the snapshot: the forged record is gone"
+    );
+    assert!(live.replica().get("shfe.bogus").is_none());
 
     // With the aggregator stopped, a new live group rebuilds from the snapshot kept in KV.
     let _ = stop.send(true);
