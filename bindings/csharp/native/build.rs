@@ -2,7 +2,14 @@
 //! functions in `src/ffi.rs`. The file is generated on every build and git-ignored: never edit it.
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi.rs");
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/NativeMethods.g.cs");
+    // The manifest directory of THIS build, read at run time: `env!` would bake in the directory
+    // the build script was compiled in, and with a target directory shared between clones a
+    // build in one clone would then write the file into another.
+    let Ok(manifest_dir) = std::env::var("CARGO_MANIFEST_DIR") else {
+        println!("cargo:warning=CARGO_MANIFEST_DIR is not set");
+        std::process::exit(1);
+    };
+    let out = std::path::Path::new(&manifest_dir).join("../src/NativeMethods.g.cs");
     let result = csbindgen::Builder::default()
         .input_extern_file("src/ffi.rs")
         .csharp_dll_name("langtian_cs")

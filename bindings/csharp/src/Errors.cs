@@ -30,6 +30,7 @@ namespace Langtian
                 case 5: return new DiscoveryException(message);
                 case 6: return new LangtianTimeoutException(message);
                 case 7: return new RequestException(message);
+                case 8: return new NoSnapshotException(message);
                 default: return new LangtianException("ERR_INTERNAL", status, message);
             }
         }
@@ -75,5 +76,11 @@ namespace Langtian
     public sealed class RequestException : LangtianException
     {
         public RequestException(string message) : base("ERR_REQUEST", 7, message) { }
+    }
+
+    /// <summary>A live group has no snapshot to start from: no aggregator has seen the group.</summary>
+    public sealed class NoSnapshotException : LangtianException
+    {
+        public NoSnapshotException(string message) : base("ERR_LIVE_NO_SNAPSHOT", 8, message) { }
     }
 }

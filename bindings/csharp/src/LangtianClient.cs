@@ -142,6 +142,39 @@ namespace Langtian
             return new NodeRegistration((IntPtr)h, node.NodeId);
         }
 
+        /// <summary>Follows a venue's ticks live (groups are venues in lower case, e.g. "shfe").</summary>
+        public LiveGroup<TickRow> LiveTicks(string group, string bucket = null)
+        {
+            return OpenLive<TickRow>("ticks", group, bucket);
+        }
+
+        /// <summary>Follows a venue's contracts (reference data) live.</summary>
+        public LiveGroup<ContractRow> LiveContracts(string group, string bucket = null)
+        {
+            return OpenLive<ContractRow>("contracts", group, bucket);
+        }
+
+        /// <summary>Follows the battery channels live (lt up's group is "cells").</summary>
+        public LiveGroup<ChannelRow> LiveChannels(string group = "cells", string bucket = null)
+        {
+            return OpenLive<ChannelRow>("battery", group, bucket);
+        }
+
+        LiveGroup<TRow> OpenLive<TRow>(string kind, string group, string bucket)
+        {
+            var k = Interop.Utf8(kind);
+            var g = Interop.Utf8(group);
+            var b = Interop.Utf8(bucket);
+            void* h = null;
+            fixed (byte* kp = k)
+            fixed (byte* gp = g)
+            fixed (byte* bp = b)
+            {
+                Interop.Check(NativeMethods.lt_live_open(Handle, kp, gp, bp, &h));
+            }
+            return new LiveGroup<TRow>((IntPtr)h, kind, group);
+        }
+
         /// <summary>Closes the connection.</summary>
         public void Dispose()
         {

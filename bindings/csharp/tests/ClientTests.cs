@@ -173,6 +173,56 @@ namespace Langtian.Tests
         }
 
         [Test]
+        public static void LiveGroupsFollowTheAggregator()
+        {
+            // A second lt up with its simulators, aggregator and gateway (a small battery fleet).
+            int nats = Proc.FreeTcpPort(), http = Proc.FreeTcpPort(), udp = Proc.FreeUdpPort(), gw = Proc.FreeTcpPort();
+            var dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "lt-cs-live-" + Guid.NewGuid().ToString("N"));
+            var liveUrl = "nats://127.0.0.1:" + nats;
+            using (new Proc(ltBin, string.Format("up --data-dir {0} --nats-port {1} --nats-http-port {2} --udp 127.0.0.1:{3} --metrics-addr off --gateway-addr 127.0.0.1:{4} --tick-rate 400 --rate 200 --devices 2 --channels 8",
+                dir, nats, http, udp, gw), "query service on"))
+            using (var c = LangtianClient.Connect(liveUrl, new ConnectOptions { Name = "cs-live" }))
+            {
+                // The subject of the first delta names a group: xy.md.tick.<group>.<shard>.
+                string group = null;
+                using (var sub = c.Subscribe("xy.md.tick.>"))
+                {
+                    var m = sub.Next(TimeSpan.FromSeconds(30));
+                    Assert.True(m != null, "a tick delta from the aggregator");
+                    group = m.Subject.Split('.')[3];
+                }
+                using (var ticks = c.LiveTicks(group))
+                {
+                    Assert.Equal("ticks", ticks.Kind, "kind");
+                    var before = ticks.Records().ToDictionary(r => r.Symbol, r => r.Seq);
+                    Assert.True(before.Count > 0, "the snapshot holds the venue");
+                    Assert.True(ticks.Follow(TimeSpan.FromMilliseconds(1500)) > 0, "deltas applied");
+                    var rows = ticks.Records();
+                    Assert.True(rows.All(r => r.Venue.ToLowerInvariant() == group), "every row of the venue");
+                    Assert.True(rows.All(r => !before.ContainsKey(r.Symbol) || r.Seq >= before[r.Symbol]), "sequences only move forward");
+                    Assert.True(rows.Any(r => before.ContainsKey(r.Symbol) && r.Seq > before[r.Symbol]), "ticks kept coming");
+                    Assert.True(rows.All(r => r.TsExchange > 1600000000000000000L), "exchange time in ns");
+                    var one = rows[0];
+                    Assert.Equal(one.Symbol, ticks.Get(one.Venue + "." + one.Symbol).Symbol, "get by key");
+                    Assert.True(ticks.Get("nope.x") == null, "no such key");
+                    var counts = ticks.Counts();
+                    Assert.True(counts.Applied > 0 && counts.Rejected == 0 && counts.Records == rows.Count, "counts");
+                }
+                using (var contracts = c.LiveContracts(group))
+                {
+                    Assert.True(contracts.Records().All(r => r.Multiplier > 0), "contracts with multipliers");
+                }
+                using (var cells = c.LiveChannels())
+                {
+                    Assert.Eventually(() => { cells.Follow(TimeSpan.FromMilliseconds(200)); return cells.Records().Count == 16; }, "all 16 channels");
+                }
+                var e = Assert.Throws<NoSnapshotException>(() => c.LiveTicks("nowhere"), "a group nobody has seen");
+                Assert.True(e.Message.Contains("nowhere") && e.Code == "ERR_LIVE_NO_SNAPSHOT", e.Message);
+                Assert.Throws<LangtianArgumentException>(() => c.LiveTicks("a.b"), "a group that is not one token");
+            }
+        }
+
+        [Test]
         public static void TlsCaTrustsLtUpWithNatsTls()
         {
             // lt up --nats-tls requires TLS with its own local CA: without TlsCa the server's

@@ -5,6 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use langtian_core::aggregate::records::Cell;
+use langtian_core::aggregate::{AggregateError, AnyLiveGroup, LiveKind, LiveUpdate, RowCells};
 use langtian_core::bus::{
     publish_event, Bus, BusError, BusOptions, EventError, EventReceipt, EventSpec, Qos,
 };
@@ -33,6 +35,8 @@ pub enum Status {
     Timeout = 6,
     /// A request had no responder or failed.
     Request = 7,
+    /// A live group has no snapshot to start from (no aggregator has seen the group).
+    NoSnapshot = 8,
     /// The library itself failed (a panic was caught, the runtime could not start).
     Internal = 99,
 }
@@ -54,6 +58,8 @@ pub enum FfiError {
     Request { subject: String, reason: String },
     #[error("no reply from {subject} within {ms} ms")]
     RequestTimeout { subject: String, ms: u64 },
+    #[error(transparent)]
+    Live(#[from] AggregateError),
     #[error("{0}")]
     Internal(String),
 }
@@ -71,6 +77,9 @@ impl FfiError {
             Self::Discovery(_) => Status::Discovery,
             Self::Request { .. } => Status::Request,
             Self::RequestTimeout { .. } => Status::Timeout,
+            Self::Live(AggregateError::Config { .. }) => Status::Argument,
+            Self::Live(AggregateError::NoSnapshot { .. }) => Status::NoSnapshot,
+            Self::Live(AggregateError::Bus(_) | AggregateError::Nats { .. }) => Status::Connect,
             Self::Internal(_) => Status::Internal,
         }
     }
@@ -270,6 +279,21 @@ impl Client {
         })
     }
 
+    /// Follows one group of the aggregator live (`kind`: ticks, contracts, battery; `bucket`
+    /// default `md_snapshots`).
+    pub fn live(&self, kind: &str, group: &str, bucket: Option<&str>) -> Result<Live, FfiError> {
+        let kind: LiveKind = kind.parse()?;
+        let group = runtime()?.block_on(AnyLiveGroup::open(
+            &self.bus,
+            kind,
+            bucket.unwrap_or("md_snapshots"),
+            group,
+        ))?;
+        Ok(Live {
+            group: std::sync::Mutex::new(group),
+        })
+    }
+
     /// The registered nodes of KV bucket `bucket` (default `lt_nodes`).
     pub fn nodes(&self, bucket: Option<&str>) -> Result<Vec<NodeInfo>, FfiError> {
         let cfg = discovery_config(bucket);
@@ -437,4 +461,62 @@ impl From<NewNode> for NodeInfo {
         info.metadata = n.metadata;
         info
     }
+}
+
+/// A group followed live (see `Client::live`); its calls wait for one another.
+#[derive(Debug)]
+pub struct Live {
+    group: std::sync::Mutex<AnyLiveGroup>,
+}
+
+impl Live {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, AnyLiveGroup>, FfiError> {
+        self.group
+            .lock()
+            .map_err(|_| FfiError::Internal("a live group call panicked earlier".into()))
+    }
+
+    /// The next delta applied, or `None` when `timeout_ms` passes first.
+    pub fn next(&self, timeout_ms: u64) -> Result<Option<LiveUpdate>, FfiError> {
+        let mut g = self.lock()?;
+        let limit = Duration::from_millis(timeout_ms);
+        match runtime()?.block_on(async { tokio::time::timeout(limit, g.next()).await }) {
+            Ok(r) => Ok(Some(r?)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Every record now as a JSON array of objects (one row definition for every SDK).
+    pub fn records_json(&self) -> Result<Vec<u8>, FfiError> {
+        let rows: Vec<serde_json::Value> = self.lock()?.rows().into_iter().map(row_json).collect();
+        serde_json::to_vec(&rows).map_err(|e| FfiError::Internal(format!("encoding JSON: {e}")))
+    }
+
+    /// One record by key as a JSON object, or `null`.
+    pub fn get_json(&self, key: &str) -> Result<Vec<u8>, FfiError> {
+        let row = self.lock()?.row(key).map(row_json);
+        serde_json::to_vec(&row).map_err(|e| FfiError::Internal(format!("encoding JSON: {e}")))
+    }
+
+    /// How many records, and the counts (applied, stale, resyncs, rejected).
+    pub fn counts(&self) -> Result<(u64, [u64; 4]), FfiError> {
+        let g = self.lock()?;
+        let s = g.stats();
+        Ok((g.len() as u64, [s.applied, s.stale, s.resyncs, s.rejected]))
+    }
+}
+
+fn row_json(row: RowCells) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (column, cell) in row {
+        let v = match cell {
+            Cell::Text(v) => serde_json::Value::String(v),
+            Cell::Int(v) => serde_json::Value::from(v),
+            Cell::UInt(v) => serde_json::Value::from(v),
+            Cell::Float(v) => serde_json::Value::from(v),
+            Cell::Missing => serde_json::Value::Null,
+        };
+        m.insert(column.to_owned(), v);
+    }
+    serde_json::Value::Object(m)
 }

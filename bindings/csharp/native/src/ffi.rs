@@ -7,7 +7,8 @@ use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::client::{
-    Client, ConnectOptions, FfiError, IncomingMessage, PublishOptions, Registration, Status, Subscription,
+    Client, ConnectOptions, FfiError, IncomingMessage, Live, PublishOptions, Registration, Status,
+    Subscription,
 };
 
 /// Bytes owned by the library; free with `lt_buffer_free`.
@@ -417,6 +418,28 @@ mod tests {
             Status::Argument as i32
         );
         assert!(last_error().contains("null handle"), "{}", last_error());
+        assert_eq!(
+            lt_live_records(std::ptr::null_mut(), &mut buf),
+            Status::Argument as i32
+        );
+        assert!(last_error().contains("`live`"), "{}", last_error());
+        let (mut kind, mut shard, mut keys) = (0i32, 0u32, 0u64);
+        assert_eq!(
+            lt_live_next(std::ptr::null_mut(), 10, &mut kind, &mut shard, &mut keys),
+            Status::Argument as i32
+        );
+        let mut live: *mut c_void = std::ptr::null_mut();
+        assert_eq!(
+            lt_live_open(
+                std::ptr::null_mut(),
+                c"ticks".as_ptr(),
+                c"shfe".as_ptr(),
+                std::ptr::null(),
+                &mut live
+            ),
+            Status::Argument as i32
+        );
+        assert!(live.is_null());
     }
 
     #[test]
@@ -456,6 +479,127 @@ mod tests {
             ptr: std::ptr::null_mut(),
             len: 0,
             cap: 0,
+        });
+    }
+}
+
+/// Follows group `group` of the aggregator live: `kind` is `ticks`, `contracts` or `battery`,
+/// `bucket` the aggregator's KV bucket (null: `md_snapshots`). `out_live` gets a handle for
+/// `lt_live_*`; free it with `lt_live_free`. Status 8 when no aggregator has seen the group.
+#[no_mangle]
+pub extern "C" fn lt_live_open(
+    client: *mut c_void,
+    kind: *const c_char,
+    group: *const c_char,
+    bucket: *const c_char,
+    out_live: *mut *mut c_void,
+) -> i32 {
+    guarded(|| {
+        let client: &Client = handle("client", client)?;
+        let kind = str_arg("kind", kind)?;
+        let group = str_arg("group", group)?;
+        let bucket = opt_str_arg("bucket", bucket)?;
+        let out = out_arg("out_live", out_live)?;
+        let live = client.live(kind, group, bucket)?;
+        *out = Box::into_raw(Box::new(live)).cast();
+        Ok(())
+    })
+}
+
+/// Waits up to `timeout_ms` for the next delta and applies it. `out_kind`: 0 nothing came in
+/// time, 1 applied (`out_shard`, `out_keys` set), 2 stale, 3 resynced from a snapshot after a gap
+/// (`out_keys` = the snapshot's version).
+#[no_mangle]
+pub extern "C" fn lt_live_next(
+    live: *mut c_void,
+    timeout_ms: u64,
+    out_kind: *mut i32,
+    out_shard: *mut u32,
+    out_keys: *mut u64,
+) -> i32 {
+    guarded(|| {
+        let live: &Live = handle("live", live)?;
+        let kind = out_arg("out_kind", out_kind)?;
+        let shard = out_arg("out_shard", out_shard)?;
+        let keys = out_arg("out_keys", out_keys)?;
+        let (k, s, n) = match live.next(timeout_ms)? {
+            None => (0, 0, 0),
+            Some(langtian_core::aggregate::LiveUpdate::Applied { shard, keys }) => (1, shard, keys as u64),
+            Some(langtian_core::aggregate::LiveUpdate::Stale) => (2, 0, 0),
+            Some(langtian_core::aggregate::LiveUpdate::Resynced { snapshot_version }) => {
+                (3, 0, snapshot_version)
+            }
+        };
+        (*kind, *shard, *keys) = (k, s, n);
+        Ok(())
+    })
+}
+
+/// Every record of the group now, as a JSON array of objects (`out_json`, free it with
+/// `lt_buffer_free`).
+#[no_mangle]
+pub extern "C" fn lt_live_records(live: *mut c_void, out_json: *mut LtBuffer) -> i32 {
+    guarded(|| {
+        let live: &Live = handle("live", live)?;
+        let out = out_arg("out_json", out_json)?;
+        *out = to_buffer(live.records_json()?);
+        Ok(())
+    })
+}
+
+/// One record by key as a JSON object, or `null` (`out_json`, free it with `lt_buffer_free`).
+#[no_mangle]
+pub extern "C" fn lt_live_get(live: *mut c_void, key: *const c_char, out_json: *mut LtBuffer) -> i32 {
+    guarded(|| {
+        let live: &Live = handle("live", live)?;
+        let key = str_arg("key", key)?;
+        let out = out_arg("out_json", out_json)?;
+        *out = to_buffer(live.get_json(key)?);
+        Ok(())
+    })
+}
+
+/// A live group's size and counts.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct LtLiveCounts {
+    /// Records held.
+    pub len: u64,
+    /// Deltas applied.
+    pub applied: u64,
+    /// Deltas skipped as already contained.
+    pub stale: u64,
+    /// Snapshots read again after gaps.
+    pub resyncs: u64,
+    /// Messages on the delta subjects that were not a delta of the group.
+    pub rejected: u64,
+}
+
+/// How many records the group holds and what it received.
+#[no_mangle]
+pub extern "C" fn lt_live_counts(live: *mut c_void, out_counts: *mut LtLiveCounts) -> i32 {
+    guarded(|| {
+        let live: &Live = handle("live", live)?;
+        let out = out_arg("out_counts", out_counts)?;
+        let (len, [applied, stale, resyncs, rejected]) = live.counts()?;
+        *out = LtLiveCounts {
+            len,
+            applied,
+            stale,
+            resyncs,
+            rejected,
+        };
+        Ok(())
+    })
+}
+
+/// Stops following the group and frees the handle (null is ignored).
+#[no_mangle]
+pub extern "C" fn lt_live_free(live: *mut c_void) {
+    if !live.is_null() {
+        let _ = catch_unwind(|| {
+            // SAFETY: `live` came from lt_live_open and is freed once.
+            drop(unsafe { Box::from_raw(live.cast::<Live>()) });
         });
     }
 }
